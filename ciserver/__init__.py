@@ -1,0 +1,1 @@
+"""ciserver: a self-hosted Git webhook CI/CD server."""
