@@ -1,1 +1,3 @@
 """ciserver: a self-hosted Git webhook CI/CD server."""
+
+__version__ = "0.1.0"

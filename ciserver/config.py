@@ -21,8 +21,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(25 * 1024 * 1024, description="Largest webhook body accepted (GitHub's cap).")
     job_timeout: int = Field(3600, description="Seconds a job may run when its pipeline sets no timeout.")
     log_stream_ttl: int = Field(3600, description="Seconds a finished job's live stream stays in Redis.")
+    pull_images: bool = Field(True, description="Pull a job's image when the engine does not have it.")
     outbox_interval: float = Field(2.0, description="Seconds between scans for builds not yet enqueued.")
-    stop_grace: float = Field(10.0, description="Seconds `ciserver up` lets workers finish before stopping them.")
+    stop_grace: float = Field(
+        10.0, description="Seconds `ciserver up` lets workers finish before stopping them."
+    )
 
     @field_validator("data_dir")
     @classmethod

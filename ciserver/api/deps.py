@@ -1,0 +1,100 @@
+"""Dependencies shared by the routers: settings, database sessions, Redis, and who is calling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis import Redis
+from sqlalchemy.orm import Session
+
+from ciserver import queue
+from ciserver.config import Settings
+from ciserver.store.db import session_scope
+from ciserver.store.models import Role
+from ciserver.store.tokens import find_token
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+@dataclass(frozen=True)
+class Database:
+    """Opens short transactions; endpoints commit before they answer, so a reader sees the write."""
+
+    url: str
+
+    def session(self) -> AbstractContextManager[Session]:
+        return session_scope(self.url)
+
+
+def get_database(settings: SettingsDep) -> Database:
+    return Database(settings.db_url)
+
+
+DatabaseDep = Annotated[Database, Depends(get_database)]
+
+
+def get_redis(settings: SettingsDep) -> Redis:
+    if not settings.redis_url:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "CISERVER_REDIS_URL is not set")
+    return queue.connect(settings.redis_url)
+
+
+RedisDep = Annotated[Redis, Depends(get_redis)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The holder of the token a request carried."""
+
+    token_id: int
+    name: str
+    role: Role
+
+    @property
+    def actor(self) -> str:
+        return f"token:{self.token_id} ({self.name})"
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from `ciserver token create`.")
+
+
+def require(role: Role) -> Callable[..., Caller]:
+    """A dependency that admits tokens of `role` or above: 401 without a valid token, 403 below it."""
+
+    def check(
+        db: DatabaseDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> Caller:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise _unauthorized("Authorization: a bearer token is required")
+        with db.session() as session:
+            token = find_token(session, credentials.credentials)
+            if token is None:
+                raise _unauthorized("Authorization: the token is unknown, revoked or expired")
+            caller = Caller(token.id, token.name, Role[token.role])
+        if caller.role < role:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"this needs the {role.name} role; the token has {caller.role.name}",
+            )
+        return caller
+
+    return check
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+Viewer = Annotated[Caller, Depends(require(Role.viewer))]
+Developer = Annotated[Caller, Depends(require(Role.developer))]
+Admin = Annotated[Caller, Depends(require(Role.admin))]

@@ -1,0 +1,91 @@
+"""Jobs and their logs: read from a byte offset, or follow live as Server-Sent Events."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi.responses import Response
+from sse_starlette.sse import EventSourceResponse
+
+from ciserver.api.builds import not_found
+from ciserver.api.deps import DatabaseDep, RedisDep, SettingsDep, Viewer
+from ciserver.api.schemas import JobOut
+from ciserver.log_follow import follow_log
+from ciserver.logs import FileLogStore
+from ciserver.store.builds import get_job
+from ciserver.store.models import Status
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def job(job_id: int, _: Viewer, db: DatabaseDep) -> JobOut:
+    with db.session() as session:
+        found = get_job(session, job_id)
+        if found is None:
+            raise not_found("job", job_id)
+        return JobOut.of(found)
+
+
+@router.get(
+    "/{job_id}/log",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "The log from byte `offset` on."}},
+    summary="The job's log from a byte offset; X-Log-Offset is where to continue",
+)
+def log_text(
+    job_id: int,
+    _: Viewer,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    offset: Annotated[int, Query(ge=0, description="First byte to return")] = 0,
+) -> Response:
+    with db.session() as session:
+        found = get_job(session, job_id)
+        if found is None:
+            raise not_found("job", job_id)
+        complete = Status(found.status).final
+    store = FileLogStore(settings.logs_dir)
+    size = store.size(job_id)
+    if offset > size:
+        raise HTTPException(
+            status.HTTP_416_REQUESTED_RANGE_NOT_SATISFIABLE,
+            f"offset: {offset} is past the end of the log ({size} bytes)",
+        )
+    data = store.read(job_id, offset)
+    headers = {"X-Log-Offset": str(offset + len(data)), "X-Log-Complete": "true" if complete else "false"}
+    return Response(data, media_type="text/plain; charset=utf-8", headers=headers)
+
+
+@router.get(
+    "/{job_id}/log/stream",
+    summary="Follow the job's log as Server-Sent Events until it ends",
+    description=(
+        'Events `log` carry `{"offset": N, "text": ...}` with the byte offset after them as the event id; '
+        'a final `end` event carries `{"status": ...}`. Reconnect with `Last-Event-ID` to miss nothing.'
+    ),
+)
+async def log_stream(
+    job_id: int,
+    request: Request,
+    _: Viewer,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    redis: RedisDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> EventSourceResponse:
+    with db.session() as session:
+        if get_job(session, job_id) is None:
+            raise not_found("job", job_id)
+    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else offset
+    events = follow_log(
+        job_id,
+        start,
+        store=FileLogStore(settings.logs_dir),
+        redis_url=settings.redis_url or "",
+        db_url=settings.db_url,
+        disconnected=request.is_disconnected,
+    )
+    return EventSourceResponse(events, ping=15)

@@ -1,0 +1,144 @@
+"""Request and response bodies: the OpenAPI schema at /docs is built from these."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ciserver.clone_urls import redact
+from ciserver.store.models import Build, Job, Project, Token
+
+
+class ProjectIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="The forge's repository path, OWNER/NAME (GitLab: GROUP/SUBGROUP/NAME).")
+    repo: str = Field(description="Where workers clone from: an https or ssh URL.")
+    forge: str = Field(description="github or gitlab")
+    secret: str = Field(min_length=1, description="The webhook secret (GitHub) or secret token (GitLab).")
+
+
+class ProjectOut(BaseModel):
+    name: str
+    forge: str
+    repo: str = Field(description="The clone URL, credentials hidden.")
+    webhook_path: str = Field(description="Point the forge's webhook at this path on the server.")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, project: Project) -> ProjectOut:
+        return cls(
+            name=project.name,
+            forge=project.forge,
+            repo=redact(project.repo_url),
+            webhook_path=f"/webhooks/{project.forge}",
+            created_at=project.created_at,
+        )
+
+
+class JobOut(BaseModel):
+    id: int
+    name: str
+    stage: str
+    image: str
+    status: str
+    exit_code: int | None
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        return cls.model_validate(job, from_attributes=True)
+
+
+class BuildOut(BaseModel):
+    id: int
+    project: str
+    ref: str
+    branch: str | None
+    tag: str | None
+    sha: str
+    message: str
+    author: str
+    status: str
+    error: str | None = Field(description="Why the build is error, failed or skipped.")
+    retry_of: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def fields_of(cls, build: Build) -> dict[str, object]:
+        return {
+            "id": build.id,
+            "project": build.project.name,
+            "ref": build.ref,
+            "branch": build.branch,
+            "tag": build.tag,
+            "sha": build.sha,
+            "message": build.message,
+            "author": build.author,
+            "status": build.status,
+            "error": build.error,
+            "retry_of": build.retry_of,
+            "created_at": build.created_at,
+            "started_at": build.started_at,
+            "finished_at": build.finished_at,
+        }
+
+    @classmethod
+    def of(cls, build: Build) -> BuildOut:
+        return cls(**cls.fields_of(build))  # type: ignore[arg-type]
+
+
+class BuildDetail(BuildOut):
+    jobs: list[JobOut]
+
+    @classmethod
+    def of(cls, build: Build) -> BuildDetail:
+        return cls(**cls.fields_of(build), jobs=[JobOut.of(job) for job in build.jobs])  # type: ignore[arg-type]
+
+
+class BuildList(BaseModel):
+    items: list[BuildOut]
+    total: int
+
+
+class BuildCreated(BaseModel):
+    build_id: int
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["viewer", "developer", "ops", "admin"]
+    name: str = Field("", max_length=255)
+
+
+class TokenCreated(BaseModel):
+    id: int
+    role: str
+    token: str = Field(description="Shown once; only its hash is kept.")
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    role: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, token: Token) -> TokenOut:
+        return cls.model_validate(token, from_attributes=True)
+
+
+class WebhookAnswer(BaseModel):
+    """What a forge gets back; shown in its delivery log, so it says what happened."""
+
+    build_id: int | None = None
+    duplicate: bool = False
+    message: str

@@ -1,0 +1,50 @@
+"""The FastAPI application: routers, error answers, and the outbox thread."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, RedirectResponse
+
+from ciserver import __version__
+from ciserver.api import builds, jobs, projects, tokens, webhooks
+from ciserver.config import Settings, get_settings
+from ciserver.outbox import OutboxThread
+from ciserver.store.db import engine_for
+
+
+def create_app(settings: Settings | None = None, *, outbox: bool = True) -> FastAPI:
+    """The API for `settings` (default: from the environment)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine_for(settings.db_url)  # creates the tables before the first request
+        thread = OutboxThread(settings) if outbox and settings.redis_url else None
+        if thread:
+            thread.start()
+        yield
+        if thread:
+            thread.stopped.set()
+
+    app = FastAPI(
+        title="ciserver",
+        version=__version__,
+        summary="A self-hosted Git webhook CI/CD server",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    for module in (webhooks, projects, builds, jobs, tokens):
+        app.include_router(module.router)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
+    def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    return app

@@ -1,0 +1,157 @@
+"""The `ciserver` command: run the server (up, serve, worker) and manage it (project, token)."""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from ciserver.config import get_settings
+from ciserver.store.models import Role
+
+app = typer.Typer(
+    help="ciserver: a self-hosted Git webhook CI/CD server. Start with `ciserver up`.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+project_app = typer.Typer(help="Register and list projects (works on the data dir's database directly).")
+token_app = typer.Typer(help="Create API tokens (works on the data dir's database directly).")
+app.add_typer(project_app, name="project")
+app.add_typer(token_app, name="token")
+
+Host = Annotated[str, typer.Option(help="Address to listen on; keep it on loopback behind a proxy.")]
+Port = Annotated[int, typer.Option(help="Port of the HTTP API and webhooks.")]
+
+
+class ForgeName(StrEnum):
+    github = "github"
+    gitlab = "gitlab"
+
+
+class RoleName(StrEnum):
+    viewer = "viewer"
+    developer = "developer"
+    ops = "ops"
+    admin = "admin"
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def up(
+    host: Host = "127.0.0.1",
+    port: Port = 8080,
+    workers: Annotated[int, typer.Option(min=1, help="How many workers run jobs at once.")] = 2,
+) -> None:
+    """Run everything on this host: a private Redis (unless CISERVER_REDIS_URL is set), the API and N workers.
+
+    Data lives in CISERVER_DATA_DIR (default ./.ciserver). Ctrl-C or SIGTERM stops every child.
+    """
+    from ciserver.supervisor import StartError, Supervisor
+
+    settings = get_settings()
+    try:
+        raise typer.Exit(Supervisor(settings, host, port, workers).run())
+    except StartError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def serve(host: Host = "127.0.0.1", port: Port = 8080) -> None:
+    """Run the HTTP API alone (scale-out: against CISERVER_REDIS_URL and CISERVER_DATABASE_URL)."""
+    import uvicorn
+
+    from ciserver.app import create_app
+
+    settings = get_settings()
+    if not settings.redis_url:
+        raise _fail("CISERVER_REDIS_URL is not set (or use `ciserver up`, which starts its own Redis)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+
+
+@app.command()
+def worker(
+    queues: Annotated[
+        list[str] | None, typer.Option("--queues", "-q", help="Queues to take work from.")
+    ] = None,
+    burst: Annotated[bool, typer.Option(help="Stop when the queues are empty.")] = False,
+) -> None:
+    """Run one worker: plans builds and runs jobs in containers. SIGTERM finishes the current job first."""
+    from workers.runner import run_worker
+
+    settings = get_settings()
+    if not settings.redis_url:
+        raise _fail("CISERVER_REDIS_URL is not set (or use `ciserver up`, which starts its own Redis)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    run_worker(settings, queues or None, burst=burst)
+
+
+@project_app.command("add")
+def project_add(
+    name: Annotated[
+        str, typer.Argument(help="The forge's repository path: OWNER/NAME (GitLab: GROUP/SUB/NAME).")
+    ],
+    repo: Annotated[
+        str, typer.Option(help="Clone URL (https or ssh; a path with CISERVER_ALLOW_LOCAL_REPOS).")
+    ],
+    forge: Annotated[ForgeName, typer.Option(help="Which forge sends its webhooks.")],
+    secret: Annotated[
+        str,
+        typer.Option(prompt=True, hide_input=True, help="Webhook secret (GitHub) or secret token (GitLab)."),
+    ],
+) -> None:
+    """Register a project, so its forge's webhooks are accepted and built."""
+    from ciserver.clone_urls import CloneURLError, check_clone_url
+    from ciserver.store.db import session_scope
+    from ciserver.store.projects import ProjectError, add_project
+
+    settings = get_settings()
+    try:
+        url = check_clone_url(repo, allow_local=settings.allow_local_repos)
+        with session_scope(settings.db_url) as session:
+            project = add_project(session, name=name, forge=forge.value, repo_url=url, secret=secret)
+            typer.echo(
+                f"project {project.name} added; point its {forge.value} webhook at /webhooks/{forge.value}"
+            )
+    except (CloneURLError, ProjectError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@project_app.command("list")
+def project_list() -> None:
+    """List registered projects."""
+    from ciserver.clone_urls import redact
+    from ciserver.store.db import session_scope
+    from ciserver.store.projects import list_projects
+
+    with session_scope(get_settings().db_url) as session:
+        for project in list_projects(session):
+            typer.echo(f"{project.name}\t{project.forge}\t{redact(project.repo_url)}")
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[RoleName, typer.Option(help="viewer < developer < ops < admin")],
+    name: Annotated[str, typer.Option(help="A label to tell tokens apart.")] = "",
+) -> None:
+    """Create an API token and print it, once, alone on the last line (only its hash is kept)."""
+    from ciserver.store.db import session_scope
+    from ciserver.store.tokens import create_token
+
+    with session_scope(get_settings().db_url) as session:
+        token, secret = create_token(session, Role[role.value], name)
+        typer.echo(f"token {token.id} ({token.role}) created; it is shown only now:")
+    typer.echo(secret)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from ciserver import __version__
+
+    typer.echo(__version__)

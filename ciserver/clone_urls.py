@@ -1,0 +1,62 @@
+"""Which clone URLs a project may register, and how they are shown without credentials.
+
+A clone URL ends up as an argument to git, so anything git could read as an option or as a
+transport that runs commands (``ext::``) is refused here, before it is ever stored.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+REMOTE_SCHEMES = ("https", "ssh")
+_SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^/\\].*$")  # git@host:owner/name.git
+
+
+class CloneURLError(ValueError):
+    """A clone URL the server will not use; the message says why."""
+
+
+def git_protocols(allow_local: bool) -> str:
+    """The value for GIT_ALLOW_PROTOCOL: the transports git may use at all."""
+    return "https:ssh:file" if allow_local else "https:ssh"
+
+
+def check_clone_url(url: str, *, allow_local: bool) -> str:
+    """Return `url` (local paths made absolute) if it is safe to clone, else raise CloneURLError."""
+    if not url or url != url.strip() or any(ord(c) < 32 or c == "\x7f" for c in url):
+        raise CloneURLError("repo: empty, or contains whitespace or control characters")
+    if url.startswith("-"):
+        raise CloneURLError("repo: must not start with '-' (git would read it as an option)")
+    if "::" in url.split("/", 1)[0]:
+        raise CloneURLError("repo: transport helpers such as 'ext::' are refused")
+    if _SCP_LIKE.match(url):
+        return url
+    parts = urlsplit(url)
+    if parts.scheme in REMOTE_SCHEMES:
+        if not parts.hostname:
+            raise CloneURLError(f"repo: {parts.scheme} URL has no host")
+        return url
+    if parts.scheme == "file" or (not parts.scheme and "://" not in url):
+        if not allow_local:
+            raise CloneURLError(
+                "repo: local repositories (file:// and paths) are refused; "
+                "set CISERVER_ALLOW_LOCAL_REPOS=true to allow them"
+            )
+        path = Path(parts.path if parts.scheme == "file" else url).expanduser().resolve()
+        if not path.exists():
+            raise CloneURLError(f"repo: no repository at {path}")
+        return str(path)
+    raise CloneURLError(f"repo: scheme {parts.scheme!r} is not accepted (use https or ssh)")
+
+
+def redact(url: str) -> str:
+    """The URL with any password or token replaced, for logs and API answers."""
+    parts = urlsplit(url)
+    if parts.password is None and not (parts.username and parts.scheme == "https"):
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))

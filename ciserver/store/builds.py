@@ -1,0 +1,154 @@
+"""Builds as the API sees them: recording a push once, listing, cancelling, retrying."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from ciserver.store.models import Build, Delivery, Job, Project, Status, utcnow
+
+
+@dataclass(frozen=True)
+class PushRecord:
+    """What a webhook tells us about a push, in the store's own terms."""
+
+    ref: str
+    branch: str | None
+    tag: str | None
+    sha: str
+    before: str | None
+    message: str
+    author: str
+    changed_files: list[str] | None
+
+
+def record_push(
+    session: Session, project: Project, push: PushRecord, *, forge: str, delivery_id: str | None
+) -> tuple[Build, bool]:
+    """Insert the build (and its delivery id) in one transaction; a known delivery gives its first build.
+
+    Returns the build and whether it is new. The unique (forge, delivery_id) constraint, not a
+    lookup, decides between two copies of one delivery arriving at the same moment.
+    """
+    if delivery_id:
+        known = _delivered_build(session, forge, delivery_id)
+        if known is not None:
+            return known, False
+    build = Build(
+        project_id=project.id,
+        ref=push.ref,
+        branch=push.branch,
+        tag=push.tag,
+        sha=push.sha,
+        before=push.before,
+        message=push.message,
+        author=push.author,
+        changed_files=push.changed_files,
+    )
+    try:
+        with session.begin_nested():
+            session.add(build)
+            session.flush()
+            if delivery_id:
+                session.add(Delivery(forge=forge, delivery_id=delivery_id, build_id=build.id))
+                session.flush()
+    except IntegrityError:
+        known = _delivered_build(session, forge, delivery_id or "")
+        if known is None:
+            raise
+        return known, False
+    return build, True
+
+
+def _delivered_build(session: Session, forge: str, delivery_id: str) -> Build | None:
+    return session.scalar(
+        select(Build)
+        .join(Delivery, Delivery.build_id == Build.id)
+        .where(Delivery.forge == forge, Delivery.delivery_id == delivery_id)
+    )
+
+
+def list_builds(
+    session: Session,
+    *,
+    project: str | None = None,
+    branch: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Build], int]:
+    """Newest first, with the total matching count for paging."""
+    query = select(Build)
+    if project is not None:
+        query = query.join(Project, Project.id == Build.project_id).where(Project.name == project)
+    if branch is not None:
+        query = query.where(Build.branch == branch)
+    if status is not None:
+        query = query.where(Build.status == status)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    items = session.scalars(query.order_by(Build.id.desc()).limit(limit).offset(offset))
+    return list(items), total
+
+
+def get_build(session: Session, build_id: int) -> Build | None:
+    return session.scalar(select(Build).where(Build.id == build_id).options(selectinload(Build.jobs)))
+
+
+def get_job(session: Session, job_id: int) -> Job | None:
+    return session.get(Job, job_id)
+
+
+def cancel_build(session: Session, build_id: int) -> list[int] | None:
+    """Cancel a build that has not finished; returns the ids of its jobs still running.
+
+    Queued jobs are marked here so a worker's conditional start finds nothing to start; running
+    ones are stopped by their worker once told (see ciserver.queue.request_cancel).
+    None when the build had already finished.
+    """
+    now = utcnow()
+    changed = session.execute(
+        update(Build)
+        .where(Build.id == build_id, Build.status.in_([Status.queued, Status.running]))
+        .values(status=Status.canceled, error="canceled", finished_at=now)
+    ).rowcount
+    if not changed:
+        return None
+    session.execute(
+        update(Job)
+        .where(Job.build_id == build_id, Job.status == Status.queued)
+        .values(status=Status.canceled, finished_at=now)
+    )
+    running = session.scalars(select(Job.id).where(Job.build_id == build_id, Job.status == Status.running))
+    return list(running)
+
+
+def retry_build(session: Session, build: Build) -> Build:
+    """A new build of the same commit, queued like a fresh push."""
+    fields: dict[str, Any] = {
+        name: getattr(build, name)
+        for name in (
+            "project_id",
+            "ref",
+            "branch",
+            "tag",
+            "sha",
+            "before",
+            "message",
+            "author",
+            "changed_files",
+        )
+    }
+    retry = Build(**fields, retry_of=build.id)
+    session.add(retry)
+    session.flush()
+    return retry
+
+
+def queued_build_ids(session: Session, *, created_before: Any) -> list[int]:
+    """Builds recorded but not yet picked up by a worker, oldest first: the outbox."""
+    query = select(Build.id).where(Build.status == Status.queued, Build.created_at < created_before)
+    return list(session.scalars(query.order_by(Build.id).limit(1000)))

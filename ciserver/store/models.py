@@ -1,0 +1,167 @@
+"""SQLAlchemy 2 models: the state every process shares. Nothing here is SQLite-only."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC and always hands back an aware datetime, whatever the database keeps."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class Status(enum.StrEnum):
+    """States of builds and jobs; the last five are final."""
+
+    queued = "queued"
+    running = "running"
+    success = "success"
+    failed = "failed"
+    error = "error"
+    canceled = "canceled"
+    skipped = "skipped"
+
+    @property
+    def final(self) -> bool:
+        return self not in (Status.queued, Status.running)
+
+
+FINAL_STATUSES = tuple(s.value for s in Status if s.final)
+
+
+class Role(enum.IntEnum):
+    """API roles, each allowed what the ones below it are."""
+
+    viewer = 1
+    developer = 2
+    ops = 3
+    admin = 4
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime,
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+    }
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    forge: Mapped[str] = mapped_column(String(20))
+    repo_url: Mapped[str] = mapped_column(String(2048))
+    secret: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Build(Base):
+    __tablename__ = "builds"
+    __table_args__ = (Index("ix_builds_project_id", "project_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    ref: Mapped[str] = mapped_column(String(1024))
+    branch: Mapped[str | None] = mapped_column(String(1024))
+    tag: Mapped[str | None] = mapped_column(String(1024))
+    sha: Mapped[str] = mapped_column(String(64))
+    before: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text, default="")
+    author: Mapped[str] = mapped_column(String(255), default="")
+    changed_files: Mapped[list[Any] | None]
+    # A build still `queued` is the outbox: one the queue lost is enqueued again (see ciserver.outbox).
+    status: Mapped[str] = mapped_column(String(16), default=Status.queued.value, index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    retry_of: Mapped[int | None] = mapped_column(ForeignKey("builds.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    project: Mapped[Project] = relationship(lazy="joined")
+    jobs: Mapped[list[Job]] = relationship(order_by="Job.position", back_populates="build")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    build_id: Mapped[int] = mapped_column(ForeignKey("builds.id"), index=True)
+    position: Mapped[int]
+    name: Mapped[str] = mapped_column(String(255))
+    stage: Mapped[str] = mapped_column(String(255))
+    image: Mapped[str] = mapped_column(String(1024))
+    script: Mapped[list[Any]]
+    env: Mapped[dict[str, Any]]
+    timeout: Mapped[int]
+    after: Mapped[list[Any]]
+    status: Mapped[str] = mapped_column(String(16), default=Status.queued.value)
+    exit_code: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    build: Mapped[Build] = relationship(back_populates="jobs")
+
+
+class Delivery(Base):
+    """A webhook delivery already turned into a build: a redelivery finds it here."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("forge", "delivery_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    forge: Mapped[str] = mapped_column(String(20))
+    delivery_id: Mapped[str] = mapped_column(String(255))
+    build_id: Mapped[int] = mapped_column(ForeignKey("builds.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Token(Base):
+    """An API token; only the SHA-256 of the secret part is kept."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class AuditEntry(Base):
+    """Who changed what, and when: every API write leaves one."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(255))
+    target: Mapped[str] = mapped_column(String(1024))
+    detail: Mapped[dict[str, Any] | None]

@@ -1,0 +1,44 @@
+"""What a worker process keeps between jobs: settings, a Redis client, the executor, the log store."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+
+from redis import Redis
+
+from ciserver.config import Settings, get_settings
+from ciserver.logs import FileLogStore
+from workers.executors.base import Executor
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+
+    @cached_property
+    def redis(self) -> Redis:
+        if not self.settings.redis_url:
+            raise RuntimeError("CISERVER_REDIS_URL is not set: workers need the server's Redis")
+        return Redis.from_url(self.settings.redis_url, socket_connect_timeout=5, health_check_interval=30)
+
+    @cached_property
+    def executor(self) -> Executor:
+        from workers.executors.docker import DockerExecutor
+
+        return DockerExecutor(pull=self.settings.pull_images)
+
+    @cached_property
+    def log_store(self) -> FileLogStore:
+        return FileLogStore(self.settings.logs_dir)
+
+    @cached_property
+    def worker_name(self) -> str:
+        return os.environ.get("CISERVER_WORKER_NAME") or f"{socket.gethostname()}.{os.getpid()}"
+
+
+@lru_cache(maxsize=1)
+def current() -> WorkerContext:
+    return WorkerContext(get_settings())
