@@ -140,5 +140,5 @@ class WebhookAnswer(BaseModel):
     """What a forge gets back; shown in its delivery log, so it says what happened."""
 
     build_id: int | None = None
-    duplicate: bool = False
+    duplicate: bool | None = Field(None, description="true when this delivery id was already received")
     message: str

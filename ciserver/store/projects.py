@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ciserver.store.models import Project
@@ -40,7 +40,8 @@ def add_project(session: Session, *, name: str, forge: str, repo_url: str, secre
 
 
 def get_project(session: Session, name: str) -> Project | None:
-    return session.scalar(select(Project).where(Project.name == name))
+    """By repository path, ignoring case as GitHub and GitLab do (`Octo/Hello` is `octo/hello`)."""
+    return session.scalar(select(Project).where(func.lower(Project.name) == name.lower()))
 
 
 def list_projects(session: Session) -> list[Project]:

@@ -1,0 +1,259 @@
+"""What every forge shares: the internal webhook events, the errors, and a typed payload reader.
+
+A forge module turns one forge's webhook into exactly one `WebhookEvent`. Everything that reaches
+the rest of ciserver has been verified and type-checked here, so nothing downstream has to guess
+at the shape of a forge's JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError, model_validator
+
+
+class WebhookError(Exception):
+    """A webhook the server refuses; the edge turns it into one HTTP answer with this status."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+
+class MalformedPayload(WebhookError):
+    """422: the payload lacks a field or has one of the wrong type; the message names the field."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(422, message)
+
+
+class BadSignature(WebhookError):
+    """401: the signature or token is missing or wrong; the message names the header."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(401, message)
+
+
+class PushEvent(BaseModel, frozen=True):
+    """A verified push to a branch or tag: what a build is made from."""
+
+    forge: str
+    repository: str
+    ref: str
+    branch: str | None
+    tag: str | None
+    before: str
+    sha: str
+    message: str
+    author: str
+    changed_files: list[str] | None
+    deleted: bool
+    forced: bool
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PushEvent:
+        # A backstop: parsers check all of this first, so a failure here is a parser bug.
+        if not self.sha.strip("0") and not self.deleted:
+            raise ValueError("sha: all zeros, but the ref was not deleted")
+        if self.branch is not None and self.ref != f"refs/heads/{self.branch}":
+            raise ValueError("branch: does not match the ref")
+        if self.tag is not None and self.ref != f"refs/tags/{self.tag}":
+            raise ValueError("tag: does not match the ref")
+        if (self.branch is None) == (self.tag is None):
+            raise ValueError("ref: must be exactly one of a branch or a tag")
+        return self
+
+
+class Ping(BaseModel, frozen=True):
+    """The forge checking that the hook answers; `repository` is None for an organisation hook."""
+
+    repository: str | None
+
+
+class Ignored(BaseModel, frozen=True):
+    """A well-formed delivery that builds nothing (another event, a ref outside heads and tags)."""
+
+    repository: str | None
+    reason: str
+
+
+WebhookEvent = PushEvent | Ping | Ignored
+
+
+class Forge(Protocol):
+    """One forge's webhook: who sent it, whether to trust it, and what it means."""
+
+    name: str
+
+    def delivery_id(self, headers: Mapping[str, str]) -> str | None:
+        """The forge's id for this delivery, the same on a redelivery; None if absent."""
+        ...
+
+    def repository_path(self, payload: Any) -> str | None:
+        """The repository whose secret verifies this delivery; None if the payload names none.
+
+        Raises MalformedPayload when the payload is not an object or the field has the wrong type.
+        """
+        ...
+
+    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> None:
+        """Raise BadSignature unless the delivery carries proof of `secret` over `body`."""
+        ...
+
+    def parse(self, headers: Mapping[str, str], payload: Any) -> WebhookEvent:
+        """The event this delivery means; raises MalformedPayload and nothing else."""
+        ...
+
+
+def make_push(**fields: Any) -> PushEvent:
+    """Build a PushEvent, reporting a broken invariant as the payload's fault (never a 500)."""
+    try:
+        return PushEvent(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise MalformedPayload(str(first.get("msg", "invalid push")).removeprefix("Value error, ")) from None
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header's value looked up case-insensitively in a starlette Headers or any Mapping."""
+    value = headers.get(name)
+    if value is None:
+        wanted = name.lower()
+        for key, candidate in headers.items():
+            if isinstance(key, str) and key.lower() == wanted:
+                value = candidate
+                break
+    return value if isinstance(value, str) else None
+
+
+def delivery_header(headers: Mapping[str, str], *names: str) -> str | None:
+    """The first of `names` holding a plausible delivery id (it becomes a database key)."""
+    for name in names:
+        value = (header(headers, name) or "").strip()
+        if 0 < len(value) <= 200 and value.isascii() and value.isprintable():
+            return value
+    return None
+
+
+_JSON_TYPE_NAMES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    type(None): "null",
+}
+
+
+def _describe(value: Any) -> str:
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+class Fields:
+    """Typed access to one JSON object; every error names the dotted path of the field."""
+
+    def __init__(self, data: Any, path: str = "") -> None:
+        if not isinstance(data, dict):
+            raise MalformedPayload(f"{path or 'body'}: expected an object, got {_describe(data)}")
+        self.data = data
+        self.path = path
+
+    def where(self, key: str) -> str:
+        """The dotted path of `key` in this object, as error messages name it."""
+        return f"{self.path}.{key}" if self.path else key
+
+    def _get(self, key: str) -> Any:
+        if key not in self.data:
+            raise MalformedPayload(f"{self.where(key)}: missing")
+        return self.data[key]
+
+    def _wrong(self, key: str, expected: str, value: Any) -> MalformedPayload:
+        return MalformedPayload(f"{self.where(key)}: expected {expected}, got {_describe(value)}")
+
+    def text(self, key: str, *, allow_empty: bool = True) -> str:
+        """A required string that git or a database could hold (no NUL, no lone surrogates)."""
+        value = self._get(key)
+        if not isinstance(value, str):
+            raise self._wrong(key, "a string", value)
+        return check_text(value, self.where(key), allow_empty=allow_empty)
+
+    def optional_text(self, key: str) -> str | None:
+        """A string that may be absent or null."""
+        if self.data.get(key) is None:
+            return None
+        return self.text(key)
+
+    def flag(self, key: str) -> bool:
+        """A required boolean."""
+        value = self._get(key)
+        if not isinstance(value, bool):
+            raise self._wrong(key, "a boolean", value)
+        return value
+
+    def count(self, key: str) -> int:
+        """A required non-negative integer."""
+        value = self._get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._wrong(key, "an integer", value)
+        if value < 0:
+            raise MalformedPayload(f"{self.where(key)}: must not be negative")
+        return value
+
+    def child(self, key: str) -> Fields:
+        """A required nested object."""
+        return Fields(self._get(key), self.where(key))
+
+    def optional_child(self, key: str) -> Fields | None:
+        """A nested object that may be absent or null."""
+        if self.data.get(key) is None:
+            return None
+        return self.child(key)
+
+    def children(self, key: str) -> list[Fields]:
+        """A required array of objects."""
+        value = self._get(key)
+        if not isinstance(value, list):
+            raise self._wrong(key, "an array", value)
+        return [Fields(item, f"{self.where(key)}[{index}]") for index, item in enumerate(value)]
+
+    def texts(self, key: str) -> list[str]:
+        """A required array of strings."""
+        value = self._get(key)
+        if not isinstance(value, list):
+            raise self._wrong(key, "an array", value)
+        where = self.where(key)
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                raise MalformedPayload(f"{where}[{index}]: expected a string, got {_describe(item)}")
+            check_text(item, f"{where}[{index}]")
+        return list(value)
+
+
+def check_text(value: str, where: str, *, allow_empty: bool = True) -> str:
+    """Refuse text no git object can contain and no database column can store."""
+    if not value and not allow_empty:
+        raise MalformedPayload(f"{where}: must not be empty")
+    if "\x00" in value:
+        raise MalformedPayload(f"{where}: contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedPayload(f"{where}: is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
+def files_changed(commits: list[Fields], max_per_commit: int | None = None) -> list[str] | None:
+    """The sorted union of the files the commits added, modified or removed.
+
+    None when a commit lists `max_per_commit` files or more: the forge cut that list short.
+    """
+    files: set[str] = set()
+    truncated = False
+    for commit in commits:
+        listed = [path for key in ("added", "modified", "removed") for path in commit.texts(key)]
+        truncated = truncated or (max_per_commit is not None and len(listed) >= max_per_commit)
+        files.update(listed)
+    return None if truncated else sorted(files)

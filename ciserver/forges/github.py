@@ -1,0 +1,136 @@
+"""GitHub webhooks: check X-Hub-Signature-256, then turn a `push` or `ping` into an event.
+
+Payload fields follow GitHub's "push" and "ping" webhook documentation
+(https://docs.github.com/en/webhooks/webhook-events-and-payloads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ciserver.forges.base import (
+    BadSignature,
+    Fields,
+    Ignored,
+    MalformedPayload,
+    Ping,
+    PushEvent,
+    WebhookEvent,
+    delivery_header,
+    files_changed,
+    header,
+    make_push,
+)
+from ciserver.forges.refs import branch_and_tag, check_ref, check_sha, is_zero_sha
+
+EVENT_HEADER = "X-GitHub-Event"
+DELIVERY_HEADER = "X-GitHub-Delivery"
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+
+# GitHub documents both caps: past them the lists are cut short, so the changed files are unknowable.
+MAX_LISTED_COMMITS = 2048
+MAX_FILES_PER_COMMIT = 3000
+
+_SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
+
+
+class GitHubForge:
+    """GitHub (and GitHub Enterprise Server) repository webhooks."""
+
+    name = "github"
+
+    def delivery_id(self, headers: Mapping[str, str]) -> str | None:
+        """X-GitHub-Delivery: a manual redelivery repeats it."""
+        return delivery_header(headers, DELIVERY_HEADER)
+
+    def repository_path(self, payload: Any) -> str | None:
+        """repository.full_name ("owner/name"); None for an organisation or app hook's ping."""
+        repository = Fields(payload).optional_child("repository")
+        return None if repository is None else repository.text("full_name", allow_empty=False)
+
+    def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> None:
+        """Check "sha256=" + hex HMAC-SHA256(secret, raw body) in constant time."""
+        if not secret:
+            # An empty key signs everything anyone sends: treat it as no proof at all.
+            raise BadSignature(f"{SIGNATURE_HEADER}: no webhook secret is configured for this repository")
+        value = header(headers, SIGNATURE_HEADER)
+        if value is None:
+            raise BadSignature(f"{SIGNATURE_HEADER}: missing")
+        match = _SIGNATURE.fullmatch(value.strip())
+        if match is None:
+            raise BadSignature(f"{SIGNATURE_HEADER}: expected 'sha256=' followed by 64 hexadecimal digits")
+        expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).digest()
+        if not hmac.compare_digest(bytes.fromhex(match.group(1)), expected):
+            raise BadSignature(f"{SIGNATURE_HEADER}: does not match the body")
+
+    def parse(self, headers: Mapping[str, str], payload: Any) -> WebhookEvent:
+        """`ping` and `push` mean something; every other event is Ignored with the reason."""
+        event = header(headers, EVENT_HEADER)
+        if event is None:
+            raise MalformedPayload(f"{EVENT_HEADER}: missing")
+        fields = Fields(payload)
+        if event == "ping":
+            return Ping(repository=self.repository_path(payload))
+        if event == "push":
+            return self._push(fields)
+        return Ignored(repository=self.repository_path(payload), reason=f"event {event[:100]!r} is not built")
+
+    def _push(self, fields: Fields) -> PushEvent | Ignored:
+        repository = fields.child("repository").text("full_name", allow_empty=False)
+        ref = check_ref(fields.text("ref"), "ref")
+        before = check_sha(fields.text("before"), "before")
+        after = check_sha(fields.text("after"), "after")
+        created = fields.flag("created")
+        deleted = fields.flag("deleted")
+        forced = fields.flag("forced")
+        author = fields.child("pusher").text("name")
+        commits = fields.children("commits")
+        head = fields.optional_child("head_commit")
+        listed_files = files_changed(commits, MAX_FILES_PER_COMMIT)
+
+        if deleted != is_zero_sha(after):
+            raise MalformedPayload(f"deleted: is {str(deleted).lower()}, but after is {after}")
+        if deleted and is_zero_sha(before):
+            raise MalformedPayload("before: all zeros, but a deleted ref must have pointed somewhere")
+
+        sha, message = after, ""
+        if head is not None and not deleted:
+            # For an annotated tag `after` is the tag object; head_commit is the commit it tags,
+            # the one to check out and to report a status on.
+            sha = check_sha(head.text("id"), "head_commit.id")
+            message = head.text("message")
+
+        branch, tag = branch_and_tag(ref)
+        if branch is None and tag is None:
+            return Ignored(repository=repository, reason=f"ref {ref!r} is neither a branch nor a tag")
+
+        # Files are known only for an update of an existing ref whose every commit is listed.
+        unknowable = (
+            deleted
+            or created
+            or forced
+            or is_zero_sha(before)
+            or not commits
+            or len(commits) >= MAX_LISTED_COMMITS
+        )
+        return make_push(
+            forge=self.name,
+            repository=repository,
+            ref=ref,
+            branch=branch,
+            tag=tag,
+            before=before,
+            sha=sha,
+            message=message,
+            author=author,
+            changed_files=None if unknowable else listed_files,
+            deleted=deleted,
+            forced=forced,
+        )
+
+
+GITHUB = GitHubForge()

@@ -1,0 +1,306 @@
+"""Test helpers: git repositories, signed forge webhooks, and a ciserver run as real processes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BUSYBOX = "ciserver-test/busybox:latest"
+FINAL = ("success", "failed", "error", "canceled", "skipped")
+ZERO_SHA = "0" * 40
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def make_repo(path: Path, files: dict[str, str], branch: str = "main") -> str:
+    """A new repository with one commit holding `files`; returns the commit's sha."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", branch)
+    git(path, "config", "user.email", "dev@example.org")
+    git(path, "config", "user.name", "Dev")
+    return commit(path, files, "first commit")
+
+
+def commit(path: Path, files: dict[str, str], message: str) -> str:
+    for name, text in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "--allow-empty", "-m", message)
+    return git(path, "rev-parse", "HEAD")
+
+
+def github_push_body(
+    full_name: str,
+    sha: str,
+    *,
+    ref: str = "refs/heads/main",
+    message: str = "a commit",
+    before: str = ZERO_SHA,
+) -> bytes:
+    """A push payload with the fields GitHub documents for the push event."""
+    owner, name = full_name.split("/", 1)
+    head = {
+        "id": sha,
+        "tree_id": "f" * 40,
+        "distinct": True,
+        "message": message,
+        "timestamp": "2026-11-25T10:20:30Z",
+        "url": f"https://github.com/{full_name}/commit/{sha}",
+        "author": {"name": "Dev", "email": "dev@example.org", "username": "dev"},
+        "committer": {"name": "Dev", "email": "dev@example.org", "username": "dev"},
+        "added": ["pipelines.yml"],
+        "removed": [],
+        "modified": [],
+    }
+    deleted = sha == ZERO_SHA
+    payload = {
+        "ref": ref,
+        "before": before,
+        "after": sha,
+        "created": before == ZERO_SHA,
+        "deleted": deleted,
+        "forced": False,
+        "base_ref": None,
+        "compare": f"https://github.com/{full_name}/compare/{before[:12]}...{sha[:12]}",
+        "commits": [] if deleted else [head],
+        "head_commit": None if deleted else head,
+        "repository": {
+            "id": 1296269,
+            "name": name,
+            "full_name": full_name,
+            "private": False,
+            "owner": {"name": owner, "login": owner, "id": 1, "type": "User"},
+            "clone_url": f"https://github.com/{full_name}.git",
+            "default_branch": "main",
+        },
+        "pusher": {"name": "dev", "email": "dev@example.org"},
+        "sender": {"login": "dev", "id": 1, "type": "User"},
+    }
+    return json.dumps(payload).encode()
+
+
+def github_headers(
+    body: bytes, secret: str, *, event: str = "push", delivery: str | None = None
+) -> dict[str, str]:
+    signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+        "X-Hub-Signature-256": signature,
+        "User-Agent": "GitHub-Hookshot/test",
+    }
+
+
+def gitlab_push_body(
+    path: str, sha: str, *, ref: str = "refs/heads/main", message: str = "a commit"
+) -> bytes:
+    """A push payload with the fields GitLab documents for push events."""
+    namespace, name = path.rsplit("/", 1)
+    payload = {
+        "object_kind": "push",
+        "event_name": "push",
+        "before": ZERO_SHA,
+        "after": sha,
+        "ref": ref,
+        "ref_protected": True,
+        "checkout_sha": sha,
+        "user_id": 4,
+        "user_name": "Dev",
+        "user_username": "dev",
+        "project_id": 15,
+        "project": {
+            "id": 15,
+            "name": name,
+            "namespace": namespace,
+            "path_with_namespace": path,
+            "default_branch": "main",
+            "git_http_url": f"http://gitlab.example.com/{path}.git",
+            "git_ssh_url": f"git@gitlab.example.com:{path}.git",
+        },
+        "commits": [
+            {
+                "id": sha,
+                "message": message,
+                "title": message,
+                "timestamp": "2026-11-25T10:20:30+00:00",
+                "url": f"http://gitlab.example.com/{path}/-/commit/{sha}",
+                "author": {"name": "Dev", "email": "dev@example.org"},
+                "added": ["pipelines.yml"],
+                "modified": [],
+                "removed": [],
+            }
+        ],
+        "total_commits_count": 1,
+        "repository": {"name": name, "git_http_url": f"http://gitlab.example.com/{path}.git"},
+    }
+    return json.dumps(payload).encode()
+
+
+def gitlab_headers(token: str, *, event: str = "Push Hook", delivery: str | None = None) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-Gitlab-Event": event,
+        "X-Gitlab-Token": token,
+        "X-Gitlab-Event-UUID": delivery or str(uuid.uuid4()),
+    }
+
+
+class CiServer:
+    """`ciserver serve` and `ciserver worker` processes on one data dir, driven over HTTP and the CLI."""
+
+    def __init__(self, root: Path, redis_url: str) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = dict(
+            os.environ,
+            CISERVER_DATA_DIR=str(root / "data"),
+            CISERVER_REDIS_URL=redis_url,
+            CISERVER_ALLOW_LOCAL_REPOS="true",
+            CISERVER_OUTBOX_INTERVAL="0.5",
+        )
+        self.api: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.token = ""
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "ciserver", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"ciserver {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def start(self, workers: int) -> None:
+        log = open(self.root / "api.log", "ab")
+        self.api = subprocess.Popen(
+            [sys.executable, "-m", "ciserver", "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        for n in range(workers):
+            self.start_worker(f"test-worker-{n + 1}")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if self.http.get("/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError(
+                "ciserver serve did not answer within 30 s: " + (self.root / "api.log").read_text()
+            )
+        self.token = self.cli("token", "create", "--role", "admin").stdout.strip().splitlines()[-1]
+        self.http.headers["Authorization"] = f"Bearer {self.token}"
+
+    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        log = open(self.root / f"{name}.log", "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ciserver", "worker"],
+            env=dict(self.env, CISERVER_WORKER_NAME=name),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.workers.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in [*self.workers, self.api]:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in [*self.workers, self.api]:
+            if proc is None:
+                continue
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.http.close()
+
+    def add_project(self, name: str, repo: Path, forge: str = "github", secret: str = "s3cret") -> None:
+        self.cli("project", "add", name, "--repo", str(repo), "--forge", forge, "--secret", secret)
+
+    def token_for(self, role: str) -> str:
+        return self.cli("token", "create", "--role", role).stdout.strip().splitlines()[-1]
+
+    def push_github(
+        self, name: str, sha: str, *, secret: str = "s3cret", delivery: str | None = None, **fields: Any
+    ) -> httpx.Response:
+        body = github_push_body(name, sha, **fields)
+        return self.http.post(
+            "/webhooks/github", content=body, headers=github_headers(body, secret, delivery=delivery)
+        )
+
+    def push_gitlab(self, path: str, sha: str, *, token: str = "s3cret", **fields: Any) -> httpx.Response:
+        body = gitlab_push_body(path, sha, **fields)
+        return self.http.post("/webhooks/gitlab", content=body, headers=gitlab_headers(token))
+
+    def build(self, build_id: int) -> dict[str, Any]:
+        response = self.http.get(f"/api/v1/builds/{build_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_build(
+        self, build_id: int, timeout: float = 60, until: tuple[str, ...] = FINAL
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            build = self.build(build_id)
+            if build["status"] in until or time.monotonic() > deadline:
+                return build
+            time.sleep(0.1)
+
+    def wait_job_status(self, build_id: int, job: str, status: str, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            jobs = {j["name"]: j for j in self.build(build_id)["jobs"]}
+            if jobs.get(job, {}).get("status") == status:
+                return jobs[job]
+            time.sleep(0.1)
+        raise AssertionError(f"job {job} of build {build_id} never reached {status}: {self.build(build_id)}")
+
+    def log(self, job_id: int) -> str:
+        response = self.http.get(f"/api/v1/jobs/{job_id}/log")
+        assert response.status_code == 200, response.text
+        return response.text
+
+    def builds_of(self, project: str) -> dict[str, Any]:
+        return self.http.get("/api/v1/builds", params={"project": project}).json()
+
+
+def containers_of_job(job_id: int) -> list[str]:
+    out = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=ciserver.job={job_id}"], capture_output=True, text=True
+    ).stdout
+    return out.split()

@@ -1,0 +1,219 @@
+"""What a forge gets back from /webhooks for every kind of delivery: the app in process, with a
+real SQLite database and a real Redis queue (no worker: these tests look at what is recorded)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from redis import Redis
+from rq import Queue
+
+from ciserver.app import create_app
+from ciserver.config import Settings
+from ciserver.outbox import enqueue_lost_builds
+from ciserver.store.db import session_scope
+from ciserver.store.models import Build
+from ciserver.store.projects import add_project
+from tests.helpers import (
+    ZERO_SHA,
+    github_headers,
+    github_push_body,
+    gitlab_headers,
+    gitlab_push_body,
+)
+
+SHA = "a" * 40
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str) -> Settings:
+    Redis.from_url(redis_url).flushdb()
+    return Settings(data_dir=tmp_path, redis_url=redis_url, max_body_bytes=64 * 1024)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, outbox=False)) as client:
+        with session_scope(settings.db_url) as session:
+            add_project(
+                session, name="octo/hello", forge="github", repo_url="https://x.test/h.git", secret="s3cret"
+            )
+            add_project(
+                session, name="group/sub/app", forge="gitlab", repo_url="https://x.test/a.git", secret="tok"
+            )
+        yield client
+
+
+def builds(settings: Settings) -> list[Build]:
+    with session_scope(settings.db_url) as session:
+        return list(session.query(Build).order_by(Build.id))
+
+
+def github(client: TestClient, body: bytes, secret: str = "s3cret", **kw: str):  # type: ignore[no-untyped-def]
+    return client.post("/webhooks/github", content=body, headers=github_headers(body, secret, **kw))
+
+
+def test_a_push_is_recorded_and_enqueued_once(client: TestClient, settings: Settings) -> None:
+    response = github(client, github_push_body("octo/hello", SHA, message="fix: it"))
+    assert response.status_code == 202
+    build_id = response.json()["build_id"]
+    [build] = builds(settings)
+    assert (build.id, build.status, build.sha, build.branch, build.message) == (
+        build_id,
+        "queued",
+        SHA,
+        "main",
+        "fix: it",
+    )
+    assert Queue("builds", connection=Redis.from_url(settings.redis_url)).job_ids == [f"build-{build_id}"]
+
+
+def test_a_signed_ping_answers_200(client: TestClient) -> None:
+    body = json.dumps(
+        {"zen": "Design for failure.", "hook_id": 1, "repository": {"full_name": "octo/hello"}}
+    ).encode()
+    response = github(client, body, event="ping")
+    assert response.status_code == 200 and "pong" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "names"),
+    [
+        ({"X-Hub-Signature-256": None}, 401, "X-Hub-Signature-256"),
+        ({"X-Hub-Signature-256": "sha256=" + "0" * 64}, 401, "X-Hub-Signature-256"),
+        ({"X-Hub-Signature-256": "sha256=abc"}, 401, "X-Hub-Signature-256"),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, 415, "Content-Type"),
+    ],
+)
+def test_bad_headers_are_refused_naming_the_header_and_record_nothing(
+    client: TestClient, settings: Settings, change: dict[str, str | None], code: int, names: str
+) -> None:
+    body = github_push_body("octo/hello", SHA)
+    headers = {k: v for k, v in {**github_headers(body, "s3cret"), **change}.items() if v is not None}
+    response = client.post("/webhooks/github", content=body, headers=headers)
+    assert response.status_code == code
+    assert names in response.json()["message"]
+    assert builds(settings) == []
+
+
+def test_a_signature_over_a_different_body_is_refused(client: TestClient, settings: Settings) -> None:
+    body = github_push_body("octo/hello", SHA)
+    headers = github_headers(body.replace(b"main", b"evil"), "s3cret")
+    assert client.post("/webhooks/github", content=body, headers=headers).status_code == 401
+    assert builds(settings) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "names"),
+    [
+        (b"{not json", "body"),
+        (
+            json.dumps({"ref": "refs/heads/main", "repository": {"full_name": "octo/hello"}}).encode(),
+            "missing",
+        ),
+        (github_push_body("octo/hello", "not-a-sha"), "after"),
+        (github_push_body("octo/hello", SHA, ref="refs/heads/--upload-pack=touch /tmp/pwned"), "ref"),
+        (github_push_body("octo/hello", SHA, ref="refs/heads/a..b"), "ref"),
+        (b"[" * 20_000 + b"]" * 20_000, "body"),
+    ],
+)
+def test_malformed_payloads_get_422_naming_the_field(
+    client: TestClient, settings: Settings, body: bytes, names: str
+) -> None:
+    response = github(client, body)
+    assert response.status_code == 422, response.text
+    assert names in response.json()["message"]
+    assert builds(settings) == []
+
+
+def test_an_unregistered_repository_gets_404(client: TestClient) -> None:
+    response = github(client, github_push_body("octo/unknown", SHA))
+    assert response.status_code == 404 and "octo/unknown" in response.json()["message"]
+
+
+def test_a_body_over_the_limit_gets_413(client: TestClient, settings: Settings) -> None:
+    body = github_push_body("octo/hello", SHA, message="x" * settings.max_body_bytes)
+    assert github(client, body).status_code == 413
+    assert builds(settings) == []
+
+
+@pytest.mark.parametrize("message", ["docs only [skip ci]", "[CI SKIP] typo"])
+def test_skip_ci_in_the_head_commit_answers_200_and_builds_nothing(
+    client: TestClient, settings: Settings, message: str
+) -> None:
+    response = github(client, github_push_body("octo/hello", SHA, message=message))
+    assert response.status_code == 200 and "skip" in response.json()["message"].lower()
+    assert builds(settings) == []
+
+
+def test_a_branch_deletion_answers_200_and_builds_nothing(client: TestClient, settings: Settings) -> None:
+    response = github(client, github_push_body("octo/hello", ZERO_SHA, before=SHA))
+    assert response.status_code == 200 and "deleted" in response.json()["message"]
+    assert builds(settings) == []
+
+
+def test_an_unknown_event_is_ignored_with_200(client: TestClient, settings: Settings) -> None:
+    body = json.dumps({"action": "opened", "repository": {"full_name": "octo/hello"}}).encode()
+    response = github(client, body, event="issues")
+    assert response.status_code == 200 and "issues" in response.json()["message"]
+    assert builds(settings) == []
+
+
+def test_a_gitlab_push_from_a_subgroup_is_recorded_with_its_token(
+    client: TestClient, settings: Settings
+) -> None:
+    body = gitlab_push_body("group/sub/app", SHA)
+    assert client.post("/webhooks/gitlab", content=body, headers=gitlab_headers("nope")).status_code == 401
+    response = client.post("/webhooks/gitlab", content=body, headers=gitlab_headers("tok"))
+    assert response.status_code == 202
+    assert [b.project.name for b in builds(settings)] == ["group/sub/app"]
+
+
+def test_a_gitlab_tag_push_records_a_tag_build(client: TestClient, settings: Settings) -> None:
+    body = gitlab_push_body("group/sub/app", SHA, ref="refs/tags/v1.2.0")
+    headers = gitlab_headers("tok", event="Tag Push Hook")
+    assert client.post("/webhooks/gitlab", content=body, headers=headers).status_code == 202
+    [build] = builds(settings)
+    assert (build.tag, build.branch) == ("v1.2.0", None)
+
+
+def test_a_redelivery_returns_the_first_build(client: TestClient, settings: Settings) -> None:
+    body = github_push_body("octo/hello", SHA)
+    first = github(client, body, delivery="d-1")
+    again = github(client, body, delivery="d-1")
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json() == {
+        "build_id": first.json()["build_id"],
+        "duplicate": True,
+        "message": "delivery already received",
+    }
+    assert len(builds(settings)) == 1
+
+
+def test_a_push_while_redis_is_down_is_recorded_and_enqueued_by_the_outbox(
+    tmp_path: Path, redis_url: str
+) -> None:
+    down = Settings(data_dir=tmp_path, redis_url="redis://127.0.0.1:1/0")
+    with TestClient(create_app(down, outbox=False)) as client:
+        with session_scope(down.db_url) as session:
+            add_project(
+                session, name="octo/hello", forge="github", repo_url="https://x.test/h.git", secret="s3cret"
+            )
+        response = github(client, github_push_body("octo/hello", SHA))
+    assert response.status_code == 202
+    build_id = response.json()["build_id"]
+    back = Settings(data_dir=tmp_path, redis_url=redis_url)
+    Redis.from_url(redis_url).flushdb()
+    import ciserver.outbox as outbox
+
+    outbox_grace, outbox.GRACE = outbox.GRACE, outbox.GRACE * 0
+    try:
+        assert enqueue_lost_builds(back) == [build_id]
+        assert enqueue_lost_builds(back) == [], "a build on the queue is not enqueued twice"
+    finally:
+        outbox.GRACE = outbox_grace
+    assert Queue("builds", connection=Redis.from_url(redis_url)).job_ids == [f"build-{build_id}"]
