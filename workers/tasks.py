@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from redis.exceptions import RedisError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ciserver import queue
@@ -40,6 +41,25 @@ PIPELINE_FILE = "pipelines.yml"
 
 def run_build(build_id: int) -> None:
     ctx = current()
+    try:
+        _run_build(ctx, build_id)
+    except BaseException as exc:
+        # Whatever went wrong (a bug, the worker told to stop), the build must not stay `running`.
+        log.exception("build %s: planning failed", build_id)
+        with session_scope(ctx.settings.db_url) as session:
+            if end_build(session, build_id, Status.error, _internal_error(exc)):
+                for job in session.scalars(select(Job.id).where(Job.build_id == build_id)):
+                    end_job(session, job, Status.error, error="its build ended in error while planning")
+        raise
+
+
+def _internal_error(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit | KeyboardInterrupt):
+        return "the worker stopped before this ended"
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _run_build(ctx: WorkerContext, build_id: int) -> None:
     db = ctx.settings.db_url
     with session_scope(db) as session:
         build = start_build(session, build_id)
@@ -51,11 +71,6 @@ def run_build(build_id: int) -> None:
     except _BuildEnded as ended:
         with session_scope(db) as session:
             end_build(session, build_id, ended.status, ended.reason)
-        return
-    except Exception as exc:
-        log.exception("build %s: planning failed", build_id)
-        with session_scope(db) as session:
-            end_build(session, build_id, Status.error, f"internal error while planning: {exc}")
         return
     try:
         queue.enqueue_jobs(ctx.redis, jobs)
@@ -107,6 +122,18 @@ def _plan(ctx: WorkerContext, push: _BuildFacts) -> list[queue.JobToEnqueue]:
 
 def run_job(job_id: int) -> None:
     ctx = current()
+    try:
+        _run_job(ctx, job_id)
+    except BaseException as exc:
+        log.exception("job %s: failed to run", job_id)
+        with session_scope(ctx.settings.db_url) as session:
+            job = session.get(Job, job_id)
+            if job is not None and end_job(session, job_id, Status.error, error=_internal_error(exc)):
+                settle_build(session, job.build_id)
+        raise
+
+
+def _run_job(ctx: WorkerContext, job_id: int) -> None:
     db = ctx.settings.db_url
     with session_scope(db) as session:
         job = session.get(Job, job_id)

@@ -42,7 +42,9 @@ class BodyTooLarge(WebhookError):
         super().__init__(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"body: larger than {limit} bytes")
 
 
-def _answer(code: int, message: str, build_id: int | None = None, duplicate: bool | None = None) -> JSONResponse:
+def _answer(
+    code: int, message: str, build_id: int | None = None, duplicate: bool | None = None
+) -> JSONResponse:
     body = WebhookAnswer(build_id=build_id, duplicate=duplicate, message=message)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=code)
 

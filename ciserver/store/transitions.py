@@ -93,8 +93,10 @@ def end_job(
 
 def statuses_of(session: Session, build_id: int, names: Iterable[str]) -> dict[str, str]:
     wanted = list(names)
+    if not wanted:
+        return {}
     rows = session.execute(select(Job.name, Job.status).where(Job.build_id == build_id, Job.name.in_(wanted)))
-    return dict(rows.tuples())
+    return {name: status for name, status in rows}
 
 
 def settle_build(session: Session, build_id: int) -> Status | None:
