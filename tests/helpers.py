@@ -201,13 +201,13 @@ class CiServer:
         return result
 
     def start(self, workers: int) -> None:
-        log = open(self.root / "api.log", "ab")
-        self.api = subprocess.Popen(
-            [sys.executable, "-m", "ciserver", "serve", "--port", str(self.port)],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with open(self.root / "api.log", "ab") as log:
+            self.api = subprocess.Popen(
+                [sys.executable, "-m", "ciserver", "serve", "--port", str(self.port)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         for n in range(workers):
             self.start_worker(f"test-worker-{n + 1}")
         deadline = time.monotonic() + 30
@@ -225,13 +225,13 @@ class CiServer:
         self.http.headers["Authorization"] = f"Bearer {self.token}"
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
-        log = open(self.root / f"{name}.log", "ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ciserver", "worker"],
-            env=dict(self.env, CISERVER_WORKER_NAME=name),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with open(self.root / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "ciserver", "worker"],
+                env=dict(self.env, CISERVER_WORKER_NAME=name),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.workers.append(proc)
         return proc
 

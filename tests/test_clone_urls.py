@@ -38,7 +38,7 @@ def test_remote_https_and_ssh_urls_are_accepted(url: str) -> None:
     ],
 )
 def test_dangerous_or_unknown_urls_are_refused_with_the_reason(url: str, reason: str) -> None:
-    with pytest.raises(CloneURLError, match="^repo: ") as error:
+    with pytest.raises(CloneURLError, match=r"^repo: ") as error:
         check_clone_url(url, allow_local=False)
     assert reason in str(error.value)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import BUSYBOX, CiServer, containers_of_job, make_repo
+from tests.helpers import BUSYBOX, CiServer, commit, containers_of_job, git, make_repo
 
 pytestmark = pytest.mark.e2e
 
@@ -193,7 +193,8 @@ def test_a_missing_image_is_an_error_that_names_it(ciserver: CiServer, tmp_path:
 def test_the_log_reads_from_an_offset_and_streams_as_server_sent_events(
     ciserver: CiServer, tmp_path: Path
 ) -> None:
-    pipeline = f"image: {BUSYBOX}\njobs:\n  count:\n    script: ['for i in 1 2 3 4 5; do echo line $i; sleep 0.3; done']\n"
+    loop = "for i in 1 2 3 4 5; do echo line $i; sleep 0.3; done"
+    pipeline = f"image: {BUSYBOX}\njobs:\n  count:\n    script: ['{loop}']\n"
     name, sha, _ = registered(ciserver, tmp_path, pipeline)
     build_id = ciserver.push_github(name, sha).json()["build_id"]
     job = ciserver.wait_job_status(build_id, "count", "running")
@@ -233,3 +234,26 @@ def parse_sse(text: str) -> list[dict[str, str]]:
     if event:
         events.append(event)
     return events
+
+
+def test_a_python_project_runs_its_tests_with_git_at_the_pushed_commit(
+    ciserver: CiServer, tmp_path: Path
+) -> None:
+    pipeline = """\
+image: ciserver-test/python:3.11
+jobs:
+  unit:
+    script:
+      - test "$(git rev-parse HEAD)" = "$CI_COMMIT_SHA"
+      - python3 -m pytest -q
+"""
+    name = project_name()
+    repo = tmp_path / "repo"
+    make_repo(repo, {"pipelines.yml": pipeline, "test_math.py": "def test_adds():\n    assert 1 + 1 == 2\n"})
+    ciserver.add_project(name, repo)
+    # The branch has moved on by the time the build runs: the build must still test the pushed commit.
+    pushed = git(repo, "rev-parse", "HEAD")
+    commit(repo, {"test_math.py": "def test_adds():\n    assert 1 + 1 == 3\n"}, "break it")
+    build = ciserver.wait_build(ciserver.push_github(name, pushed).json()["build_id"], timeout=120)
+    assert build["status"] == "success", build
+    assert "1 passed" in ciserver.log(build["jobs"][0]["id"])
