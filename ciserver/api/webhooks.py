@@ -39,7 +39,7 @@ JSON_TYPES = ("application/json", "")
 
 class BodyTooLarge(WebhookError):
     def __init__(self, limit: int) -> None:
-        super().__init__(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"body: larger than {limit} bytes")
+        super().__init__(status.HTTP_413_CONTENT_TOO_LARGE, f"body: larger than {limit} bytes")
 
 
 def _answer(
