@@ -36,7 +36,9 @@ class WorkerContext:
 
     @cached_property
     def worker_name(self) -> str:
-        return os.environ.get("CISERVER_WORKER_NAME") or f"{socket.gethostname()}.{os.getpid()}"
+        # The pid keeps names unique: RQ refuses a name a dead worker still holds until its key expires.
+        prefix = os.environ.get("CISERVER_WORKER_NAME") or socket.gethostname()
+        return f"{prefix}.{os.getpid()}"
 
 
 @lru_cache(maxsize=1)

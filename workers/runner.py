@@ -13,14 +13,17 @@ from rq import Queue, SimpleWorker
 from ciserver import queue
 from ciserver.config import Settings
 from workers.context import current
+from workers.reaper import reap_orphans
 
 
 def run_worker(settings: Settings, queues: list[str] | None = None, *, burst: bool = False) -> None:
     connection = Redis.from_url(settings.redis_url or "")
     names = queues or list(queue.ALL_QUEUES)
+    ctx = current()
+    reap_orphans(ctx)
     worker = SimpleWorker(
         [Queue(name, connection=connection) for name in names],
         connection=connection,
-        name=current().worker_name,
+        name=ctx.worker_name,
     )
     worker.work(burst=burst, with_scheduler=False)

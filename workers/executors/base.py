@@ -38,8 +38,13 @@ class Executor(Protocol):
         """
         ...
 
-    def remove_leftovers(self, labels: Mapping[str, str], keep: Callable[[Mapping[str, str]], bool]) -> int:
-        """Remove what jobs carrying `labels` left behind, unless `keep` says its job still runs."""
+    def remove_leftovers(
+        self, labels: Mapping[str, str], keep: Callable[[Mapping[str, str]], bool]
+    ) -> list[Mapping[str, str]]:
+        """Remove what jobs carrying `labels` left behind, unless `keep` says its job still runs.
+
+        Returns the labels of what was removed.
+        """
         ...
 
 

@@ -132,11 +132,13 @@ class DockerExecutor:
         with contextlib.suppress(NotFound):
             self.client.containers.get(name).remove(force=True, v=True)
 
-    def remove_leftovers(self, labels: Mapping[str, str], keep: Callable[[Mapping[str, str]], bool]) -> int:
+    def remove_leftovers(
+        self, labels: Mapping[str, str], keep: Callable[[Mapping[str, str]], bool]
+    ) -> list[Mapping[str, str]]:
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
-        removed = 0
+        removed = []
         for container in self.client.containers.list(all=True, filters=filters):
             if not keep(container.labels):
                 self._remove(container)
-                removed += 1
+                removed.append(container.labels)
         return removed
