@@ -1,0 +1,100 @@
+"""Who may call what: tokens and roles on the HTTP API (the app in process, real SQLite)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from ciserver.app import create_app
+from ciserver.config import Settings
+from ciserver.store.db import session_scope
+from ciserver.store.models import AuditEntry, Role, Token
+from ciserver.store.tokens import create_token, hash_token
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str) -> Settings:
+    return Settings(data_dir=tmp_path, redis_url=redis_url)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, outbox=False)) as client:
+        yield client
+
+
+def token(settings: Settings, role: Role) -> dict[str, str]:
+    with session_scope(settings.db_url) as session:
+        _, secret = create_token(session, role)
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer cis_nope"}, {"Authorization": "Basic abc"}]
+)
+def test_reads_without_a_valid_token_get_401(client: TestClient, headers: dict[str, str]) -> None:
+    response = client.get("/api/v1/builds", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert "token" in response.json()["detail"]
+
+
+def test_a_viewer_reads_but_may_not_cancel_retry_or_register(client: TestClient, settings: Settings) -> None:
+    viewer = token(settings, Role.viewer)
+    assert client.get("/api/v1/builds", headers=viewer).json() == {"items": [], "total": 0}
+    for path in ("/api/v1/builds/1/cancel", "/api/v1/builds/1/retry"):
+        response = client.post(path, headers=viewer)
+        assert response.status_code == 403
+        assert response.json()["detail"] == "this needs the developer role; the token has viewer"
+    body = {"name": "o/r", "repo": "https://x.test/r.git", "forge": "github", "secret": "s"}
+    assert client.post("/api/v1/projects", json=body, headers=viewer).status_code == 403
+
+
+def test_ids_that_do_not_exist_get_404_naming_them(client: TestClient, settings: Settings) -> None:
+    developer = token(settings, Role.developer)
+    for method, path in [
+        ("GET", "/api/v1/builds/999"),
+        ("POST", "/api/v1/builds/999/cancel"),
+        ("GET", "/api/v1/jobs/77/log"),
+    ]:
+        response = client.request(method, path, headers=developer)
+        assert response.status_code == 404
+        assert "999" in response.json()["detail"] or "77" in response.json()["detail"]
+
+
+def test_a_revoked_token_stops_working_and_tokens_are_stored_as_hashes(
+    client: TestClient, settings: Settings
+) -> None:
+    admin = token(settings, Role.admin)
+    created = client.post("/api/v1/tokens", json={"role": "viewer", "name": "ci bot"}, headers=admin)
+    assert created.status_code == 201
+    secret, token_id = created.json()["token"], created.json()["id"]
+    with session_scope(settings.db_url) as session:
+        stored = session.get(Token, token_id)
+        assert (
+            stored is not None and stored.token_hash == hash_token(secret) and secret not in stored.token_hash
+        )
+    viewer = {"Authorization": f"Bearer {secret}"}
+    assert client.get("/api/v1/builds", headers=viewer).status_code == 200
+    assert client.delete(f"/api/v1/tokens/{token_id}", headers=admin).status_code == 200
+    assert client.get("/api/v1/builds", headers=viewer).status_code == 401
+
+
+def test_registering_a_project_checks_the_url_and_is_audited(client: TestClient, settings: Settings) -> None:
+    admin = token(settings, Role.admin)
+    bad = {"name": "octo/app", "repo": "ext::sh -c touch% /tmp/pwned", "forge": "github", "secret": "s"}
+    response = client.post("/api/v1/projects", json=bad, headers=admin)
+    assert response.status_code == 422 and response.json()["detail"].startswith("repo:")
+    good = {**bad, "repo": "https://user:hunter2@git.example.org/octo/app.git"}
+    response = client.post("/api/v1/projects", json=good, headers=admin)
+    assert response.status_code == 201
+    assert response.json()["repo"] == "https://***@git.example.org/octo/app.git"
+    assert "secret" not in response.json()
+    assert client.post("/api/v1/projects", json=good, headers=admin).status_code == 409
+    assert client.get("/api/v1/projects/octo/app", headers=admin).json()["name"] == "octo/app"
+    with session_scope(settings.db_url) as session:
+        actions = [(e.action, e.target) for e in session.query(AuditEntry)]
+    assert actions == [("project.create", "project:octo/app")]
