@@ -1,10 +1,14 @@
-"""Which pushes are built, and the order and settings of the planned jobs."""
+"""Which pushes are built (on.push, read as GitHub Actions reads it), and the order, settings and
+dependencies of the planned jobs."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from ciserver.pipeline import load_pipeline, plan_jobs, push_skip_reason
+from ciserver.pipeline import PlannedJob, load_pipeline, plan_jobs, push_skip_reason
+from ciserver.pipeline.plan import glob_match, matches
 
 PIPELINE = """\
 image: base
@@ -12,15 +16,15 @@ env: {A: top, B: 1}
 stages: [lint, test, build, deploy]
 jobs:
   style: {stage: lint, script: [a]}
-  unit: {stage: test, script: [b], env: {A: job}, timeout: 2m}
-  integration: {stage: test, script: [c], image: other}
-  package: {stage: build, script: [d]}
+  unit: {stage: test, script: [b], env: {A: job, C: true}, timeout: 2m}
+  integration: {stage: test, script: c, image: other}
+  package: {stage: build, script: [d, e]}
 """
 
 
-def test_jobs_are_planned_in_stage_order_each_after_the_stage_before() -> None:
-    plan = plan_jobs(load_pipeline(PIPELINE), default_timeout=1234)
-    assert [(j.name, j.stage, j.after) for j in plan] == [
+def test_jobs_are_planned_in_stage_order_each_after_every_job_of_the_stage_before() -> None:
+    plan = plan_jobs(load_pipeline(PIPELINE))
+    assert [(job.name, job.stage, job.after) for job in plan] == [
         ("style", "lint", ()),
         ("unit", "test", ("style",)),
         ("integration", "test", ("style",)),
@@ -28,60 +32,250 @@ def test_jobs_are_planned_in_stage_order_each_after_the_stage_before() -> None:
     ]
 
 
-def test_job_settings_fall_back_to_the_top_level() -> None:
+def test_stage_order_wins_over_file_order_and_file_order_orders_a_stage() -> None:
+    text = "image: x\nstages: [a, b]\njobs:\n  z: {stage: b, script: [x]}\n  y: {stage: a, script: [x]}\n"
+    text += "  x: {stage: b, script: [x]}\n  w: {stage: a, script: [x]}\n"
+    assert [(job.name, job.after) for job in plan_jobs(load_pipeline(text))] == [
+        ("y", ()),
+        ("w", ()),
+        ("z", ("y", "w")),
+        ("x", ("y", "w")),
+    ]
+
+
+def test_a_job_takes_the_top_level_image_env_and_the_default_timeout_unless_it_sets_its_own() -> None:
     unit, integration = plan_jobs(load_pipeline(PIPELINE), default_timeout=1234)[1:3]
-    assert (unit.image, unit.env, unit.timeout) == ("base", {"A": "job", "B": "1"}, 120)
-    assert (integration.image, integration.env, integration.timeout) == (
+    assert unit == PlannedJob(
+        name="unit",
+        stage="test",
+        image="base",
+        script=["b"],
+        env={"A": "job", "B": "1", "C": "true"},
+        timeout=120,
+        after=("style",),
+    )
+    assert (integration.image, integration.script, integration.env, integration.timeout) == (
         "other",
+        ["c"],
         {"A": "top", "B": "1"},
         1234,
     )
 
 
+def test_the_default_timeout_is_an_hour() -> None:
+    assert plan_jobs(load_pipeline(PIPELINE))[0].timeout == 3600
+
+
 def test_jobs_without_a_stage_go_to_the_first_and_empty_stages_are_passed_over() -> None:
-    plan = plan_jobs(
-        load_pipeline(
-            "image: x\nstages: [one, two, three]\n"
-            "jobs:\n  a: {script: [x]}\n  c: {stage: three, script: [x]}\n"
-        )
+    text = (
+        "image: x\nstages: [one, two, three]\njobs:\n  a: {script: [x]}\n  c: {stage: three, script: [x]}\n"
     )
-    assert [(j.name, j.stage, j.after) for j in plan] == [("a", "one", ()), ("c", "three", ("a",))]
+    plan = plan_jobs(load_pipeline(text))
+    assert [(job.name, job.stage, job.after) for job in plan] == [("a", "one", ()), ("c", "three", ("a",))]
 
 
-def filtered(on: str) -> str:
-    return f"on:\n  push:\n{on}image: x\njobs:\n  a: {{script: [x]}}\n"
+def test_without_stages_every_job_is_in_test_and_none_waits() -> None:
+    plan = plan_jobs(load_pipeline("image: x\njobs:\n  a: {script: [x]}\n  b: {script: [y]}\n"))
+    assert [(job.name, job.stage, job.after) for job in plan] == [("a", "test", ()), ("b", "test", ())]
+
+
+def test_a_plan_does_not_share_lists_or_dicts_with_the_pipeline() -> None:
+    pipeline = load_pipeline(PIPELINE)
+    first = plan_jobs(pipeline)[1]
+    first.script.append("more")
+    first.env["A"] = "changed"
+    again = plan_jobs(pipeline)[1]
+    assert (again.script, again.env["A"]) == (["b"], "job")
+
+
+def pipeline_with(push: str) -> str:
+    return f"on:\n  push:\n{push}image: x\njobs:\n  a: {{script: [x]}}\n"
 
 
 @pytest.mark.parametrize(
-    ("on", "branch", "tag", "files", "skipped"),
+    ("push", "branch", "tag", "files", "built"),
     [
-        ("", "anything", None, None, False),
-        ("    branches: [main, 'release/*']\n", "main", None, None, False),
-        ("    branches: [main, 'release/*']\n", "release/1.0", None, None, False),
-        ("    branches: [main, 'release/*']\n", "release/1.0/hotfix", None, None, True),
-        ("    branches: ['release/**']\n", "release/1.0/hotfix", None, None, False),
-        ("    branches: [main]\n", "dev", None, None, True),
-        ("    branches: [main]\n", None, "v1.0", None, True),
-        ("    tags: ['v*']\n", None, "v1.0", None, False),
-        ("    tags: ['v*']\n", None, "nightly", None, True),
-        ("    tags: ['v*']\n", "main", None, None, True),
-        ("    paths: ['src/**']\n", "main", None, ["src/a/b.py"], False),
-        ("    paths: ['src/**']\n", "main", None, ["docs/x.md"], True),
-        ("    paths: ['src/**']\n", "main", None, None, False),
-        ("    paths_ignore: ['docs/**', '**/*.md']\n", "main", None, ["docs/a.txt", "README.md"], True),
-        ("    paths_ignore: ['docs/**']\n", "main", None, ["docs/a.txt", "src/x.py"], False),
+        # No filters: every branch and tag.
+        ("", "anything/at/all", None, None, True),
+        ("", None, "v1", ["docs/x"], True),
+        # Branches: `*` stays within a segment, `**` crosses them.
+        ("    branches: [main, 'release/*']\n", "main", None, None, True),
+        ("    branches: [main, 'release/*']\n", "release/1.0", None, None, True),
+        ("    branches: [main, 'release/*']\n", "release/1.0/hotfix", None, None, False),
+        ("    branches: [main, 'release/*']\n", "mainline", None, None, False),
+        ("    branches: ['release/**']\n", "release/1.0/hotfix", None, None, True),
+        ("    branches: ['**', '!dependabot/**']\n", "dependabot/npm/x", None, None, False),
+        ("    branches: ['**', '!dependabot/**']\n", "feature/x", None, None, True),
+        ("    branches: [main]\n", "dev", None, None, False),
+        # Naming branches only leaves tags out, and the other way round.
+        ("    branches: [main]\n", None, "v1.0", None, False),
+        ("    tags: ['v*']\n", None, "v1.0", None, True),
+        ("    tags: ['v*']\n", None, "nightly", None, False),
+        ("    tags: ['v*']\n", "main", None, None, False),
+        ("    tags: ['v[0-9]+.[0-9]+']\n", None, "v1.10", None, True),
+        ("    tags: ['v[0-9]+.[0-9]+']\n", None, "v1.x", None, False),
+        ("    branches: [main]\n    tags: ['v*']\n", None, "v2", None, True),
+        ("    branches: [main]\n    tags: ['v*']\n", "main", None, None, True),
+        ("    branches: [main]\n", None, None, None, False),
+        # Paths: build when a changed file matches; unknown changes never skip.
+        ("    paths: ['src/**']\n", "main", None, ["README", "src/a/b.py"], True),
+        ("    paths: ['src/**']\n", "main", None, ["docs/x.md"], False),
+        ("    paths: ['src/**']\n", "main", None, None, True),
+        ("    paths: ['src/**']\n", "main", None, [], False),
+        ("    paths: ['*.py']\n", "main", None, ["pkg/a.py"], False),
+        ("    paths: ['**.py']\n", "main", None, ["pkg/a.py"], True),
+        ("    paths: ['src/**', '!src/**.md']\n", "main", None, ["src/notes.md"], False),
+        # paths_ignore: skip when every changed file matches.
+        ("    paths_ignore: ['docs/**', '**/*.md']\n", "main", None, ["docs/a.txt", "README.md"], False),
+        ("    paths_ignore: ['docs/**']\n", "main", None, ["docs/a.txt", "src/x.py"], True),
+        ("    paths_ignore: ['docs/**']\n", "main", None, None, True),
+        # Both: a changed file counts when it matches paths and not paths_ignore.
+        ("    paths: ['src/**']\n    paths_ignore: ['**.md']\n", "main", None, ["src/a.md", "b.py"], False),
+        (
+            "    paths: ['src/**']\n    paths_ignore: ['**.md']\n",
+            "main",
+            None,
+            ["src/a.md", "src/b.py"],
+            True,
+        ),
+        # Path filters are not applied to tag pushes.
+        ("    tags: ['v*']\n    paths: ['src/**']\n", None, "v1", ["docs/x"], True),
     ],
 )
 def test_push_filters_decide_which_pushes_are_built(
-    on: str, branch: str | None, tag: str | None, files: list[str] | None, skipped: bool
+    push: str, branch: str | None, tag: str | None, files: list[str] | None, built: bool
 ) -> None:
-    text = filtered(on) if on else "image: x\njobs:\n  a: {script: [x]}\n"
-    reason = push_skip_reason(load_pipeline(text), branch=branch, tag=tag, changed_files=files)
-    assert (reason is not None) == skipped, reason
+    pipeline = load_pipeline(pipeline_with(push) if push else "image: x\njobs:\n  a: {script: [x]}\n")
+    reason = push_skip_reason(pipeline, branch=branch, tag=tag, changed_files=files)
+    assert (reason is None) == built, reason
 
 
-def test_a_skip_reason_names_the_branch_and_the_filter() -> None:
-    reason = push_skip_reason(
-        load_pipeline(filtered("    branches: [main]\n")), branch="dev", tag=None, changed_files=None
-    )
-    assert reason == "branch 'dev' is not in on.push.branches [main]"
+@pytest.mark.parametrize("on", ["on:\n", "on: {}\n", "on: {push: }\n", "on: {push: {}}\n"])
+def test_an_empty_on_builds_every_push(on: str) -> None:
+    pipeline = load_pipeline(on + "image: x\njobs:\n  a: {script: [x]}\n")
+    assert push_skip_reason(pipeline, branch="any", tag=None, changed_files=[]) is None
+    assert push_skip_reason(pipeline, branch=None, tag="v1", changed_files=None) is None
+
+
+@pytest.mark.parametrize(
+    ("push", "branch", "tag", "files", "reason"),
+    [
+        (
+            "    branches: [main, 'release/*']\n",
+            "dev",
+            None,
+            None,
+            "branch 'dev' is not in on.push.branches [main, release/*]",
+        ),
+        ("    tags: ['v*']\n", None, "nightly", None, "tag 'nightly' is not in on.push.tags [v*]"),
+        (
+            "    tags: ['v*']\n",
+            "main",
+            None,
+            None,
+            "branch 'main' is not built: on.push names tags [v*] and no branches",
+        ),
+        (
+            "    branches: [main]\n",
+            None,
+            "v1",
+            None,
+            "tag 'v1' is not built: on.push names branches [main] and no tags",
+        ),
+        (
+            "    paths: ['src/**']\n",
+            "main",
+            None,
+            ["docs/a"],
+            "no changed file matches on.push.paths [src/**]",
+        ),
+        (
+            "    paths_ignore: ['docs/**']\n",
+            "main",
+            None,
+            ["docs/a"],
+            "every changed file matches on.push.paths_ignore [docs/**]",
+        ),
+        (
+            "    paths: ['src/**']\n    paths_ignore: ['**.md']\n",
+            "main",
+            None,
+            ["src/a.md"],
+            "no changed file matches on.push.paths [src/**] outside on.push.paths_ignore [**.md]",
+        ),
+        (
+            "    paths: ['src/**']\n",
+            "main",
+            None,
+            [],
+            "the push changed no files, and on.push filters by paths",
+        ),
+    ],
+)
+def test_a_skip_reason_names_what_was_pushed_and_the_filter(
+    push: str, branch: str | None, tag: str | None, files: list[str] | None, reason: str
+) -> None:
+    pipeline = load_pipeline(pipeline_with(push))
+    assert push_skip_reason(pipeline, branch=branch, tag=tag, changed_files=files) == reason
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "matched"),
+    [
+        ("main", "main", True),
+        ("main", "main2", False),
+        ("*", "main", True),
+        ("*", "feature/x", False),
+        ("*", "", True),
+        ("**", "feature/x/y", True),
+        ("feature/*", "feature/x", True),
+        ("feature/*", "feature/x/y", False),
+        ("feature/**", "feature/x/y", True),
+        ("feature/**", "feature", False),
+        ("*.js", "app.js", True),
+        ("*.js", "src/app.js", False),
+        ("**.js", "src/deep/app.js", True),
+        ("**/*.md", "README.md", True),
+        ("**/*.md", "docs/a/README.md", True),
+        ("docs/**/*.md", "docs/a.md", True),
+        ("**/migrate-*.sql", "db/sept/migrate-v1.sql", True),
+        ("v2*", "v2.0", True),
+        ("v1.?", "v1", True),  # `?`: the character before it is optional
+        ("v1.?", "v1.", True),
+        ("v1.?", "v1.2", False),
+        ("v[12].[0-9]+.[0-9]+", "v1.10.1", True),
+        ("v[12].[0-9]+.[0-9]+", "v3.0.0", False),
+        ("v[12].[0-9]+.[0-9]+", "v1..1", False),
+        ("[a-c]x", "bx", True),
+        ("[a-c]x", "dx", False),
+        ("a\\*b", "a*b", True),
+        ("a\\*b", "axb", False),
+        ("+a", "+a", True),
+        ("[", "[", True),
+    ],
+)
+def test_globs_read_as_github_filter_patterns(pattern: str, text: str, matched: bool) -> None:
+    assert glob_match(pattern, text) is matched
+
+
+@pytest.mark.parametrize(
+    ("patterns", "text", "matched"),
+    [
+        (["**", "!dev"], "dev", False),
+        (["**", "!dev"], "main", True),
+        (["**", "!release/*", "release/keep"], "release/keep", True),
+        (["!dev", "**"], "dev", True),
+        ([], "main", False),
+    ],
+)
+def test_a_later_negated_pattern_takes_back_an_earlier_match(
+    patterns: list[str], text: str, matched: bool
+) -> None:
+    assert matches(patterns, text) is matched
+
+
+def test_a_pathological_pattern_is_decided_quickly() -> None:
+    started = time.perf_counter()
+    assert not glob_match("*a" * 100 + "b", "a" * 2000)
+    assert not glob_match("a+" * 100 + "b", "a" * 2000)
+    assert time.perf_counter() - started < 2

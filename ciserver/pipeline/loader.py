@@ -25,7 +25,7 @@ MAX_BYTES = 256 * 1024
 MAX_NODES = 100_000
 MAX_DEPTH = 64
 
-Path = tuple[str | int, ...]
+Loc = tuple[str | int, ...]
 
 _TAG = "tag:yaml.org,2002:"
 _MERGE = _TAG + "merge"
@@ -100,10 +100,10 @@ class _Builder:
         self.filename = filename
         self.nodes = 0
 
-    def error(self, node: Node, path: Path, message: str) -> PipelineError:
+    def error(self, node: Node, path: Loc, message: str) -> PipelineError:
         return PipelineError(self.filename, node.start_mark.line + 1, _dotted(path) or None, message)
 
-    def value(self, node: Node, path: Path, depth: int) -> Any:
+    def value(self, node: Node, path: Loc, depth: int) -> Any:
         self.nodes += 1
         if self.nodes > MAX_NODES:
             raise self.error(node, path, f"too many nodes after alias expansion (over {MAX_NODES:,})")
@@ -121,7 +121,7 @@ class _Builder:
             return self.mapping(node, path, depth)
         raise self.error(node, path, f"unsupported YAML tag {node.tag!r}")
 
-    def mapping(self, node: MappingNode, path: Path, depth: int) -> dict[str, Any]:
+    def mapping(self, node: MappingNode, path: Loc, depth: int) -> dict[str, Any]:
         result: dict[str, Any] = {}
         lines: dict[str, int] = {}  # explicit keys, for naming the first of two
         for key_node, value_node in node.value:
@@ -200,7 +200,7 @@ _KIND = {type(None): "nothing", bool: "true/false", int: "a number", float: "a n
 _KIND |= {list: "a list", dict: "a mapping"}
 
 
-def _message(error: ErrorDetails, loc: Path) -> str:
+def _message(error: ErrorDetails, loc: Loc) -> str:
     """Pydantic's wording for the common cases, in the terms of a YAML file."""
     got = _KIND.get(type(error["input"]), "something else")
     match error["type"]:
@@ -220,7 +220,7 @@ def _message(error: ErrorDetails, loc: Path) -> str:
     return error["msg"]
 
 
-def _keys_at(path: Path) -> list[str]:
+def _keys_at(path: Loc) -> list[str]:
     """The keys the mapping at `path` may hold, for a did-you-mean hint."""
     if len(path) == 2 and path[0] == "jobs":
         return list(Job.model_fields)
@@ -228,7 +228,7 @@ def _keys_at(path: Path) -> list[str]:
     return list(model.model_fields) if model else []
 
 
-def _dotted(path: Path) -> str:
+def _dotted(path: Loc) -> str:
     """jobs.unit.script[2]; a key that cannot be printed as it is shows as its repr."""
     out = ""
     for part in path:

@@ -44,7 +44,7 @@ def _image(value: str) -> str:
     """An image name becomes a Docker argument: nothing that could read as an option or split."""
     if not value or value.startswith("-") or any(ch.isspace() or not ch.isprintable() for ch in value):
         raise _invalid(
-            "image", f"invalid image {value!r}: it must not be empty, start with '-' or contain spaces"
+            "image", f"invalid image {value!r}: not empty, no leading '-', no spaces or control characters"
         )
     return value
 
