@@ -3,7 +3,6 @@ push becomes exactly one PushEvent (or a clear 422 naming the field that is wron
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from pathlib import Path
@@ -17,6 +16,7 @@ from starlette.datastructures import Headers
 from ciserver.forges import get_forge
 from ciserver.forges.base import BadSignature, Ignored, MalformedPayload, Ping, PushEvent
 from ciserver.forges.gitlab import GITLAB
+from tests.forge_fuzz import json_values, mutated_fixtures
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gitlab"
 REAL_PAYLOADS = Path(os.environ.get("REAL_PAYLOADS_DIR", "/work/shared/payloads")) / "gitlab"
@@ -245,57 +245,20 @@ def test_a_commit_without_an_id_is_named_by_its_index() -> None:
 # --- properties ----------------------------------------------------------------------------------
 
 HOOKS = st.sampled_from(["Push Hook", "Tag Push Hook", "System Hook", "Issue Hook"]) | st.text(max_size=10)
-INTERESTING = st.sampled_from(
-    [
-        ZERO,
-        "A" * 40,
-        "refs/heads/..",
-        "refs/heads/-x",
-        "refs/tags/v1",
-        "push",
-        "tag_push",
-        "",
-        "\x00",
-        "\ud800",
-    ]
-)
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | INTERESTING,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=20,
-)
-
-
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix]
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found += _paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += _paths(item, (*prefix, index))
-    return found
-
-
-@st.composite
-def mutated_fixtures(draw: st.DrawFn) -> Any:
-    """A fixture with a few fields deleted or replaced by arbitrary JSON: fuzzing near real shapes."""
-    payload = copy.deepcopy(
-        draw(st.sampled_from([load(path.name) for path in sorted(FIXTURES.glob("*.json"))]))
-    )
-    for _ in range(draw(st.integers(1, 3))):
-        paths = _paths(payload)[1:]
-        if not paths:
-            break
-        path = draw(st.sampled_from(paths))
-        parent = payload
-        for key in path[:-1]:
-            parent = parent[key]
-        if draw(st.booleans()):
-            del parent[path[-1]]
-        else:
-            parent[path[-1]] = draw(JSON)
-    return payload
+INTERESTING = [
+    ZERO,
+    "A" * 40,
+    "refs/heads/..",
+    "refs/heads/-x",
+    "refs/tags/v1",
+    "push",
+    "tag_push",
+    "",
+    "\x00",
+    "\ud800",
+]
+JSON = json_values(list(INTERESTING))
+mutated = mutated_fixtures(FIXTURES, JSON)
 
 
 def _parse_only_raises_malformed(headers: dict[str, str], payload: Any) -> None:
@@ -317,7 +280,7 @@ def test_no_json_value_makes_parse_raise_anything_but_malformed_payload(
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(hook=st.sampled_from(["Push Hook", "Tag Push Hook", "System Hook"]), payload=mutated_fixtures())
+@given(hook=st.sampled_from(["Push Hook", "Tag Push Hook", "System Hook"]), payload=mutated)
 def test_no_damage_to_a_real_shape_makes_parse_raise_anything_but_malformed_payload(
     hook: str, payload: Any
 ) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import Any
 
 from fastapi import APIRouter, Request, status
@@ -155,13 +156,4 @@ def _not_built(event: PushEvent) -> str | None:
 
 
 def _record(event: PushEvent) -> PushRecord:
-    return PushRecord(
-        ref=event.ref,
-        branch=event.branch,
-        tag=event.tag,
-        sha=event.sha,
-        before=event.before,
-        message=event.message,
-        author=event.author,
-        changed_files=event.changed_files,
-    )
+    return PushRecord(**{f.name: getattr(event, f.name) for f in fields(PushRecord)})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -38,17 +38,7 @@ def record_push(
         known = _delivered_build(session, forge, delivery_id)
         if known is not None:
             return known, False
-    build = Build(
-        project_id=project.id,
-        ref=push.ref,
-        branch=push.branch,
-        tag=push.tag,
-        sha=push.sha,
-        before=push.before,
-        message=push.message,
-        author=push.author,
-        changed_files=push.changed_files,
-    )
+    build = Build(project_id=project.id, **asdict(push))
     try:
         with session.begin_nested():
             session.add(build)
@@ -128,21 +118,8 @@ def cancel_build(session: Session, build_id: int) -> list[int] | None:
 
 def retry_build(session: Session, build: Build) -> Build:
     """A new build of the same commit, queued like a fresh push."""
-    fields: dict[str, Any] = {
-        name: getattr(build, name)
-        for name in (
-            "project_id",
-            "ref",
-            "branch",
-            "tag",
-            "sha",
-            "before",
-            "message",
-            "author",
-            "changed_files",
-        )
-    }
-    retry = Build(**fields, retry_of=build.id)
+    copied: dict[str, Any] = {f.name: getattr(build, f.name) for f in fields(PushRecord)}
+    retry = Build(project_id=build.project_id, retry_of=build.id, **copied)
     session.add(retry)
     session.flush()
     return retry
