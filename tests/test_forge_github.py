@@ -21,7 +21,10 @@ from ciserver.forges.github import GITHUB
 from tests.forge_fuzz import json_values, mutated_fixtures
 
 FIXTURES = Path(__file__).parent / "fixtures" / "github"
-REAL_PAYLOADS = Path(os.environ.get("REAL_PAYLOADS_DIR", "/work/shared/payloads")) / "github"
+REAL_PAYLOADS = (
+    Path(os.environ.get("REAL_PAYLOADS_DIR") or Path(__file__).resolve().parents[2] / "shared" / "payloads")
+    / "github"
+)
 SECRET = "It's a Secret to Everybody"
 ZERO = "0" * 40
 

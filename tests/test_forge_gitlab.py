@@ -19,7 +19,10 @@ from ciserver.forges.gitlab import GITLAB
 from tests.forge_fuzz import json_values, mutated_fixtures
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gitlab"
-REAL_PAYLOADS = Path(os.environ.get("REAL_PAYLOADS_DIR", "/work/shared/payloads")) / "gitlab"
+REAL_PAYLOADS = (
+    Path(os.environ.get("REAL_PAYLOADS_DIR") or Path(__file__).resolve().parents[2] / "shared" / "payloads")
+    / "gitlab"
+)
 SECRET = "glpat-not-really-a-token"
 ZERO = "0" * 40
 PUSH = {"X-Gitlab-Event": "Push Hook"}
