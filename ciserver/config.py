@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ciserver.units import parse_size
+
+Bytes = Annotated[int, BeforeValidator(parse_size)]
 
 
 class Settings(BaseSettings):
@@ -26,6 +31,28 @@ class Settings(BaseSettings):
     stop_grace: float = Field(
         10.0, description="Seconds `ciserver up` lets workers finish before stopping them."
     )
+    project_concurrency: int = Field(
+        0, ge=0, description="Jobs of one project that may run at once; 0: as many as there are workers."
+    )
+    job_memory: Bytes = Field(2 * 1024**3, description="Memory of a job's container unless it asks less.")
+    job_memory_max: Bytes = Field(
+        8 * 1024**3, description="Most memory a job may ask for (resources.memory)."
+    )
+    job_cpus: float = Field(2.0, gt=0, description="CPUs a job's container may use unless it asks less.")
+    job_cpus_max: float = Field(4.0, gt=0, description="Most CPUs a job may ask for (resources.cpus).")
+    job_pids: int = Field(1024, gt=0, description="Processes a job's container may hold at once.")
+    job_pids_max: int = Field(8192, gt=0, description="Most processes a job may ask for (resources.pids).")
+    job_user: str | None = Field(
+        None, description="User jobs run as unless they name one; default the image's."
+    )
+    secret_key: str | None = Field(
+        None,
+        description="Fernet key that encrypts secrets at rest; unset: kept in the data dir's secret.key.",
+    )
+    artifact_max_bytes: Bytes = Field(
+        1024**3, description="Largest total size of the artifacts one job may keep."
+    )
+    cache_max_bytes: Bytes = Field(2 * 1024**3, description="Largest size of one saved cache.")
 
     @field_validator("data_dir")
     @classmethod
@@ -48,6 +75,18 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def secret_key_file(self) -> Path:
+        return self.data_dir / "secret.key"
 
 
 @lru_cache

@@ -75,6 +75,8 @@ class Project(Base):
     forge: Mapped[str] = mapped_column(String(20))
     repo_url: Mapped[str] = mapped_column(String(2048))
     secret: Mapped[str] = mapped_column(String(1024))
+    # None: cancel older builds of a branch on a new push, except on the default branch.
+    auto_cancel: Mapped[bool | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -92,6 +94,7 @@ class Build(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     author: Mapped[str] = mapped_column(String(255), default="")
     changed_files: Mapped[list[Any] | None]
+    default_branch: Mapped[str | None] = mapped_column(String(1024))
     # A build still `queued` is the outbox: one the queue lost is enqueued again (see ciserver.outbox).
     status: Mapped[str] = mapped_column(String(16), default=Status.queued.value, index=True)
     error: Mapped[str | None] = mapped_column(Text)
@@ -117,14 +120,56 @@ class Job(Base):
     env: Mapped[dict[str, Any]]
     timeout: Mapped[int]
     after: Mapped[list[Any]]
+    when: Mapped[str] = mapped_column(String(16), default="on_success")
+    allow_failure: Mapped[bool] = mapped_column(default=False)
+    # What the executor needs beyond the script: services, artifacts, cache, secrets, image_build,
+    # resources, user, network, retry; as the pipeline models dump them.
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    attempt: Mapped[int] = mapped_column(default=1)
+    # Set when handed to the queue: a queued job without it waits for its `after` jobs or a free slot.
+    dispatched_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(16), default=Status.queued.value)
     exit_code: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(Text)
     worker: Mapped[str | None] = mapped_column(String(255))
+    # An image_build job's image: its tag, id and digest (the release artifact).
+    image_tag: Mapped[str | None] = mapped_column(String(1024))
+    image_id: Mapped[str | None] = mapped_column(String(255))
+    image_digest: Mapped[str | None] = mapped_column(String(255))
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
     build: Mapped[Build] = relationship(back_populates="jobs")
+
+
+class Artifact(Base):
+    """One file a job kept; its bytes live in the artifact store under `storage_key`."""
+
+    __tablename__ = "artifacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    build_id: Mapped[int] = mapped_column(ForeignKey("builds.id"), index=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    path: Mapped[str] = mapped_column(String(4096))
+    size: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class Secret(Base):
+    """A project's secret; only its Fernet ciphertext is kept."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class Delivery(Base):
