@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from redis import Redis
 from redis.exceptions import RedisError
+
+from ciserver.masking import Masker
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +76,28 @@ class FileLogStore:
 
 
 class LogWriter:
-    """Takes a job's raw output and publishes it in whole lines to the store and the stream."""
+    """Takes a job's raw output and publishes it in whole lines to the store and the stream.
 
-    def __init__(self, store: LogStore, redis: Redis | None, job_id: int, stream_ttl: int = 3600) -> None:
+    The job's secret values are masked first, so neither ever holds one, and offsets count the
+    masked bytes that were actually kept.
+    """
+
+    def __init__(
+        self,
+        store: LogStore,
+        redis: Redis | None,
+        job_id: int,
+        stream_ttl: int = 3600,
+        secrets: Iterable[str] = (),
+    ) -> None:
         self.store, self.redis, self.job_id, self.stream_ttl = store, redis, job_id, stream_ttl
         self.offset = store.size(job_id)
+        self._masker = Masker(secrets)
         self._pending = b""
         self._stream_ok = redis is not None
 
     def write(self, data: bytes) -> None:
-        self._pending += data
+        self._pending += self._masker.feed(data)
         cut = self._pending.rfind(b"\n") + 1
         if cut == 0 and len(self._pending) >= MAX_PENDING:
             cut = len(self._pending)
@@ -96,6 +111,7 @@ class LogWriter:
 
     def close(self, status: str) -> None:
         """Flush what is left and mark the stream's end with the job's final status."""
+        self._pending += self._masker.flush()
         if self._pending:
             self._publish(self._pending)
             self._pending = b""

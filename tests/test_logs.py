@@ -46,3 +46,49 @@ def test_a_line_without_end_is_published_once_it_grows_large(tmp_path: Path, red
     assert store.size(103) == 70_000
     writer.close("success")
     assert store.read(103) == b"x" * 70_000
+
+
+SECRET = "hunter2-db-password"
+
+
+def test_secrets_never_reach_the_store_or_the_stream(tmp_path: Path, redis_url: str) -> None:
+    redis = Redis.from_url(redis_url)
+    store = FileLogStore(tmp_path)
+    writer = LogWriter(store, redis, 104, secrets=[SECRET])
+    writer.write(f"connecting with {SECRET}\n".encode())
+    writer.write(b"password is hunter2-d")  # split across two writes
+    writer.write(b"b-password, ok\n")
+    writer.line(f"ciserver: login as {SECRET} refused")
+    writer.close("failed")
+    expected = b"connecting with [masked]\npassword is [masked], ok\nciserver: login as [masked] refused\n"
+    assert store.read(104) == expected
+    chunks = [(int(e[b"o"]), e[b"d"]) for e in stream_entries(redis, 104)[:-1]]
+    assert b"".join(d for _, d in chunks) == expected
+    assert SECRET.encode() not in b"".join(d for _, d in chunks)
+    offset = 0
+    for start, data in chunks:
+        assert start == offset, "offsets count the masked bytes actually kept"
+        offset += len(data)
+    assert store.read(104, offset=chunks[1][0]) == expected[chunks[1][0] :]
+
+
+def test_a_secret_split_by_the_forced_cut_of_a_long_line_is_masked(tmp_path: Path, redis_url: str) -> None:
+    redis = Redis.from_url(redis_url)
+    store = FileLogStore(tmp_path)
+    writer = LogWriter(store, redis, 105, secrets=[SECRET])
+    half = len(SECRET) // 2
+    writer.write(b"x" * 70_000 + SECRET[:half].encode())
+    assert store.read(105) == b"x" * 70_000, "the line without end is published, all but the possible secret"
+    writer.write(SECRET[half:].encode() + b" tail")
+    writer.close("success")
+    assert store.read(105) == b"x" * 70_000 + b"[masked] tail"
+    streamed = b"".join(e[b"d"] for e in stream_entries(redis, 105)[:-1])
+    assert streamed == store.read(105)
+
+
+def test_a_finished_line_is_published_at_once_with_secrets_set(tmp_path: Path, redis_url: str) -> None:
+    store = FileLogStore(tmp_path)
+    writer = LogWriter(store, Redis.from_url(redis_url), 106, secrets=[SECRET])
+    writer.write(b"step 1 done\n")
+    assert store.read(106) == b"step 1 done\n", "masking does not keep a live log waiting"
+    writer.close("success")

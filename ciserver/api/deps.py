@@ -97,4 +97,5 @@ def _unauthorized(message: str) -> HTTPException:
 
 Viewer = Annotated[Caller, Depends(require(Role.viewer))]
 Developer = Annotated[Caller, Depends(require(Role.developer))]
+Ops = Annotated[Caller, Depends(require(Role.ops))]
 Admin = Annotated[Caller, Depends(require(Role.admin))]

@@ -1,0 +1,158 @@
+"""Project secrets over HTTP: developers see the names, ops set and remove values; nobody reads one.
+
+Included before the projects router, whose `/projects/{name:path}` would take these paths too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any
+
+from cryptography.fernet import Fernet
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+from starlette.convertors import Convertor, register_url_convertor
+
+from ciserver.api.builds import not_found
+from ciserver.api.deps import DatabaseDep, Developer, Ops, SettingsDep
+from ciserver.config import Settings
+from ciserver.crypto import SecretKeyError, load_fernet
+from ciserver.store import audit
+from ciserver.store.models import Project, Secret
+from ciserver.store.projects import get_project
+from ciserver.store.secrets import SecretError, delete_secret, get_secret, list_secrets, set_secret
+
+
+class _RepoPath(Convertor[str]):
+    """OWNER/NAME or deeper: at least one slash, so `/projects/o/secrets` stays project `o/secrets`."""
+
+    regex = r"[^/]+(?:/[^/]+)+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("repo_path", _RepoPath())
+
+
+class _NoEchoRoute(APIRoute):
+    """422 answers name the field but never repeat the input: here the input may be the secret."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, _describe(exc.errors())) from None
+
+        return route
+
+
+def _describe(errors: Any) -> str:
+    parts = []
+    for error in errors:
+        field = ".".join(str(p) for p in error.get("loc", ())[1:]) or "body"
+        parts.append(f"{field}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+router = APIRouter(prefix="/api/v1/projects", tags=["secrets"], route_class=_NoEchoRoute)
+
+
+class SecretIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: str = Field(
+        description="At least 8 characters (shorter ones cannot be masked in logs), at most 64 KiB.",
+        json_schema_extra={"writeOnly": True},
+    )
+
+
+class SecretOut(BaseModel):
+    name: str = Field(description="The environment variable a job that names it receives.")
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, secret: Secret) -> SecretOut:
+        return cls(name=secret.name, created_at=secret.created_at, updated_at=secret.updated_at)
+
+
+@router.get(
+    "/{name:repo_path}/secrets", response_model=list[SecretOut], summary="A project's secrets (names only)"
+)
+def secrets(name: str, _: Developer, db: DatabaseDep) -> list[SecretOut]:
+    with db.session() as session:
+        return [SecretOut.of(s) for s in list_secrets(session, _project(session, name))]
+
+
+@router.put(
+    "/{name:repo_path}/secrets/{key}",
+    response_model=SecretOut,
+    summary="Set a secret: 201 when new, 200 when replaced",
+    responses={201: {"description": "Created", "model": SecretOut}},
+)
+def put(
+    name: str,
+    key: str,
+    body: SecretIn,
+    caller: Ops,
+    db: DatabaseDep,
+    settings: SettingsDep,
+    response: Response,
+) -> SecretOut:
+    fernet = _fernet(settings)
+    with db.session() as session:
+        project = _project(session, name)
+        try:
+            created = set_secret(session, project, key, body.value, fernet)
+        except SecretError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        audit.record(session, caller.actor, "secret.set", _target(project, key), {"created": created})
+        response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        secret = get_secret(session, project, key)
+        assert secret is not None  # set in this very transaction
+        return SecretOut.of(secret)
+
+
+@router.delete(
+    "/{name:repo_path}/secrets/{key}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove a secret"
+)
+def delete(name: str, key: str, caller: Ops, db: DatabaseDep) -> Response:
+    with db.session() as session:
+        project = _project(session, name)
+        try:
+            deleted = delete_secret(session, project, key)
+        except SecretError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        if not deleted:
+            raise not_found("secret", f"{key!r} of project {project.name!r}")
+        audit.record(session, caller.actor, "secret.delete", _target(project, key))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _project(session: Session, name: str) -> Project:
+    project = get_project(session, name)
+    if project is None:
+        raise not_found("project", repr(name))
+    return project
+
+
+def _fernet(settings: Settings) -> Fernet:
+    try:
+        return load_fernet(settings)
+    except SecretKeyError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+
+
+def _target(project: Project, key: str) -> str:
+    return f"project:{project.name}/secret:{key}"

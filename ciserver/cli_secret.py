@@ -1,0 +1,118 @@
+"""`ciserver secret`: set, list and remove project secrets on the data dir's database directly.
+
+A value is read from stdin only, never from an argument, so it stays out of shell history and `ps`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from ciserver.config import get_settings
+
+secret_app = typer.Typer(
+    help="Set, list and remove project secrets (works on the data dir's database directly).",
+    no_args_is_help=True,
+)
+
+ProjectArg = Annotated[str, typer.Argument(help="The project: OWNER/NAME (GitLab: GROUP/SUB/NAME).")]
+KeyArg = Annotated[str, typer.Argument(help="The environment variable a job receives, e.g. DEPLOY_TOKEN.")]
+ACTOR = "cli"
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=2)
+
+
+def _target(project: str, key: str) -> str:
+    return f"project:{project}/secret:{key}"  # as the API writes it
+
+
+def _read_value() -> str:
+    """The value on stdin, less one trailing newline (what `echo` or a file adds)."""
+    if sys.stdin is None or sys.stdin.isatty():
+        raise _fail(
+            "the value is read from stdin: pipe it in, e.g. `ciserver secret set o/app KEY < key.txt`"
+        )
+    try:
+        value = sys.stdin.buffer.read().decode()
+    except UnicodeDecodeError:
+        raise _fail("value: stdin is not UTF-8 text") from None
+    value = value.removesuffix("\n").removesuffix("\r") if value.endswith("\n") else value
+    if not value:
+        raise _fail("value: stdin was empty")
+    return value
+
+
+@secret_app.command("set")
+def secret_set(project: ProjectArg, key: KeyArg) -> None:
+    """Set secret KEY of a project to the value on stdin; jobs that list KEY under `secrets` receive it."""
+    from ciserver.crypto import SecretKeyError, load_fernet
+    from ciserver.store import audit
+    from ciserver.store.db import session_scope
+    from ciserver.store.projects import get_project
+    from ciserver.store.secrets import SecretError, set_secret
+
+    value = _read_value()
+    settings = get_settings()
+    try:
+        fernet = load_fernet(settings)
+        with session_scope(settings.db_url) as session:
+            found = get_project(session, project)
+            if found is None:
+                raise _fail(f"project {project!r} does not exist (see `ciserver project list`)")
+            created = set_secret(session, found, key, value, fernet)
+            audit.record(session, ACTOR, "secret.set", _target(found.name, key), {"created": created})
+            typer.echo(f"secret {key} of {found.name} {'created' if created else 'updated'}")
+    except (SecretError, SecretKeyError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@secret_app.command("list")
+def secret_list(project: ProjectArg) -> None:
+    """List a project's secrets: names and dates, never values."""
+    from ciserver.store.db import session_scope
+    from ciserver.store.projects import get_project
+    from ciserver.store.secrets import list_secrets
+
+    with session_scope(get_settings().db_url) as session:
+        found = get_project(session, project)
+        if found is None:
+            raise _fail(f"project {project!r} does not exist (see `ciserver project list`)")
+        for secret in list_secrets(session, found):
+            typer.echo(
+                f"{secret.name}\tcreated {secret.created_at.isoformat(timespec='seconds')}"
+                f"\tupdated {secret.updated_at.isoformat(timespec='seconds')}"
+            )
+
+
+@secret_app.command("rm")
+def secret_rm(project: ProjectArg, key: KeyArg) -> None:
+    """Remove secret KEY of a project; jobs that still list it fail with an error naming it."""
+    from ciserver.store import audit
+    from ciserver.store.db import session_scope
+    from ciserver.store.projects import get_project
+    from ciserver.store.secrets import SecretError, delete_secret
+
+    try:
+        with session_scope(get_settings().db_url) as session:
+            found = get_project(session, project)
+            if found is None:
+                raise _fail(f"project {project!r} does not exist (see `ciserver project list`)")
+            if not delete_secret(session, found, key):
+                raise _fail(f"secret {key!r} is not set for {found.name}")
+            audit.record(session, ACTOR, "secret.delete", _target(found.name, key))
+            typer.echo(f"secret {key} of {found.name} removed")
+    except SecretError as exc:
+        raise _fail(str(exc)) from None
+
+
+@secret_app.command("keygen")
+def secret_keygen() -> None:
+    """Print a new Fernet key for CISERVER_SECRET_KEY (set it on every process, and keep a copy)."""
+    from ciserver.crypto import new_key
+
+    typer.echo(new_key())
