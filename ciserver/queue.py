@@ -8,12 +8,12 @@ conditional start lets only one run.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import Protocol, TypeVar
 
 from redis import Redis
 from rq import Queue
-from rq.job import Dependency, Job
+from rq.job import Job
 
 BUILDS = "builds"
 JOBS = "jobs"
@@ -38,8 +38,9 @@ def build_job_id(build_id: int) -> str:
     return f"build-{build_id}"
 
 
-def job_job_id(job_id: int) -> str:
-    return f"job-{job_id}"
+def job_job_id(job_id: int, attempt: int = 1) -> str:
+    # A retry is a new RQ job: the finished attempt keeps its own record.
+    return f"job-{job_id}" if attempt == 1 else f"job-{job_id}-{attempt}"
 
 
 def cancel_key(job_id: int) -> str:
@@ -57,35 +58,30 @@ def enqueue_build(redis: Redis, build_id: int) -> None:
     )
 
 
-@dataclass(frozen=True)
-class JobToEnqueue:
+class JobToEnqueue(Protocol):
+    """A job the dispatcher handed out (ciserver.store.dispatch.Dispatched has these)."""
+
     job_id: int
+    attempt: int
     timeout: int
-    after: tuple[int, ...]  # ids of the jobs that must end first, whatever their outcome
 
 
 def enqueue_jobs(redis: Redis, jobs: Sequence[JobToEnqueue]) -> None:
-    """Enqueue a build's jobs at once; RQ releases each when the jobs it waits for have ended.
-
-    `allow_failure` lets a dependent run even when a predecessor's task crashed: the job itself
-    reads its predecessors' outcome in the database and skips when it must.
-    """
-    queue = Queue(JOBS, connection=redis)
+    """Enqueue jobs whose turn has come; the order between them is decided by the dispatcher."""
+    if not jobs:
+        return
     datas = [
         Queue.prepare_data(
             JOB_TASK,
             args=(job.job_id,),
-            job_id=job_job_id(job.job_id),
+            job_id=job_job_id(job.job_id, job.attempt),
             timeout=job.timeout + JOB_TIMEOUT_MARGIN,
             result_ttl=RESULT_TTL,
             failure_ttl=RESULT_TTL * 24,
-            depends_on=Dependency([job_job_id(i) for i in job.after], allow_failure=True)
-            if job.after
-            else None,
         )
         for job in jobs
     ]
-    queue.enqueue_many(datas)
+    Queue(JOBS, connection=redis).enqueue_many(datas)
 
 
 def request_cancel(redis: Redis, job_ids: Iterable[int]) -> None:
@@ -99,11 +95,21 @@ def request_cancel(redis: Redis, job_ids: Iterable[int]) -> None:
 
 def builds_not_on_queue(redis: Redis, build_ids: Sequence[int]) -> list[int]:
     """Which of these builds no RQ job is waiting for or running: lost to an outage or a failed enqueue."""
+    return _not_on_queue(redis, build_ids, [build_job_id(build_id) for build_id in build_ids])
+
+
+def jobs_not_on_queue(redis: Redis, jobs: Sequence[JobToEnqueue]) -> list[JobToEnqueue]:
+    """Which of these dispatched jobs no RQ job is waiting for or running."""
+    return _not_on_queue(redis, jobs, [job_job_id(job.job_id, job.attempt) for job in jobs])
+
+
+def _not_on_queue(redis: Redis, items: Sequence[_T], rq_ids: list[str]) -> list[_T]:
     with redis.pipeline() as pipe:
-        for build_id in build_ids:
-            pipe.hget(Job.key_for(build_job_id(build_id)), "status")
+        for rq_id in rq_ids:
+            pipe.hget(Job.key_for(rq_id), "status")
         found = pipe.execute()
-    return [build_id for build_id, state in zip(build_ids, found, strict=True) if state not in _WAITING]
+    return [item for item, state in zip(items, found, strict=True) if state not in _WAITING]
 
 
+_T = TypeVar("_T")
 _WAITING = {b"queued", b"started", b"deferred", b"scheduled"}

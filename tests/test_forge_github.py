@@ -187,6 +187,7 @@ def test_a_push_to_a_branch_becomes_a_push_event_with_its_changed_files() -> Non
         changed_files=["tests/test_basket.py", "web/app.py", "web/basket.html", "web/old_total.py"],
         deleted=False,
         forced=False,
+        default_branch="main",
     )
 
 

@@ -116,6 +116,7 @@ def test_a_push_becomes_a_push_event_with_the_union_of_its_changed_files() -> No
         changed_files=["web/app.py", "web/basket.html", "web/old_total.py"],
         deleted=False,
         forced=False,
+        default_branch="main",
     )
 
 

@@ -19,7 +19,14 @@ def create(body: ProjectIn, caller: Admin, db: DatabaseDep, settings: SettingsDe
     try:
         url = check_clone_url(body.repo, allow_local=settings.allow_local_repos)
         with db.session() as session:
-            project = add_project(session, name=body.name, forge=body.forge, repo_url=url, secret=body.secret)
+            project = add_project(
+                session,
+                name=body.name,
+                forge=body.forge,
+                repo_url=url,
+                secret=body.secret,
+                auto_cancel=body.auto_cancel,
+            )
             audit.record(
                 session, caller.actor, "project.create", f"project:{project.name}", {"forge": body.forge}
             )

@@ -51,6 +51,7 @@ class PushEvent(BaseModel, frozen=True):
     changed_files: list[str] | None
     deleted: bool
     forced: bool
+    default_branch: str | None = None  # the repository's, as the forge reports it
 
     @model_validator(mode="after")
     def _consistent(self) -> PushEvent:

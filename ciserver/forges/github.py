@@ -120,6 +120,7 @@ class GitHubForge:
         return make_push(
             forge=self.name,
             repository=repository,
+            default_branch=fields.child("repository").optional_text("default_branch"),
             ref=ref,
             branch=branch,
             tag=tag,

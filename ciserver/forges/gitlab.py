@@ -116,6 +116,7 @@ class GitLabForge:
         return make_push(
             forge=self.name,
             repository=repository,
+            default_branch=fields.child("project").optional_text("default_branch"),
             ref=ref,
             branch=branch,
             tag=tag,

@@ -24,6 +24,7 @@ class PushRecord:
     message: str
     author: str
     changed_files: list[str] | None
+    default_branch: str | None = None
 
 
 def record_push(
@@ -92,7 +93,7 @@ def get_job(session: Session, job_id: int) -> Job | None:
     return session.get(Job, job_id)
 
 
-def cancel_build(session: Session, build_id: int) -> list[int] | None:
+def cancel_build(session: Session, build_id: int, reason: str = "canceled") -> list[int] | None:
     """Cancel a build that has not finished; returns the ids of its jobs still running.
 
     Queued jobs are marked here so a worker's conditional start finds nothing to start; running
@@ -103,7 +104,7 @@ def cancel_build(session: Session, build_id: int) -> list[int] | None:
     changed = session.execute(
         update(Build)
         .where(Build.id == build_id, Build.status.in_([Status.queued, Status.running]))
-        .values(status=Status.canceled, error="canceled", finished_at=now)
+        .values(status=Status.canceled, error=reason, finished_at=now)
     ).rowcount
     if not changed:
         return None
@@ -129,3 +130,26 @@ def queued_build_ids(session: Session, *, created_before: Any) -> list[int]:
     """Builds recorded but not yet picked up by a worker, oldest first: the outbox."""
     query = select(Build.id).where(Build.status == Status.queued, Build.created_at < created_before)
     return list(session.scalars(query.order_by(Build.id).limit(1000)))
+
+
+def auto_cancel_older(session: Session, build: Build) -> list[int]:
+    """Cancel the older builds of the same branch that have not finished, when the project says so
+    (by default on every branch but the default one, as a new push makes them moot).
+
+    Returns the ids of their jobs still running, to be told to stop.
+    """
+    enabled = build.project.auto_cancel
+    if enabled is None:
+        enabled = build.branch is not None and build.branch != build.default_branch
+    if not enabled or build.branch is None:
+        return []
+    older = select(Build.id).where(
+        Build.project_id == build.project_id,
+        Build.branch == build.branch,
+        Build.id < build.id,
+        Build.status.in_([Status.queued, Status.running]),
+    )
+    running: list[int] = []
+    for build_id in list(session.scalars(older)):
+        running += cancel_build(session, build_id, reason=f"canceled: superseded by build {build.id}") or []
+    return running

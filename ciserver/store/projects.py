@@ -24,7 +24,15 @@ def check_project_name(name: str) -> str:
     return name
 
 
-def add_project(session: Session, *, name: str, forge: str, repo_url: str, secret: str) -> Project:
+def add_project(
+    session: Session,
+    *,
+    name: str,
+    forge: str,
+    repo_url: str,
+    secret: str,
+    auto_cancel: bool | None = None,
+) -> Project:
     """Register a project; the caller has already checked `repo_url` (see ciserver.clone_urls)."""
     check_project_name(name)
     if forge not in FORGE_NAMES:
@@ -33,7 +41,7 @@ def add_project(session: Session, *, name: str, forge: str, repo_url: str, secre
         raise ProjectError("secret: must not be empty (it signs the forge's webhooks)")
     if get_project(session, name) is not None:
         raise ProjectError(f"name: project {name!r} already exists")
-    project = Project(name=name, forge=forge, repo_url=repo_url, secret=secret)
+    project = Project(name=name, forge=forge, repo_url=repo_url, secret=secret, auto_cancel=auto_cancel)
     session.add(project)
     session.flush()
     return project

@@ -3,8 +3,8 @@ same build or job cannot both win, and a canceled build is never started again."
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -24,6 +24,9 @@ class JobPlan(Protocol):
     env: dict[str, str]
     timeout: int
     after: tuple[str, ...]
+    when: str
+    allow_failure: bool
+    options: dict[str, Any]
 
 
 def start_build(session: Session, build_id: int) -> Build | None:
@@ -59,6 +62,9 @@ def add_jobs(session: Session, build_id: int, plan: Sequence[JobPlan]) -> list[J
             env=dict(p.env),
             timeout=p.timeout,
             after=list(p.after),
+            when=p.when,
+            allow_failure=p.allow_failure,
+            options=dict(p.options),
         )
         for position, p in enumerate(plan)
     ]
@@ -91,14 +97,6 @@ def end_job(
     )
 
 
-def statuses_of(session: Session, build_id: int, names: Iterable[str]) -> dict[str, str]:
-    wanted = list(names)
-    if not wanted:
-        return {}
-    rows = session.execute(select(Job.name, Job.status).where(Job.build_id == build_id, Job.name.in_(wanted)))
-    return {name: status for name, status in rows}
-
-
 def settle_build(session: Session, build_id: int) -> Status | None:
     """Once every job is final, give the build the status its jobs add up to; else None."""
     jobs = list(session.scalars(select(Job).where(Job.build_id == build_id).order_by(Job.position)))
@@ -110,12 +108,14 @@ def settle_build(session: Session, build_id: int) -> Status | None:
 
 
 def _outcome(jobs: Sequence[Job]) -> tuple[Status, str | None]:
-    for job in jobs:
+    """Errors first, then failures; a job allowed to fail is shown failed but leaves the build green."""
+    counted = [job for job in jobs if not job.allow_failure]
+    for job in counted:
         if job.status == Status.error:
             return Status.error, f"job {job.name!r}: {job.error or 'error'}"
-    for job in jobs:
+    for job in counted:
         if job.status == Status.failed:
-            return Status.failed, f"job {job.name!r} failed"
+            return Status.failed, f"job {job.name!r} failed" + (f": {job.error}" if job.error else "")
     if any(job.status == Status.canceled for job in jobs):
         return Status.canceled, "canceled"
     return Status.success, None

@@ -1,0 +1,211 @@
+"""What runs next in a build: the DAG, `when`, `allow_failure`, manual jobs, retries and the
+per-project limit, decided in the database so that every worker reaches the same answer.
+
+A job waits (`queued`, not yet dispatched) until every job in its `after` list is final. Then its
+`when` decides: it is dispatched (handed to the queue), or skipped with the reason. Dispatching
+is bounded by the project's concurrency limit; a job that finds no free slot stays waiting and
+is dispatched when another job of the project ends. Each call runs in the caller's transaction
+and locks the project's row first, so two workers ending jobs at the same moment never both
+miss (or both take) the next one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from ciserver.store.models import Build, Job, Project, Status, utcnow
+from ciserver.store.transitions import ACTIVE, end_job, settle_build
+
+MANUAL_WAITING = "manual job: start it with POST /api/v1/jobs/{id}/play"
+RETRY_REASONS = ("always", "script_failure", "runner_failure", "timeout")
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """A job handed to the queue: what `ciserver.queue.enqueue_jobs` needs."""
+
+    job_id: int
+    attempt: int
+    timeout: int
+
+
+def advance(session: Session, build_id: int, concurrency: int = 0) -> list[Dispatched]:
+    """Skip or dispatch every job of the build whose turn has come, settle the build when all are
+    final, then give freed slots to the project's other builds, oldest first."""
+    build = session.get(Build, build_id)
+    if build is None:
+        return []
+    _lock_project(session, build.project_id)
+    dispatched = _advance_build(session, build, concurrency)
+    if concurrency:
+        others = select(Build).where(
+            Build.project_id == build.project_id, Build.status == Status.running, Build.id != build_id
+        )
+        for other in session.scalars(others.order_by(Build.id)):
+            dispatched += _advance_build(session, other, concurrency)
+    return dispatched
+
+
+def _lock_project(session: Session, project_id: int) -> None:
+    # FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE (see store.db) already serializes writers.
+    session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+
+
+def _advance_build(session: Session, build: Build, concurrency: int) -> list[Dispatched]:
+    if build.status != Status.running:
+        return []
+    dispatched: list[Dispatched] = []
+    changed = True
+    while changed:  # a skip can decide the jobs after it: go round until nothing moves
+        changed = False
+        jobs = list(session.scalars(select(Job).where(Job.build_id == build.id).order_by(Job.position)))
+        by_name = {job.name: job for job in jobs}
+        for job in jobs:
+            if job.status != Status.queued or job.dispatched_at is not None:
+                continue
+            before = [by_name[name] for name in job.after if name in by_name]
+            if any(not Status(p.status).final for p in before):
+                continue
+            reason = _skip_reason(job, before)
+            if reason is not None:
+                end_job(session, job.id, Status.skipped, error=reason)
+                changed = True
+            elif concurrency and _busy(session, build.project_id) >= concurrency:
+                continue  # waits for a free slot
+            else:
+                job.dispatched_at = utcnow()
+                session.flush()
+                dispatched.append(Dispatched(job.id, job.attempt, job.timeout))
+        session.expire_all()
+    settle_build(session, build.id)
+    return dispatched
+
+
+def _skip_reason(job: Job, before: Sequence[Job]) -> str | None:
+    """None when the job should run now; else why it does not."""
+    failed = [p for p in before if _failed(p)]
+    if job.when == "always":
+        return None
+    if job.when == "on_failure":
+        return None if failed else "when: on_failure, and no job before it failed"
+    for p in before:
+        if p.status == Status.skipped:
+            if p.error and p.error.startswith("manual job"):
+                return f"needs {p.name!r}, a manual job that has not run"
+            return f"{p.name!r} was skipped"
+        if _failed(p):
+            return f"{p.name!r} ended {p.status}"
+    if job.when == "manual":
+        return MANUAL_WAITING.format(id=job.id)
+    return None
+
+
+def _failed(job: Job) -> bool:
+    return job.status in (Status.failed, Status.error, Status.canceled) and not (
+        job.allow_failure and job.status != Status.canceled
+    )
+
+
+def _busy(session: Session, project_id: int) -> int:
+    """Jobs of the project on the queue or running."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .join(Build, Build.id == Job.build_id)
+            .where(
+                Build.project_id == project_id,
+                Job.status.in_(ACTIVE),
+                Job.dispatched_at.is_not(None),
+            )
+        )
+        or 0
+    )
+
+
+def retry_kind(status: Status, error: str | None) -> str | None:
+    """The `retry.when` reason a job's end counts as, or None when it succeeded or was stopped."""
+    if status == Status.error:
+        return "runner_failure"
+    if status == Status.failed:
+        return "timeout" if error and error.startswith("timed out") else "script_failure"
+    return None
+
+
+def should_retry(job: Job, status: Status, error: str | None) -> bool:
+    """Whether the job's `retry` policy gives it another attempt after this end."""
+    policy = (job.options or {}).get("retry") or {}
+    kind = retry_kind(status, error)
+    if kind is None or job.attempt > int(policy.get("max", 0)):
+        return False
+    when = policy.get("when") or ["always"]
+    return "always" in when or kind in when
+
+
+def requeue_for_retry(session: Session, job_id: int) -> bool:
+    """running -> queued again, as its next attempt; False when it is no longer running."""
+    return bool(
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == Status.running)
+            .values(
+                status=Status.queued,
+                attempt=Job.attempt + 1,
+                dispatched_at=None,
+                exit_code=None,
+                error=None,
+                started_at=None,
+                worker=None,
+            )
+        ).rowcount
+    )
+
+
+def play_manual(session: Session, job: Job) -> bool:
+    """Start a manual job that waits: it, and the jobs skipped only because it had not run, are
+    queued again, and the build runs again. False when the job is not a waiting manual job."""
+    if job.when != "manual" or job.status != Status.skipped or not (job.error or "").startswith("manual job"):
+        return False
+    jobs = list(session.scalars(select(Job).where(Job.build_id == job.build_id)))
+    reopened = {job.name}
+    grew = True
+    while grew:
+        grew = False
+        for other in jobs:
+            if other.name in reopened or other.status != Status.skipped:
+                continue
+            if reopened & set(other.after) and (other.error or "").startswith(("needs ", "'")):
+                reopened.add(other.name)
+                grew = True
+    now = utcnow()
+    for other in jobs:
+        if other.name in reopened:
+            other.status, other.error, other.finished_at = Status.queued, None, None
+            other.dispatched_at = None
+            if other.id == job.id:
+                other.when = "on_success"  # played: from now on it runs as any other job
+    session.execute(
+        update(Build)
+        .where(Build.id == job.build_id)
+        .values(
+            status=Status.running,
+            error=None,
+            finished_at=None,
+            started_at=func.coalesce(Build.started_at, now),
+        )
+    )
+    session.flush()
+    return True
+
+
+def lost_dispatches(session: Session, *, dispatched_before: datetime) -> list[Dispatched]:
+    """Jobs handed to the queue a while ago that no worker has started: the queue may have lost them."""
+    query = select(Job).where(
+        Job.status == Status.queued, Job.dispatched_at.is_not(None), Job.dispatched_at < dispatched_before
+    )
+    return [Dispatched(job.id, job.attempt, job.timeout) for job in session.scalars(query.limit(1000))]

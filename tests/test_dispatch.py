@@ -1,0 +1,178 @@
+"""The dispatcher on a real SQLite database: which job runs next, which is skipped and why, what a
+retry, a manual job and the per-project limit do, and the build status the jobs add up to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
+
+from ciserver.store.db import session_scope
+from ciserver.store.dispatch import advance, play_manual, requeue_for_retry, should_retry
+from ciserver.store.models import Build, Job, Status
+from ciserver.store.projects import add_project, get_project
+from ciserver.store.transitions import add_jobs, end_job, start_build, start_job
+
+
+@dataclass(frozen=True)
+class Planned:
+    name: str
+    after: tuple[str, ...] = ()
+    when: str = "on_success"
+    allow_failure: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    stage: str = "test"
+    image: str = "busybox"
+    script: list[str] = field(default_factory=lambda: ["true"])
+    env: dict[str, str] = field(default_factory=dict)
+    timeout: int = 60
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[Session]:
+    with session_scope(f"sqlite:///{tmp_path / 'db.sqlite'}") as session:
+        yield session
+
+
+def new_build(session: Session, plan: list[Planned], concurrency: int = 0) -> tuple[int, list[str]]:
+    """A running build of one project with these jobs; its id and the names dispatched at once."""
+    project = get_project(session, "octo/app") or add_project(
+        session, name="octo/app", forge="github", repo_url="https://x.test/r.git", secret="s"
+    )
+    build = Build(project_id=project.id, ref="refs/heads/main", branch="main", sha="a" * 40)
+    session.add(build)
+    session.flush()
+    start_build(session, build.id)
+    add_jobs(session, build.id, plan)
+    return build.id, names(session, advance(session, build.id, concurrency))
+
+
+def names(session: Session, dispatched: list[Any]) -> list[str]:
+    return [session.get(Job, d.job_id).name for d in dispatched]  # type: ignore[union-attr]
+
+
+def job(session: Session, build_id: int, name: str) -> Job:
+    found = next(j for j in session.get(Build, build_id).jobs if j.name == name)  # type: ignore[union-attr]
+    session.refresh(found)
+    return found
+
+
+def finish(session: Session, build_id: int, name: str, status: Status, concurrency: int = 0) -> list[str]:
+    """Run a dispatched job to `status`; returns the names dispatched next."""
+    row = job(session, build_id, name)
+    assert start_job(session, row.id, "w.1") is not None
+    end_job(session, row.id, status, error=None if status == Status.success else "exit code 1")
+    return names(session, advance(session, build_id, concurrency))
+
+
+def status_of(session: Session, build_id: int) -> str:
+    build = session.get(Build, build_id)
+    session.refresh(build)
+    return build.status  # type: ignore[union-attr]
+
+
+def test_needs_start_a_job_as_soon_as_the_jobs_it_names_succeed(session: Session) -> None:
+    build_id, first = new_build(
+        session,
+        [
+            Planned("slow"),
+            Planned("quick"),
+            Planned("after_quick", after=("quick",)),
+            Planned("after_all", after=("slow", "quick")),
+        ],
+    )
+    assert first == ["slow", "quick"]
+    assert finish(session, build_id, "quick", Status.success) == ["after_quick"]
+    assert finish(session, build_id, "slow", Status.success) == ["after_all"]
+    finish(session, build_id, "after_quick", Status.success)
+    finish(session, build_id, "after_all", Status.success)
+    assert status_of(session, build_id) == Status.success
+
+
+def test_a_failure_skips_what_comes_after_it_naming_it_and_fails_the_build(session: Session) -> None:
+    build_id, _ = new_build(session, [Planned("unit"), Planned("package", after=("unit",))])
+    assert finish(session, build_id, "unit", Status.failed) == []
+    package = job(session, build_id, "package")
+    assert (package.status, package.error) == (Status.skipped, "'unit' ended failed")
+    assert status_of(session, build_id) == Status.failed
+
+
+def test_on_failure_and_always_jobs_run_after_a_failure_and_on_failure_is_skipped_otherwise(
+    session: Session,
+) -> None:
+    plan = [
+        Planned("unit"),
+        Planned("notify", after=("unit",), when="on_failure"),
+        Planned("cleanup", after=("unit",), when="always"),
+    ]
+    failing, _ = new_build(session, plan)
+    assert sorted(finish(session, failing, "unit", Status.failed)) == ["cleanup", "notify"]
+
+    passing, _ = new_build(session, plan)
+    assert finish(session, passing, "unit", Status.success) == ["cleanup"]
+    assert job(session, passing, "notify").error == "when: on_failure, and no job before it failed"
+
+
+def test_an_allowed_failure_keeps_the_build_green_and_the_next_jobs_running(session: Session) -> None:
+    build_id, _ = new_build(
+        session, [Planned("lint", allow_failure=True), Planned("deploy", after=("lint",))]
+    )
+    assert finish(session, build_id, "lint", Status.failed) == ["deploy"]
+    finish(session, build_id, "deploy", Status.success)
+    assert job(session, build_id, "lint").status == Status.failed
+    assert status_of(session, build_id) == Status.success
+
+
+def test_a_manual_job_waits_and_playing_it_runs_it_and_the_jobs_that_need_it(session: Session) -> None:
+    build_id, first = new_build(
+        session,
+        [
+            Planned("unit"),
+            Planned("deploy", after=("unit",), when="manual"),
+            Planned("smoke", after=("deploy",)),
+        ],
+    )
+    assert first == ["unit"]
+    assert finish(session, build_id, "unit", Status.success) == []
+    deploy = job(session, build_id, "deploy")
+    assert deploy.status == Status.skipped and f"/api/v1/jobs/{deploy.id}/play" in (deploy.error or "")
+    assert job(session, build_id, "smoke").error == "needs 'deploy', a manual job that has not run"
+    assert status_of(session, build_id) == Status.success
+
+    assert play_manual(session, deploy)
+    assert names(session, advance(session, build_id)) == ["deploy"]
+    assert status_of(session, build_id) == Status.running
+    assert finish(session, build_id, "deploy", Status.success) == ["smoke"]
+    finish(session, build_id, "smoke", Status.success)
+    assert status_of(session, build_id) == Status.success
+    assert not play_manual(session, job(session, build_id, "deploy"))
+
+
+def test_retry_gives_a_new_attempt_only_for_the_reasons_its_policy_names(session: Session) -> None:
+    policy = {"retry": {"max": 1, "when": ["timeout", "runner_failure"]}}
+    build_id, _ = new_build(session, [Planned("flaky", options=policy)])
+    flaky = job(session, build_id, "flaky")
+    start_job(session, flaky.id, "w.1")
+    assert not should_retry(flaky, Status.failed, "exit code 1")
+    assert should_retry(flaky, Status.failed, "timed out after 10m")
+    assert should_retry(flaky, Status.error, "the Docker Engine is unreachable")
+    assert not should_retry(flaky, Status.success, None)
+    assert requeue_for_retry(session, flaky.id)
+    assert names(session, advance(session, build_id)) == ["flaky"]
+    flaky = job(session, build_id, "flaky")
+    assert flaky.attempt == 2
+    assert not should_retry(flaky, Status.failed, "timed out after 10m")  # max 1 retry: spent
+
+
+def test_the_project_limit_holds_jobs_back_until_a_slot_frees_across_builds(session: Session) -> None:
+    plan = [Planned("x"), Planned("y")]
+    first, dispatched = new_build(session, plan, concurrency=2)
+    second, waiting = new_build(session, plan, concurrency=2)
+    assert (dispatched, waiting) == (["x", "y"], [])
+    assert finish(session, first, "x", Status.success, concurrency=2) == ["x"]  # the second build's x
+    assert job(session, second, "x").dispatched_at is not None
+    assert job(session, second, "y").dispatched_at is None
