@@ -5,8 +5,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from workers.executors.base import JobSpec, shell_script
-from workers.executors.docker import container_config
+import pytest
+
+from workers.executors.base import ExecutorError, ImageBuildSpec, JobSpec, Limits, ServiceSpec, shell_script
+from workers.executors.docker import JOB_CAPABILITIES, build_kwargs, container_config, service_config
+
+LIMITS = Limits(memory=64 * 1024**2, cpus=1.0, pids=128)
 
 
 def spec(**changes: object) -> JobSpec:
@@ -44,3 +48,102 @@ def test_each_line_is_echoed_before_it_runs_quotes_survive_and_a_failure_stops_t
     result = subprocess.run(["sh", "-e", "-c", shell_script(lines)], capture_output=True, text=True)
     assert result.stdout.splitlines() == ["$ echo \"a  b\" 'c$d'", "a  b c$d", "$ false"]
     assert result.returncode == 1
+
+
+def test_every_capability_is_dropped_but_those_package_managers_need_and_no_privilege_can_be_gained() -> None:
+    config = container_config(spec())
+    assert config["cap_drop"] == ["ALL"]
+    assert sorted(config["cap_add"]) == ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"]
+    assert config["security_opt"] == ["no-new-privileges:true"]
+    assert config["privileged"] is False
+    assert config["init"] is True
+
+
+def test_limits_map_to_memory_without_swap_nano_cpus_and_pids() -> None:
+    config = container_config(spec(limits=Limits(memory=32 * 1024**2, cpus=1.5, pids=64)))
+    assert config["mem_limit"] == 32 * 1024**2
+    assert config["memswap_limit"] == 32 * 1024**2
+    assert config["nano_cpus"] == 1_500_000_000
+    assert config["pids_limit"] == 64
+
+
+def test_without_limits_the_engine_defaults_hold() -> None:
+    config = container_config(spec())
+    assert not {"mem_limit", "memswap_limit", "nano_cpus", "pids_limit"} & config.keys()
+
+
+def test_user_is_passed_only_when_named() -> None:
+    assert container_config(spec(user="1000:1000"))["user"] == "1000:1000"
+    assert "user" not in container_config(spec())
+
+
+def test_network_none_gives_network_mode_none_and_default_leaves_the_engine_default() -> None:
+    assert container_config(spec(network="none"))["network_mode"] == "none"
+    default = container_config(spec())
+    assert "network_mode" not in default and "network" not in default
+
+
+def test_nothing_but_the_workspace_is_mounted_and_no_device_or_host_namespace_is_shared() -> None:
+    config = container_config(spec(services=(ServiceSpec("db:1", "db"),), limits=LIMITS, user="1000"))
+    assert list(config["volumes"]) == ["/data/workspaces/7/42"]
+    forbidden = {"mounts", "devices", "volumes_from", "pid_mode", "ipc_mode", "userns_mode", "cgroupns"}
+    assert not forbidden & config.keys()
+    assert not any("docker.sock" in str(value) for value in config.values())
+    service = service_config(spec(), ServiceSpec("db:1", "db"))
+    assert not {"volumes", "mounts", "devices", "volumes_from"} & service.keys()
+    assert service["privileged"] is False
+
+
+def test_a_job_with_services_joins_the_jobs_own_network() -> None:
+    config = container_config(spec(services=(ServiceSpec("postgres:16", "db"),)))
+    assert config["network"] == "ciserver-job-42"
+    assert "network_mode" not in config
+
+
+def test_a_service_is_named_labelled_aliased_and_hardened_like_a_job_plus_low_ports() -> None:
+    service = ServiceSpec("postgres:16", "db", env={"POSTGRES_PASSWORD": "x"}, command=("postgres", "-F"))
+    config = service_config(spec(limits=LIMITS), service)
+    assert config["name"] == "ciserver-job-42-svc-db"
+    assert config["labels"] == {"ciserver.job": "42", "ciserver.service": "db"}
+    assert config["network"] == "ciserver-job-42"
+    assert config["networking_config"] == {"ciserver-job-42": {"Aliases": ["db"]}}
+    assert config["environment"] == {"POSTGRES_PASSWORD": "x"}
+    assert config["command"] == ["postgres", "-F"]
+    assert sorted(config["cap_add"]) == sorted([*JOB_CAPABILITIES, "NET_BIND_SERVICE"])
+    assert config["cap_drop"] == ["ALL"]
+    assert config["security_opt"] == ["no-new-privileges:true"]
+    assert config["pids_limit"] == LIMITS.pids and config["mem_limit"] == LIMITS.memory
+
+
+def test_a_service_without_a_command_keeps_its_images_default() -> None:
+    assert "command" not in service_config(spec(), ServiceSpec("redis:7", "cache"))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"network": "none", "services": (ServiceSpec("db:1", "db"),)}, "network none"),
+        ({"services": (ServiceSpec("db:1", "db"), ServiceSpec("db:2", "db"))}, "must differ"),
+        ({"services": (ServiceSpec("db:1", "../x"),)}, "not a valid host name"),
+    ],
+)
+def test_services_that_cannot_work_are_refused(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ExecutorError, match=message):
+        container_config(spec(**changes))
+
+
+def test_a_build_removes_its_intermediate_containers_and_never_pulls() -> None:
+    build = ImageBuildSpec(
+        job_id=1,
+        context=Path("/data/ws/1"),
+        dockerfile="docker/Dockerfile",
+        tag="ciserver/acme:abc",
+        target="prod",
+        build_args={"V": "1"},
+        labels={"ciserver.job": "1"},
+    )
+    kwargs = build_kwargs(build)
+    assert kwargs["path"] == "/data/ws/1" and kwargs["dockerfile"] == "docker/Dockerfile"
+    assert kwargs["rm"] is True and kwargs["forcerm"] is True and kwargs["pull"] is False
+    assert kwargs["buildargs"] == {"V": "1"} and kwargs["labels"] == {"ciserver.job": "1"}
+    assert kwargs["target"] == "prod" and kwargs["tag"] == "ciserver/acme:abc" and kwargs["decode"] is True

@@ -10,6 +10,25 @@ from typing import Protocol
 
 
 @dataclass(frozen=True)
+class ServiceSpec:
+    """A container the job talks to over the network (a database, a web server), reached by `alias`."""
+
+    image: str
+    alias: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    command: tuple[str, ...] | None = None  # None: the image's default command
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one container may use, so a runaway job cannot starve the worker's other jobs."""
+
+    memory: int  # bytes; swap is not given on top
+    cpus: float
+    pids: int
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """One job as an executor sees it: no pipeline file, no database, just what to run where."""
 
@@ -20,10 +39,39 @@ class JobSpec:
     env: Mapping[str, str]
     workspace: Path
     labels: Mapping[str, str] = field(default_factory=dict)
+    services: tuple[ServiceSpec, ...] = ()
+    limits: Limits | None = None  # None: the engine's defaults (no limit)
+    user: str | None = None  # None: the image's user
+    network: str = "default"  # or "none": the job gets only a loopback interface
+
+
+@dataclass(frozen=True)
+class ImageBuildSpec:
+    """A Dockerfile build whose image is the build's release artifact."""
+
+    job_id: int
+    context: Path  # absolute; the caller has already confined it to the workspace
+    dockerfile: str  # relative to context
+    tag: str  # e.g. "ciserver/acme-app:<sha>"
+    target: str | None = None
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    tag: str
+    image_id: str  # "sha256:..."
+    digest: str  # the repo digest if the engine has one, else the image id (the sha256 of the image config)
 
 
 class ExecutorError(Exception):
     """The engine could not run the job (no image, engine unreachable): the job is `error`, not `failed`."""
+
+
+class BuildFailed(Exception):
+    """The Dockerfile itself failed (a RUN step exited non-zero, a COPY source is missing): the job is
+    `failed`, not `error`."""
 
 
 OutputSink = Callable[[bytes], None]
@@ -33,8 +81,16 @@ class Executor(Protocol):
     def run(self, spec: JobSpec, output: OutputSink, stop: threading.Event) -> int:
         """Run the job to its end and return its exit code; once `stop` is set, end it early.
 
-        Output goes to `output` as it comes. Nothing the job started may outlive this call.
-        The executor sets `stop` itself when the job ends, to release its own watchers.
+        Output goes to `output` as it comes. Nothing the job started (its container, its services,
+        their network) may outlive this call. The executor sets `stop` itself when the job ends, to
+        release its own watchers.
+        """
+        ...
+
+    def build_image(self, spec: ImageBuildSpec, output: OutputSink, stop: threading.Event) -> BuiltImage:
+        """Build the image, streaming the build's output; once `stop` is set, abort it (ExecutorError).
+
+        A failing Dockerfile raises BuildFailed. Like `run`, it sets `stop` itself when it ends.
         """
         ...
 
@@ -43,7 +99,7 @@ class Executor(Protocol):
     ) -> list[Mapping[str, str]]:
         """Remove what jobs carrying `labels` left behind, unless `keep` says its job still runs.
 
-        Returns the labels of what was removed.
+        Returns the labels of each job whose leftovers were removed, once per job.
         """
         ...
 

@@ -1,43 +1,170 @@
 """The Docker executor: each job in a fresh container of its image, the workspace at /workspace.
 
-The only module that imports the docker SDK. `container_config` is the pure translation from a
-JobSpec to docker-py arguments; `DockerExecutor` does the I/O around it.
+The only module that imports the docker SDK. `container_config` and `service_config` are the pure
+translation from a JobSpec to docker-py arguments; `DockerExecutor` does the I/O around them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
+from docker.models.networks import Network
+from docker.types import CancellableStream
 
-from workers.executors.base import ExecutorError, JobSpec, OutputSink, shell_script
+from workers.executors.base import (
+    BuildFailed,
+    BuiltImage,
+    ExecutorError,
+    ImageBuildSpec,
+    JobSpec,
+    Limits,
+    OutputSink,
+    ServiceSpec,
+    shell_script,
+)
+
+log = logging.getLogger(__name__)
 
 WORKDIR = "/workspace"
+
+# Every capability is dropped; these few are given back because installing packages as root needs them.
+JOB_CAPABILITIES = (
+    "CHOWN",  # dpkg, apk and tar give unpacked files their owners
+    "DAC_OVERRIDE",  # root writes files whose mode forbids it (dpkg's status files, read-only caches)
+    "FOWNER",  # chmod and utime on files root does not own, while unpacking
+    "SETUID",  # apt drops to the _apt user to download; su/gosu switch to a build user
+    "SETGID",  # the same, for groups
+)
+# Services are servers: they may listen below port 1024 even where the engine does not lower
+# net.ipv4.ip_unprivileged_port_start for containers (older engines, other network drivers).
+SERVICE_CAPABILITIES = (*JOB_CAPABILITIES, "NET_BIND_SERVICE")
+SERVICE_LABEL = "ciserver.service"
+OWNER_LABEL = "ciserver.data_dir"  # which installation a container or network belongs to
+_ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_RUNNING_IN = re.compile(r" ---> Running in ([0-9a-f]{12,64})")
+_BUILT = re.compile(r"Successfully built ([0-9a-f]{12,64})")
+OOM_EXIT = 137  # 128 + SIGKILL: what a shell reports for a child the kernel's OOM killer ended
 
 
 def container_name(spec: JobSpec) -> str:
     return f"ciserver-job-{spec.job_id}"
 
 
+def network_name(spec: JobSpec) -> str:
+    return f"ciserver-job-{spec.job_id}"
+
+
+def service_name(spec: JobSpec, service: ServiceSpec) -> str:
+    return f"ciserver-job-{spec.job_id}-svc-{service.alias}"
+
+
+def limit_config(limits: Limits | None) -> dict[str, Any]:
+    """Memory without swap on top, CPUs and processes: what keeps one job from starving its siblings."""
+    if limits is None:
+        return {}
+    return {
+        "mem_limit": limits.memory,
+        "memswap_limit": limits.memory,  # equal to mem_limit: no swap, so a hog is killed, not slowed
+        "nano_cpus": int(limits.cpus * 1e9),
+        "pids_limit": limits.pids,
+    }
+
+
+def hardening(capabilities: tuple[str, ...], limits: Limits | None) -> dict[str, Any]:
+    """What every container we start gets: few capabilities, no setuid gains, limits, a reaping init."""
+    return {
+        "cap_drop": ["ALL"],
+        "cap_add": list(capabilities),
+        "security_opt": ["no-new-privileges:true"],
+        "privileged": False,
+        # An init as PID 1 reaps orphaned zombies, which would otherwise count against pids_limit.
+        "init": True,
+        **limit_config(limits),
+    }
+
+
+def check_services(spec: JobSpec) -> None:
+    """Refuse what cannot work: services without a network, aliases Docker cannot name or tell apart."""
+    if not spec.services:
+        return
+    if spec.network == "none":
+        raise ExecutorError("a job with services needs a network: services and network none do not mix")
+    aliases = [service.alias for service in spec.services]
+    for alias in aliases:
+        if not _ALIAS.fullmatch(alias):
+            raise ExecutorError(f"service alias {alias!r} is not a valid host name")
+    if len(set(aliases)) != len(aliases):
+        raise ExecutorError(f"service aliases must differ: {', '.join(aliases)}")
+
+
 def container_config(spec: JobSpec) -> dict[str, Any]:
     """docker-py `containers.create` keyword arguments for a job."""
-    return {
+    check_services(spec)
+    config: dict[str, Any] = {
         "image": spec.image,
         "entrypoint": ["/bin/sh", "-e", "-c", shell_script(spec.script)],
         "command": [],
         "environment": dict(spec.env),
         "working_dir": WORKDIR,
+        # The only mount a job ever gets; never the Docker socket.
         "volumes": {str(spec.workspace): {"bind": WORKDIR, "mode": "rw"}},
         "labels": dict(spec.labels),
         "name": container_name(spec),
         "detach": True,
         "stdin_open": False,
         "tty": False,
+        **hardening(JOB_CAPABILITIES, spec.limits),
+    }
+    if spec.user:
+        config["user"] = spec.user
+    if spec.network == "none":
+        config["network_mode"] = "none"
+    elif spec.services:
+        config["network"] = network_name(spec)
+    return config
+
+
+def service_config(spec: JobSpec, service: ServiceSpec) -> dict[str, Any]:
+    """docker-py `containers.create` keyword arguments for one of a job's services."""
+    network = network_name(spec)
+    config: dict[str, Any] = {
+        "image": service.image,
+        "environment": dict(service.env),
+        "labels": {**spec.labels, SERVICE_LABEL: service.alias},
+        "name": service_name(spec, service),
+        "network": network,
+        "networking_config": {network: {"Aliases": [service.alias]}},
+        "detach": True,
+        **hardening(SERVICE_CAPABILITIES, spec.limits),
+    }
+    if service.command is not None:
+        config["command"] = list(service.command)
+    return config
+
+
+def build_kwargs(spec: ImageBuildSpec) -> dict[str, Any]:
+    """docker-py `APIClient.build` keyword arguments; intermediate containers go even when a step fails."""
+    return {
+        "path": str(spec.context),
+        "dockerfile": spec.dockerfile,
+        "tag": spec.tag,
+        "target": spec.target,
+        "buildargs": dict(spec.build_args),
+        "labels": dict(spec.labels),
+        "rm": True,
+        "forcerm": True,
+        "pull": False,
+        "decode": True,
     }
 
 
@@ -57,51 +184,104 @@ class DockerExecutor:
                 raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
         return self._client
 
+    # -- jobs ---------------------------------------------------------------------------------------
+
     def run(self, spec: JobSpec, output: OutputSink, stop: threading.Event) -> int:
-        container = self._create(spec)
-        finished = threading.Event()
+        config = container_config(spec)
+        cleanup = contextlib.ExitStack()  # unwinds in reverse: services, job container, then network
         try:
-            killer = threading.Thread(
-                target=self._kill_when_stopped, args=(container, stop, finished), daemon=True
-            )
-            killer.start()
-            try:
-                # Attached before start, so not a byte is missed; attach streams far faster than logs().
-                stream = container.attach(stdout=True, stderr=True, stream=True, logs=True)
-                container.start()
-                for chunk in stream:
-                    output(chunk)
-                return int(container.wait()["StatusCode"])
-            finally:
-                finished.set()
-                stop.set()  # wakes the killer, which now sees there is nothing left to kill
-                killer.join()
+            if spec.services:
+                network = self._create_network(spec)
+                cleanup.callback(self._remove_network, network)
+            # The job's container before the services: a missing job image fails before they start.
+            container = self._create(spec.image, config)
+            cleanup.callback(self._remove, container)
+            for service in spec.services:
+                self._start_service(spec, service, cleanup)
+            exit_code = self._follow(container, output, stop)
+            if exit_code == OOM_EXIT:
+                self._note_oom(container, spec.limits, output)
+            return exit_code
         except APIError as exc:
             raise ExecutorError(f"the Docker Engine refused the job: {exc.explanation or exc}") from None
         finally:
-            self._remove(container)
+            cleanup.close()
 
-    def _create(self, spec: JobSpec) -> Container:
-        config = container_config(spec)
+    def _follow(self, container: Container, output: OutputSink, stop: threading.Event) -> int:
+        """Start the container, stream its output until it ends (or `stop` kills it), return its code."""
+        finished = threading.Event()
+        killer = threading.Thread(
+            target=self._kill_when_stopped, args=(container, stop, finished), daemon=True
+        )
+        killer.start()
         try:
-            return self._create_or_replace(config)
-        except ImageNotFound:
-            if not self.pull:
-                raise ExecutorError(f"image {spec.image!r} is not on this worker's Docker Engine") from None
-            try:
-                self.client.images.pull(spec.image)
-            except DockerException as exc:
-                raise ExecutorError(
-                    f"image {spec.image!r} is not on this worker's Docker Engine and could not be pulled: "
-                    f"{getattr(exc, 'explanation', None) or exc}"
-                ) from None
-            return self._create_or_replace(config)
+            # Attached before start, so not a byte is missed; attach streams far faster than logs().
+            stream = container.attach(stdout=True, stderr=True, stream=True, logs=True)
+            container.start()
+            if stop.is_set():
+                self._kill(container)  # stopped before it started, when the killer had nothing to kill
+            for chunk in stream:
+                output(chunk)
+            return int(container.wait()["StatusCode"])
+        finally:
+            finished.set()
+            stop.set()  # wakes the killer, which now sees there is nothing left to kill
+            killer.join()
+
+    def _note_oom(self, container: Container, limits: Limits | None, output: OutputSink) -> None:
+        """Say why a job died of SIGKILL when the kernel's OOM killer did it: 137 alone puzzles people."""
+        with contextlib.suppress(DockerException):
+            container.reload()
+            if container.attrs["State"].get("OOMKilled"):
+                limit = f" of {limits.memory // 1024**2} MiB" if limits else ""
+                output(f"\nciserver: the job ran out of memory (its limit{limit}) and was killed\n".encode())
+
+    def _start_service(self, spec: JobSpec, service: ServiceSpec, cleanup: contextlib.ExitStack) -> None:
+        container = self._create(service.image, service_config(spec, service))
+        cleanup.callback(self._remove, container)
+        container.start()
+
+    def _create_network(self, spec: JobSpec) -> Network:
+        name = network_name(spec)
+        try:
+            # A network of this very job survived a worker that died: it is ours to replace.
+            for stale in self.client.networks.list(names=[name]):
+                if stale.name == name:
+                    _check_owner(name, stale.attrs.get("Labels") or {}, spec.labels)
+                    self._remove_network(stale, force=True)
+            return self.client.networks.create(
+                name, driver="bridge", labels=dict(spec.labels), check_duplicate=True
+            )
         except APIError as exc:
             raise ExecutorError(
-                f"the Docker Engine could not create the job's container: {exc.explanation}"
+                f"the Docker Engine could not create the job's network: {exc.explanation}"
             ) from None
         except DockerException as exc:
             raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
+
+    def _create(self, image: str, config: dict[str, Any]) -> Container:
+        try:
+            return self._create_or_replace(config)
+        except ImageNotFound:
+            self._pull(image)
+            return self._create_or_replace(config)
+        except APIError as exc:
+            raise ExecutorError(
+                f"the Docker Engine could not create the container {config['name']}: {exc.explanation}"
+            ) from None
+        except DockerException as exc:
+            raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
+
+    def _pull(self, image: str) -> None:
+        if not self.pull:
+            raise ExecutorError(f"image {image!r} is not on this worker's Docker Engine")
+        try:
+            self.client.images.pull(image)
+        except DockerException as exc:
+            raise ExecutorError(
+                f"image {image!r} is not on this worker's Docker Engine and could not be pulled: "
+                f"{getattr(exc, 'explanation', None) or exc}"
+            ) from None
 
     def _create_or_replace(self, config: dict[str, Any]) -> Container:
         try:
@@ -110,35 +290,217 @@ class DockerExecutor:
             if exc.status_code != 409:
                 raise
         # A container of this very job survived a worker that died: it is ours to replace.
-        self._remove_named(config["name"])
+        with contextlib.suppress(NotFound):
+            found = self.client.containers.get(config["name"])
+            _check_owner(found.name, found.labels, config["labels"])
+            found.remove(force=True, v=True)
         return self.client.containers.create(**config)
 
     def _kill_when_stopped(
         self, container: Container, stop: threading.Event, finished: threading.Event
     ) -> None:
         stop.wait()
-        if finished.is_set():
-            return
+        if not finished.is_set():
+            self._kill(container)
+
+    def _kill(self, container: Container) -> None:
         try:
             container.kill()
         except (NotFound, APIError):
-            pass  # it ended on its own meanwhile
+            pass  # not started yet, or it ended on its own meanwhile
 
     def _remove(self, container: Container) -> None:
-        with contextlib.suppress(NotFound):
+        """Force-remove; a failure is logged, not raised, so it never hides the job's own outcome."""
+        try:
             container.remove(force=True, v=True)
+        except NotFound:
+            pass
+        except DockerException as exc:
+            log.warning("could not remove container %s: %s", container.name, exc)
 
-    def _remove_named(self, name: str) -> None:
-        with contextlib.suppress(NotFound):
-            self.client.containers.get(name).remove(force=True, v=True)
+    def _remove_network(self, network: Network, *, force: bool = False) -> None:
+        """Remove a network once its containers are gone; `force` removes those still attached first."""
+        if force:
+            with contextlib.suppress(NotFound):
+                network.reload()
+                for container in network.containers:
+                    self._remove(container)
+        for pause in (0.2, 0.5, None):
+            try:
+                network.remove()
+                return
+            except NotFound:
+                return
+            except DockerException as exc:
+                if pause is None:
+                    log.warning("could not remove network %s: %s", network.name, exc)
+                    return
+                # The engine may take a moment to release the endpoints of containers just removed.
+                time.sleep(pause)
 
     def remove_leftovers(
         self, labels: Mapping[str, str], keep: Callable[[Mapping[str, str]], bool]
     ) -> list[Mapping[str, str]]:
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
-        removed = []
+        removed: list[Mapping[str, str]] = []
         for container in self.client.containers.list(all=True, filters=filters):
             if not keep(container.labels):
                 self._remove(container)
                 removed.append(container.labels)
-        return removed
+        # After the containers, or a network would still have endpoints.
+        for network in self.client.networks.list(filters=filters):
+            network_labels = network.attrs.get("Labels") or {}
+            if not keep(network_labels):
+                self._remove_network(network, force=True)
+                removed.append(network_labels)
+        return _once_per_job(removed)
+
+    # -- image builds -------------------------------------------------------------------------------
+
+    def build_image(self, spec: ImageBuildSpec, output: OutputSink, stop: threading.Event) -> BuiltImage:
+        _check_build_inputs(spec)
+        build = _Build(self._start_build(spec))
+        finished = threading.Event()
+        watcher = threading.Thread(target=build.abort_when, args=(stop, finished), daemon=True)
+        watcher.start()
+        try:
+            image_id = build.follow(output)
+        finally:
+            finished.set()
+            stop.set()  # releases the watcher, which now sees there is nothing left to abort
+            watcher.join()
+            if build.aborted:
+                self._wait_removed(build.running)
+        return self._built(spec.tag, image_id)
+
+    def _start_build(self, spec: ImageBuildSpec) -> Iterator[dict[str, Any]]:
+        try:
+            return self.client.api.build(**build_kwargs(spec))
+        except APIError as exc:
+            if exc.status_code == 400:  # the engine rejected the Dockerfile itself (a parse error)
+                raise BuildFailed(exc.explanation or str(exc)) from None
+            raise ExecutorError(f"the Docker Engine refused the build: {exc.explanation or exc}") from None
+        except DockerException as exc:
+            raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
+        except OSError as exc:  # packing the context: a file the worker may not read
+            raise ExecutorError(f"could not pack the build context: {exc}") from None
+
+    def _wait_removed(self, container_id: str | None, timeout: float = 10.0) -> None:
+        """After an abort the engine kills and removes the step's container itself; make sure it did."""
+        if container_id is None:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.client.containers.get(container_id)
+            except NotFound:
+                return
+            except DockerException:
+                break
+            time.sleep(0.1)
+        with contextlib.suppress(DockerException):
+            self.client.containers.get(container_id).remove(force=True, v=True)
+
+    def _built(self, tag: str, image_id: str) -> BuiltImage:
+        try:
+            image = self.client.images.get(image_id)
+        except DockerException as exc:
+            raise ExecutorError(f"the built image {tag} is not on the Docker Engine: {exc}") from None
+        repo = tag.rsplit(":", 1)[0] if ":" in tag.rsplit("/", 1)[-1] else tag
+        digests = image.attrs.get("RepoDigests") or []
+        digest = next((d for d in digests if d.split("@", 1)[0] == repo), digests[0] if digests else image.id)
+        return BuiltImage(tag=tag, image_id=image.id, digest=digest)
+
+
+class _Build:
+    """One build's response stream: followed by the job's thread, aborted by its watcher."""
+
+    def __init__(self, stream: Iterator[dict[str, Any]]) -> None:
+        # docker-py hands back only a generator; its not yet started frame holds the HTTP response,
+        # which CancellableStream knows how to shut down from another thread (as it does for events()).
+        frame = getattr(stream, "gi_frame", None)
+        response = frame.f_locals.get("response") if frame is not None else None
+        self.stream: Iterator[dict[str, Any]] = (
+            CancellableStream(stream, response) if response is not None else stream
+        )
+        self.aborted = False
+        self.running: str | None = None  # the container of the step now running
+
+    def abort_when(self, stop: threading.Event, finished: threading.Event) -> None:
+        stop.wait()
+        if finished.is_set() or not isinstance(self.stream, CancellableStream):
+            return
+        self.aborted = True
+        # Closing the connection cancels a classic-builder build: the engine kills the step's container
+        # and, with forcerm, removes it.
+        with contextlib.suppress(DockerException, OSError):
+            self.stream.close()
+
+    def follow(self, output: OutputSink) -> str:
+        """Stream the build's output to the sink; return the image id the engine reports at the end."""
+        image_id = None
+        for item in self._items():
+            image_id = self._handle(item, output) or image_id
+        if self.aborted:
+            raise ExecutorError("build stopped")
+        if image_id is None:
+            # Never fall back to the tag: it may still name the image of an earlier build.
+            raise ExecutorError("the build ended without the engine naming an image (connection lost?)")
+        return image_id
+
+    def _items(self) -> Iterator[dict[str, Any]]:
+        """The stream's entries; a connection that breaks, unless we broke it, is the engine's fault."""
+        entries = iter(self.stream)
+        while True:
+            try:
+                item = next(entries)
+            except StopIteration:
+                return
+            except Exception as exc:
+                if self.aborted:
+                    return
+                raise ExecutorError(f"the Docker Engine broke off the build: {exc}") from None
+            yield item
+
+    def _handle(self, item: Mapping[str, Any], output: OutputSink) -> str | None:
+        if "error" in item or "errorDetail" in item:
+            detail = item.get("errorDetail") or {}
+            raise BuildFailed(detail.get("message") or item.get("error") or "the build failed")
+        if "stream" in item:
+            text = str(item["stream"])
+            if match := _RUNNING_IN.match(text):
+                self.running = match.group(1)
+            output(text.encode())
+            if match := _BUILT.match(text):
+                return match.group(1)  # engines too old to send the id in an `aux` entry
+        if "status" in item:
+            line = " ".join(str(item[key]) for key in ("id", "status", "progress") if item.get(key))
+            output(f"{line}\n".encode())
+        aux = item.get("aux")
+        return aux.get("ID") if isinstance(aux, dict) else None
+
+
+def _check_build_inputs(spec: ImageBuildSpec) -> None:
+    """A missing context or Dockerfile is the pipeline's mistake (failed), not the engine's (error)."""
+    if not spec.context.is_dir():
+        raise BuildFailed(f"the build context {spec.context} is not a directory")
+    if not (Path(spec.context) / spec.dockerfile).is_file():
+        raise BuildFailed(f"the Dockerfile {spec.dockerfile!r} is not in the build context")
+
+
+def _check_owner(name: str, found: Mapping[str, str], ours: Mapping[str, str]) -> None:
+    """Names hold only the job id: never replace what another installation (data dir) on the engine runs."""
+    if found.get(OWNER_LABEL) != ours.get(OWNER_LABEL):
+        raise ExecutorError(
+            f"{name} on the Docker Engine belongs to another ciserver (data dir {found.get(OWNER_LABEL)})"
+        )
+
+
+def _once_per_job(removed: list[Mapping[str, str]]) -> list[Mapping[str, str]]:
+    """One entry per job: its services and network carry its labels too (plus the service's alias)."""
+    seen: list[Mapping[str, str]] = []
+    for labels in removed:
+        job = {key: value for key, value in labels.items() if key != SERVICE_LABEL}
+        if job not in seen:
+            seen.append(job)
+    return seen

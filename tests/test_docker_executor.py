@@ -1,0 +1,486 @@
+"""The Docker executor against the real engine: limits, dropped capabilities, services, image builds.
+
+Every test labels what it starts with its own id and checks that nothing carrying it is left.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from docker.errors import ImageNotFound
+
+from workers.executors.base import (
+    BuildFailed,
+    ExecutorError,
+    ImageBuildSpec,
+    JobSpec,
+    Limits,
+    ServiceSpec,
+)
+from workers.executors.docker import DockerExecutor
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+MiB = 1024**2
+PYTHON = "ciserver-test/python:3.11"
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[docker.DockerClient]:
+    engine = docker.from_env()
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def images(busybox_image: str, client: docker.DockerClient) -> None:
+    """Fail at once, with the way out, when the locally built test images are missing."""
+    try:
+        client.images.get(PYTHON)
+    except ImageNotFound:
+        pytest.fail(f"image {PYTHON} is missing: run scripts/build-test-images")
+
+
+@pytest.fixture
+def executor(client: docker.DockerClient) -> DockerExecutor:
+    return DockerExecutor(client, pull=False)
+
+
+@pytest.fixture
+def labels(executor: DockerExecutor) -> Iterator[dict[str, str]]:
+    """This test's own label; whatever a failing test left is removed afterwards."""
+    mine = {"ciserver.test": f"executor-{uuid.uuid4().hex[:12]}"}
+    yield mine
+    executor.remove_leftovers(mine, keep=lambda _: False)
+
+
+@pytest.fixture
+def image_tags(client: docker.DockerClient) -> Iterator[list[str]]:
+    """Tags of images a test builds, removed with their intermediate layers afterwards."""
+    tags: list[str] = []
+    yield tags
+    for tag in tags:
+        try:
+            client.images.remove(tag, force=True)
+        except ImageNotFound:
+            pass
+
+
+def job_id() -> int:
+    """Far above the ids of any database a concurrent test run creates, so container names never clash."""
+    return random.randrange(10**9, 2 * 10**9)
+
+
+def job(workspace: Path, labels: dict[str, str], *script: str, **changes: object) -> JobSpec:
+    workspace.mkdir(parents=True, exist_ok=True)
+    fields: dict[str, object] = {
+        "job_id": job_id(),
+        "name": "test",
+        "image": "ciserver-test/busybox:latest",
+        "script": script,
+        "env": {},
+        "workspace": workspace,
+        "labels": {**labels, "ciserver.job": "test"},
+    }
+    fields.update(changes)
+    return JobSpec(**fields)  # type: ignore[arg-type]
+
+
+def run(
+    executor: DockerExecutor,
+    spec: JobSpec,
+    stop: threading.Event | None = None,
+    seen: Callable[[bytes], None] | None = None,
+) -> tuple[int, str, float]:
+    """Exit code, output and seconds taken; `seen` is shown the output so far as each chunk comes."""
+    chunks: list[bytes] = []
+
+    def sink(chunk: bytes) -> None:
+        chunks.append(chunk)
+        if seen is not None:
+            seen(b"".join(chunks))
+
+    started = time.monotonic()
+    code = executor.run(spec, sink, stop or threading.Event())
+    return code, b"".join(chunks).decode(errors="replace"), time.monotonic() - started
+
+
+def in_thread(
+    executor: DockerExecutor, spec: JobSpec, stop: threading.Event | None = None, marker: bytes = b"\0"
+) -> tuple[threading.Thread, dict[str, object], threading.Event]:
+    """The job run in its own thread; the event is set once its output holds `marker`."""
+    result: dict[str, object] = {}
+    marked = threading.Event()
+
+    def seen(output: bytes) -> None:
+        if marker in output:
+            marked.set()
+
+    def target() -> None:
+        result["code"], result["output"], result["seconds"] = run(executor, spec, stop, seen)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, result, marked
+
+
+def pids_now(client: docker.DockerClient, spec: JobSpec) -> int:
+    stats = client.containers.get(f"ciserver-job-{spec.job_id}").stats(stream=False, one_shot=True)
+    return int(stats["pids_stats"]["current"])
+
+
+def assert_nothing_left(client: docker.DockerClient, labels: dict[str, str]) -> None:
+    filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
+    assert client.containers.list(all=True, filters=filters) == []
+    assert client.networks.list(filters=filters) == []
+
+
+def test_a_job_stopped_before_it_starts_is_killed_at_once(
+    executor: DockerExecutor, client: docker.DockerClient, labels: dict[str, str], tmp_path: Path
+) -> None:
+    stop = threading.Event()
+    stop.set()
+    started = time.monotonic()
+    code = executor.run(job(tmp_path, labels, "sleep 30"), lambda _: None, stop)
+    assert code == 137 and time.monotonic() - started < 5
+    assert_nothing_left(client, labels)
+
+
+def test_a_fork_bomb_is_held_at_its_pids_limit_while_a_sibling_job_succeeds(
+    executor: DockerExecutor, client: docker.DockerClient, labels: dict[str, str], tmp_path: Path
+) -> None:
+    limits = Limits(memory=256 * MiB, cpus=1.0, pids=64)
+    # Every process forks forever and shrugs off the refusals: the bomb never dies out by itself.
+    forever = "python3 -c \"exec('import os\\nwhile True:\\n try: os.fork()\\n except OSError: pass')\""
+    bomb = job(tmp_path / "bomb", labels, "echo bomb-$((6 * 7))", forever, image=PYTHON, limits=limits)
+    sibling = job(
+        tmp_path / "sibling",
+        labels,
+        "for i in $(seq 30); do sh -c true; done",
+        "echo sibling-ok",
+        limits=limits,
+    )
+    stop = threading.Event()
+    bomb_thread, bomb_result, started = in_thread(executor, bomb, stop, marker=b"bomb-42")
+    try:
+        assert started.wait(30)
+        deadline = time.monotonic() + 10
+        while pids_now(client, bomb) < limits.pids and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pids_now(client, bomb) == limits.pids
+        code, output, _ = run(executor, sibling)
+        assert pids_now(client, bomb) == limits.pids  # the bomb raged all along
+    finally:
+        stop.set()  # as the job's timeout would
+        bomb_thread.join(30)
+    assert (code, output.splitlines()[-1]) == (0, "sibling-ok")
+    assert bomb_result["code"] == 137
+    assert_nothing_left(client, labels)
+
+
+def test_a_memory_hog_is_killed_at_its_limit_while_a_sibling_job_succeeds(
+    executor: DockerExecutor, client: docker.DockerClient, labels: dict[str, str], tmp_path: Path
+) -> None:
+    limits = Limits(memory=32 * MiB, cpus=1.0, pids=64)
+    hog = job(tmp_path / "hog", labels, "head -c 300m /dev/zero | tail", "echo survived", limits=limits)
+    sibling = job(
+        tmp_path / "sibling",
+        labels,
+        "x=$(head -c 4m /dev/zero | tr '\\0' a)",
+        "echo sibling-ok ${#x}",
+        limits=limits,
+    )
+    hog_thread, hog_result, _ = in_thread(executor, hog)
+    code, output, _ = run(executor, sibling)
+    hog_thread.join(60)
+    assert (code, output.splitlines()[-1]) == (0, f"sibling-ok {4 * MiB}")
+    assert hog_result["code"] == 137
+    assert "survived" not in str(hog_result["output"])
+    assert "ran out of memory (its limit of 32 MiB)" in str(hog_result["output"])
+    assert_nothing_left(client, labels)
+
+
+def test_capabilities_are_dropped_but_chown_is_kept_and_no_new_privileges_holds(
+    executor: DockerExecutor, client: docker.DockerClient, labels: dict[str, str], tmp_path: Path
+) -> None:
+    spec = job(
+        tmp_path,
+        labels,
+        "touch owned && chown 65534:65534 owned && ls -n owned",
+        "if mknod node c 1 3; then echo mknod-allowed; else echo mknod-refused; fi",
+        "if ping -c1 -W1 127.0.0.1; then echo raw-allowed; else echo raw-refused; fi",
+        "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status",
+    )
+    code, output, _ = run(executor, spec)
+    assert code == 0, output
+    assert re.search(r" 65534 +65534 .* owned", output)
+    assert "mknod-refused" in output and "raw-refused" in output
+    assert "NoNewPrivs:\t1" in output
+    # CHOWN 0, DAC_OVERRIDE 1, FOWNER 3, SETGID 6, SETUID 7: nothing else.
+    assert "CapEff:\t00000000000000cb" in output
+    assert_nothing_left(client, labels)
+
+
+def test_the_job_runs_as_the_user_it_names(
+    executor: DockerExecutor, client: docker.DockerClient, labels: dict[str, str], tmp_path: Path
+) -> None:
+    code, output, _ = run(executor, job(tmp_path, labels, "id -u; id -g", user="65534:65534"))
+    assert code == 0 and output.splitlines()[-2:] == ["65534", "65534"]
+    assert_nothing_left(client, labels)
+
+
+def test_network_none_leaves_only_the_loopback_interface(
+    executor: DockerExecutor, client: docker.DockerClient, labels: dict[str, str], tmp_path: Path
+) -> None:
+    code, output, _ = run(executor, job(tmp_path, labels, "ls /sys/class/net", network="none"))
+    assert code == 0 and output.splitlines()[1:] == ["lo"]
+    assert_nothing_left(client, labels)
+
+
+def test_a_service_is_reachable_by_its_alias_and_gone_with_its_network_after_the_job(
+    executor: DockerExecutor, client: docker.DockerClient, labels: dict[str, str], tmp_path: Path
+) -> None:
+    web = ServiceSpec(
+        image="ciserver-test/busybox:latest",
+        alias="web",
+        env={"GREETING": "hello-from-the-service"},
+        # Port 80: a service may listen below 1024.
+        command=(
+            "sh",
+            "-c",
+            "mkdir -p /www && echo $GREETING > /www/index.html && exec httpd -f -p 80 -h /www",
+        ),
+    )
+    spec = job(
+        tmp_path,
+        labels,
+        "for i in $(seq 50); do wget -qO- http://web/ && exit 0; sleep 0.1; done; exit 1",
+        services=(web,),
+        limits=Limits(memory=64 * MiB, cpus=1.0, pids=64),
+    )
+    code, output, seconds = run(executor, spec)
+    assert code == 0, output
+    assert "hello-from-the-service" in output
+    assert seconds < 10
+    assert_nothing_left(client, labels)
+    assert client.networks.list(names=[f"ciserver-job-{spec.job_id}"]) == []
+
+
+def test_a_missing_service_image_is_an_executor_error_naming_it_and_leaves_nothing(
+    executor: DockerExecutor, client: docker.DockerClient, labels: dict[str, str], tmp_path: Path
+) -> None:
+    missing = f"ciserver-test/no-such-image:{uuid.uuid4().hex[:8]}"
+    spec = job(tmp_path, labels, "true", services=(ServiceSpec(image=missing, alias="db"),))
+    with pytest.raises(ExecutorError, match=re.escape(missing)):
+        run(executor, spec)
+    assert_nothing_left(client, labels)
+
+
+def leave_behind(client: docker.DockerClient, spec: JobSpec, alias: str) -> None:
+    """What a worker killed mid-job leaves: the job's network, a running service on it, the job container."""
+    name = f"ciserver-job-{spec.job_id}"
+    client.networks.create(name, driver="bridge", labels=dict(spec.labels))
+    for container_name, extra in ((f"{name}-svc-{alias}", {"ciserver.service": alias}), (name, {})):
+        client.containers.run(
+            "ciserver-test/busybox:latest",
+            ["sleep", "60"],
+            name=container_name,
+            labels={**spec.labels, **extra},
+            network=name,
+            detach=True,
+        )
+
+
+def test_leftovers_of_a_lost_job_are_removed_networks_after_containers_and_reported_once(
+    executor: DockerExecutor, client: docker.DockerClient, labels: dict[str, str], tmp_path: Path
+) -> None:
+    spec = job(tmp_path, labels, "true")
+    leave_behind(client, spec, "db")
+    assert executor.remove_leftovers(labels, keep=lambda _: True) == []
+    assert (
+        len(client.containers.list(all=True, filters={"label": f"ciserver.test={labels['ciserver.test']}"}))
+        == 2
+    )
+    assert executor.remove_leftovers(labels, keep=lambda _: False) == [dict(spec.labels)]
+    assert_nothing_left(client, labels)
+
+
+def test_a_retried_job_replaces_the_network_and_service_its_lost_attempt_left(
+    executor: DockerExecutor, client: docker.DockerClient, labels: dict[str, str], tmp_path: Path
+) -> None:
+    web = ServiceSpec(
+        image="ciserver-test/busybox:latest",
+        alias="web",
+        command=(
+            "sh",
+            "-c",
+            "mkdir -p /www && echo fresh > /www/index.html && exec httpd -f -p 8080 -h /www",
+        ),
+    )
+    spec = job(
+        tmp_path,
+        labels,
+        "for i in $(seq 50); do wget -qO- http://web:8080/ && exit 0; sleep 0.1; done; exit 1",
+        services=(web,),
+    )
+    leave_behind(client, spec, "web")
+    code, output, _ = run(executor, spec)
+    assert code == 0 and "fresh" in output, output
+    assert_nothing_left(client, labels)
+
+
+def test_a_same_named_container_of_another_installation_is_refused_not_removed(
+    executor: DockerExecutor, client: docker.DockerClient, labels: dict[str, str], tmp_path: Path
+) -> None:
+    spec = job(tmp_path, {**labels, "ciserver.data_dir": "/srv/mine"}, "true")
+    theirs = client.containers.create(
+        "ciserver-test/busybox:latest",
+        ["true"],
+        name=f"ciserver-job-{spec.job_id}",
+        labels={**labels, "ciserver.data_dir": "/srv/theirs"},
+    )
+    with pytest.raises(ExecutorError, match="another ciserver"):
+        run(executor, spec)
+    theirs.reload()  # still there
+    theirs.remove(force=True)
+    assert_nothing_left(client, labels)
+
+
+def build_spec(context: Path, labels: dict[str, str], tag: str) -> ImageBuildSpec:
+    return ImageBuildSpec(job_id=job_id(), context=context, dockerfile="Dockerfile", tag=tag, labels=labels)
+
+
+def write_context(path: Path, dockerfile: str, **files: str) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "Dockerfile").write_text(dockerfile)
+    for name, text in files.items():
+        (path / name).write_text(text)
+    return path
+
+
+def test_an_image_build_streams_its_output_and_returns_an_image_that_runs(
+    executor: DockerExecutor,
+    client: docker.DockerClient,
+    labels: dict[str, str],
+    image_tags: list[str],
+    tmp_path: Path,
+) -> None:
+    unique = uuid.uuid4().hex  # a new file each time, so no step comes from the build cache
+    context = write_context(
+        tmp_path / "ctx",
+        "FROM ciserver-test/busybox:latest\n"
+        "ARG FLAVOUR=plain\n"
+        "COPY greeting.txt /greeting.txt\n"
+        'RUN echo "built with $FLAVOUR" > /built.txt && echo "run-step-saw $(cat /greeting.txt)"\n',
+        **{"greeting.txt": f"hello-{unique}\n"},
+    )
+    tag = f"ciserver-test-build/ok:{unique[:12]}"
+    image_tags.append(tag)
+    spec = ImageBuildSpec(
+        job_id=job_id(),
+        context=context,
+        dockerfile="Dockerfile",
+        tag=tag,
+        build_args={"FLAVOUR": "salt"},
+        labels=labels,
+    )
+    chunks: list[bytes] = []
+    built = executor.build_image(spec, chunks.append, threading.Event())
+    output = b"".join(chunks).decode()
+    assert f"run-step-saw hello-{unique}" in output and re.search(r"Step 4/\d : RUN echo", output)
+    assert len(chunks) > 5  # streamed as it came, not handed over at the end
+    image = client.images.get(tag)
+    assert built.tag == tag and built.image_id == image.id and built.image_id.startswith("sha256:")
+    assert built.digest == image.id  # never pushed: the engine has no repo digest for it
+    assert image.labels["ciserver.test"] == labels["ciserver.test"]
+    code, ran, _ = run(executor, job(tmp_path / "ws", labels, "cat /built.txt /greeting.txt", image=tag))
+    assert code == 0 and ran.splitlines()[-2:] == ["built with salt", f"hello-{unique}"]
+    assert_nothing_left(client, labels)
+
+
+def running_container(chunks: list[bytes]) -> str:
+    match = re.search(r"Running in ([0-9a-f]+)", b"".join(chunks).decode())
+    assert match, chunks
+    return match.group(1)
+
+
+def test_a_failing_run_step_raises_build_failed_with_the_engines_message(
+    executor: DockerExecutor,
+    client: docker.DockerClient,
+    labels: dict[str, str],
+    image_tags: list[str],
+    tmp_path: Path,
+) -> None:
+    unique = uuid.uuid4().hex
+    context = write_context(
+        tmp_path, f"FROM ciserver-test/busybox:latest\nRUN echo about-to-fail-{unique} && exit 3\n"
+    )
+    tag = f"ciserver-test-build/fails:{unique[:12]}"
+    image_tags.append(tag)
+    chunks: list[bytes] = []
+    with pytest.raises(BuildFailed, match="returned a non-zero code: 3"):
+        executor.build_image(build_spec(context, labels, tag), chunks.append, threading.Event())
+    assert f"about-to-fail-{unique}" in b"".join(chunks).decode()
+    assert client.containers.list(all=True, filters={"id": running_container(chunks)}) == []
+
+
+def test_a_missing_dockerfile_or_copy_source_fails_the_build_not_the_engine(
+    executor: DockerExecutor, labels: dict[str, str], image_tags: list[str], tmp_path: Path
+) -> None:
+    tag = f"ciserver-test-build/missing:{uuid.uuid4().hex[:12]}"
+    image_tags.append(tag)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BuildFailed, match="not in the build context"):
+        executor.build_image(build_spec(tmp_path / "empty", labels, tag), lambda _: None, threading.Event())
+    context = write_context(tmp_path / "copy", "FROM ciserver-test/busybox:latest\nCOPY nothere /x\n")
+    with pytest.raises(BuildFailed, match="nothere"):
+        executor.build_image(build_spec(context, labels, tag), lambda _: None, threading.Event())
+
+
+def test_a_symlink_in_the_context_does_not_bring_a_worker_file_into_the_image(
+    executor: DockerExecutor, labels: dict[str, str], image_tags: list[str], tmp_path: Path
+) -> None:
+    context = write_context(tmp_path, "FROM ciserver-test/busybox:latest\nCOPY leak /leak\n")
+    (context / "leak").symlink_to("/etc/hostname")
+    tag = f"ciserver-test-build/leak:{uuid.uuid4().hex[:12]}"
+    image_tags.append(tag)
+    with pytest.raises(BuildFailed, match="leak"):
+        executor.build_image(build_spec(context, labels, tag), lambda _: None, threading.Event())
+
+
+def test_stopping_a_build_midway_raises_executor_error_and_leaves_no_container(
+    executor: DockerExecutor,
+    client: docker.DockerClient,
+    labels: dict[str, str],
+    image_tags: list[str],
+    tmp_path: Path,
+) -> None:
+    unique = uuid.uuid4().hex
+    context = write_context(
+        tmp_path, f"FROM ciserver-test/busybox:latest\nRUN echo started-{unique} && sleep 60\n"
+    )
+    tag = f"ciserver-test-build/stopped:{unique[:12]}"
+    image_tags.append(tag)
+    stop = threading.Event()
+    chunks: list[bytes] = []
+
+    def sink(chunk: bytes) -> None:
+        chunks.append(chunk)
+        if f"started-{unique}".encode() in chunk:
+            threading.Timer(0.3, stop.set).start()  # mid-step: the step's container is running
+
+    started = time.monotonic()
+    with pytest.raises(ExecutorError, match="build stopped"):
+        executor.build_image(build_spec(context, labels, tag), sink, stop)
+    assert time.monotonic() - started < 15
+    assert client.containers.list(all=True, filters={"id": running_container(chunks)}) == []
+    with pytest.raises(ImageNotFound):
+        client.images.get(tag)
