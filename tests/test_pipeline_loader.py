@@ -106,7 +106,10 @@ def test_a_minimal_file_gets_the_defaults() -> None:
             "pipelines.yml:2: jobs.a: job 'a' has no image: give it one or set a top-level image",
         ),
         ("image: x\njobs:\n  a:\n    script: []\n", "pipelines.yml:4: jobs.a.script: must not be empty"),
-        ("image: x\njobs:\n  a:\n    image: y\n", "pipelines.yml:3: jobs.a.script: required key is missing"),
+        (
+            "image: x\njobs:\n  a:\n    image: y\n",
+            "pipelines.yml:3: jobs.a: the job needs a script (or an image_build)",
+        ),
         (
             "image: x\njobs:\n  a:\n    script:\n      - ok\n      - 5\n",
             "pipelines.yml:6: jobs.a.script[1]: expected a string",

@@ -22,13 +22,13 @@ jobs:
 """
 
 
-def test_jobs_are_planned_in_stage_order_each_after_every_job_of_the_stage_before() -> None:
+def test_jobs_are_planned_in_stage_order_each_after_every_job_of_the_earlier_stages() -> None:
     plan = plan_jobs(load_pipeline(PIPELINE))
     assert [(job.name, job.stage, job.after) for job in plan] == [
         ("style", "lint", ()),
         ("unit", "test", ("style",)),
         ("integration", "test", ("style",)),
-        ("package", "build", ("unit", "integration")),
+        ("package", "build", ("style", "unit", "integration")),
     ]
 
 

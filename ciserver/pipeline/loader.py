@@ -19,7 +19,19 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from ciserver.pipeline.models import Job, Pipeline, PushFilter, Triggers
+from ciserver.pipeline.models import (
+    Artifacts,
+    Cache,
+    ImageBuild,
+    Job,
+    Pipeline,
+    PushFilter,
+    Resources,
+    Retry,
+    Rules,
+    Service,
+    Triggers,
+)
 
 MAX_BYTES = 256 * 1024
 MAX_NODES = 100_000
@@ -222,10 +234,38 @@ def _message(error: ErrorDetails, loc: Loc) -> str:
 
 def _keys_at(path: Loc) -> list[str]:
     """The keys the mapping at `path` may hold, for a did-you-mean hint."""
-    if len(path) == 2 and path[0] == "jobs":
-        return list(Job.model_fields)
-    model = {(): Pipeline, ("on",): Triggers, ("on", "push"): PushFilter}.get(path)
-    return list(model.model_fields) if model else []
+    if path[:1] == ("jobs",) and len(path) >= 2:
+        model: Any = Job
+        for part in path[2:]:
+            if isinstance(part, int):
+                continue  # an item of a list of mappings (services)
+            field = _field(model, part)
+            model = _SUBMODELS.get(field) if field else None
+            if model is None:
+                return []
+        return [info.alias or key for key, info in model.model_fields.items()]
+    top = {(): Pipeline, ("on",): Triggers, ("on", "push"): PushFilter}.get(path)
+    return list(top.model_fields) if top else []
+
+
+_SUBMODELS: dict[str, Any] = {
+    "only": Rules,
+    "except_": Rules,
+    "artifacts": Artifacts,
+    "cache": Cache,
+    "image_build": ImageBuild,
+    "resources": Resources,
+    "retry": Retry,
+    "services": Service,
+}
+
+
+def _field(model: Any, part: str) -> str | None:
+    """The field of `model` a loc part names, by name or by alias."""
+    for key, info in model.model_fields.items():
+        if part in (key, info.alias):
+            return key
+    return None
 
 
 def _dotted(path: Loc) -> str:

@@ -3,43 +3,153 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from itertools import product
+from typing import Any
 
-from ciserver.pipeline.models import Pipeline, PushFilter
+from pydantic import BaseModel
+
+from ciserver.pipeline.models import Job, Pipeline, PushFilter, Rules
 
 
 @dataclass(frozen=True)
 class PlannedJob:
-    """One job with every default applied: what the store records and a worker runs."""
+    """One job with every default applied: what the store records and a worker runs.
 
-    name: str
+    `options` holds, JSON-ready and only when set: services [{image, alias, env, command?}],
+    artifacts {paths, expire_in}, cache {key, paths}, secrets [names], image_build {context,
+    dockerfile, target?, build_args}, resources {memory?, cpus?, pids?}, user, network ("none"),
+    retry {max, when}.
+    """
+
+    name: str  # a matrix job: "unit [PYTHON=3.10, DB=sqlite]"
     stage: str
-    image: str
-    script: list[str]
-    env: dict[str, str]
+    image: str  # "" for an image_build job; ${CI_*} references are expanded by the worker
+    script: list[str]  # [] for an image_build job
+    env: dict[str, str]  # the pipeline's, then the job's, then its matrix variables
     timeout: int  # seconds
-    after: tuple[str, ...]  # every job of the previous non-empty stage: all must finish first
+    after: tuple[str, ...]  # what ends first: its needs, else every job of the earlier stages
+    when: str = "on_success"
+    allow_failure: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
 
 
-def plan_jobs(pipeline: Pipeline, default_timeout: int = 3600) -> list[PlannedJob]:
-    """The jobs in stage order, then file order; a stage with no jobs is passed over."""
+_OPTIONS = ("services", "artifacts", "cache", "secrets", "image_build", "resources", "user", "retry")
+
+
+def plan_jobs(
+    pipeline: Pipeline,
+    *,
+    branch: str | None = None,
+    tag: str | None = None,
+    changed_files: list[str] | None = None,
+    default_timeout: int = 3600,
+) -> list[PlannedJob]:
+    """The jobs this push runs, in stage order, then file order, matrix variants in order.
+
+    Jobs whose only/except rules leave them out are not planned, and `needs` on them are dropped.
+    """
+    kept = {
+        name: job
+        for name, job in pipeline.jobs.items()
+        if job_runs(job, branch=branch, tag=tag, changed_files=changed_files)
+    }
+    variants = {name: _variants(name, job) for name, job in kept.items()}
     by_stage: dict[str, list[str]] = {stage: [] for stage in pipeline.stages}
-    for name, job in pipeline.jobs.items():
+    for name, job in kept.items():
         by_stage[job.stage or pipeline.stages[0]].append(name)
     planned: list[PlannedJob] = []
-    after: tuple[str, ...] = ()
+    earlier: list[str] = []
     for stage, names in by_stage.items():
         for name in names:
-            job = pipeline.jobs[name]
-            image = job.image or pipeline.image
-            assert image is not None  # Pipeline refuses a job without an image
-            env = {**pipeline.env, **job.env}
-            timeout = job.timeout or default_timeout
-            planned.append(PlannedJob(name, stage, image, list(job.script), env, timeout, after))
-        if names:
-            after = tuple(names)
+            job = kept[name]
+            if job.needs is None:
+                after = tuple(earlier)
+            else:
+                after = tuple(v for need in job.needs if need in variants for v, _ in variants[need])
+            for variant, matrix in variants[name]:
+                planned.append(_planned(pipeline, job, variant, stage, after, matrix, default_timeout))
+        earlier += [variant for name in names for variant, _ in variants[name]]
     return planned
+
+
+def _variants(name: str, job: Job) -> list[tuple[str, dict[str, str]]]:
+    """The job's matrix expanded: (name, variables) per combination; the job itself without one."""
+    if not job.matrix:
+        return [(name, {})]
+    keys = list(job.matrix)
+    out = []
+    for values in product(*(job.matrix[key] for key in keys)):
+        variables = dict(zip(keys, values, strict=True))
+        label = ", ".join(f"{key}={value}" for key, value in variables.items())
+        out.append((f"{name} [{label}]", variables))
+    return out
+
+
+def _planned(
+    pipeline: Pipeline,
+    job: Job,
+    name: str,
+    stage: str,
+    after: tuple[str, ...],
+    matrix: dict[str, str],
+    default_timeout: int,
+) -> PlannedJob:
+    options = {key: value for key in _OPTIONS if (value := _dumped(getattr(job, key))) not in (None, [], {})}
+    if job.network != "default":
+        options["network"] = job.network
+    return PlannedJob(
+        name=name,
+        stage=stage,
+        image=job.image or pipeline.image or "",
+        script=list(job.script or []),
+        env={**pipeline.env, **job.env, **matrix},
+        timeout=job.timeout or default_timeout,
+        after=after,
+        when=job.when,
+        allow_failure=job.allow_failure,
+        options=options,
+    )
+
+
+def _dumped(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_none=True)
+    if isinstance(value, list):
+        return [_dumped(item) for item in value]
+    return value
+
+
+def job_runs(job: Job, *, branch: str | None, tag: str | None, changed_files: list[str] | None) -> bool:
+    """GitLab's only/except: every `only` list matches, and no `except` list does. Unknown changed
+    files (a first or forced push) never exclude: `only.paths` counts as matched, `except.paths` not."""
+    if job.only is not None and not _rules_match(job.only, branch, tag, changed_files, unknown=True):
+        return False
+    return not (job.except_ is not None and _rules_any(job.except_, branch, tag, changed_files))
+
+
+def _rules_match(
+    rules: Rules, branch: str | None, tag: str | None, changed: list[str] | None, *, unknown: bool
+) -> bool:
+    if rules.branches is not None or rules.tags is not None:
+        on_branch = rules.branches is not None and branch is not None and matches(rules.branches, branch)
+        on_tag = rules.tags is not None and tag is not None and matches(rules.tags, tag)
+        if not (on_branch or on_tag):
+            return False
+    if rules.paths is None:
+        return True
+    if changed is None:
+        return unknown
+    return any(matches(rules.paths, path) for path in changed)
+
+
+def _rules_any(rules: Rules, branch: str | None, tag: str | None, changed: list[str] | None) -> bool:
+    if rules.branches is not None and branch is not None and matches(rules.branches, branch):
+        return True
+    if rules.tags is not None and tag is not None and matches(rules.tags, tag):
+        return True
+    return rules.paths is not None and changed is not None and any(matches(rules.paths, p) for p in changed)
 
 
 def push_skip_reason(
