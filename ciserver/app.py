@@ -9,7 +9,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from ciserver import __version__
-from ciserver.api import builds, jobs, projects, tokens, webhooks
+from ciserver.api import artifacts, builds, jobs, projects, tokens, webhooks
+from ciserver.api import secrets as secrets_api
 from ciserver.config import Settings, get_settings
 from ciserver.outbox import OutboxThread
 from ciserver.store.db import engine_for
@@ -36,7 +37,9 @@ def create_app(settings: Settings | None = None, *, outbox: bool = True) -> Fast
         lifespan=lifespan,
     )
     app.state.settings = settings
-    for module in (webhooks, projects, builds, jobs, tokens):
+    # Before the projects router: its /projects/{name:path} would take /projects/o/r/secrets too.
+    app.include_router(secrets_api.router)
+    for module in (webhooks, projects, builds, jobs, artifacts, tokens):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

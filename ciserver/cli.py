@@ -1,4 +1,5 @@
-"""The `ciserver` command: run the server (up, serve, worker) and manage it (project, token)."""
+"""The `ciserver` command: run the server (up, serve, worker), manage it (project, token, secret) and
+help write pipelines (schema)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ciserver.cli_secret import secret_app
 from ciserver.config import get_settings
 from ciserver.store.models import Role
 
@@ -20,6 +22,7 @@ project_app = typer.Typer(help="Register and list projects (works on the data di
 token_app = typer.Typer(help="Create API tokens (works on the data dir's database directly).")
 app.add_typer(project_app, name="project")
 app.add_typer(token_app, name="token")
+app.add_typer(secret_app, name="secret")
 
 Host = Annotated[str, typer.Option(help="Address to listen on; keep it on loopback behind a proxy.")]
 Port = Annotated[int, typer.Option(help="Port of the HTTP API and webhooks.")]
@@ -104,6 +107,14 @@ def project_add(
         str,
         typer.Option(prompt=True, hide_input=True, help="Webhook secret (GitHub) or secret token (GitLab)."),
     ],
+    auto_cancel: Annotated[
+        bool | None,
+        typer.Option(
+            "--auto-cancel/--no-auto-cancel",
+            help="On a new push, cancel older unfinished builds of its branch (not on the default one).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Register a project, so its forge's webhooks are accepted and built."""
     from ciserver.clone_urls import CloneURLError, check_clone_url
@@ -114,7 +125,9 @@ def project_add(
     try:
         url = check_clone_url(repo, allow_local=settings.allow_local_repos)
         with session_scope(settings.db_url) as session:
-            project = add_project(session, name=name, forge=forge.value, repo_url=url, secret=secret)
+            project = add_project(
+                session, name=name, forge=forge.value, repo_url=url, secret=secret, auto_cancel=auto_cancel
+            )
             typer.echo(
                 f"project {project.name} added; point its {forge.value} webhook at /webhooks/{forge.value}"
             )
@@ -147,6 +160,16 @@ def token_create(
         token, secret = create_token(session, Role[role.value], name)
         typer.echo(f"token {token.id} ({token.role}) created; it is shown only now:")
     typer.echo(secret)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of pipelines.yml, for editors to validate and complete the file."""
+    import json
+
+    from ciserver.pipeline.schema import pipeline_json_schema
+
+    typer.echo(json.dumps(pipeline_json_schema(), indent=2))
 
 
 @app.command()

@@ -45,7 +45,7 @@ def test_reads_without_a_valid_token_get_401(client: TestClient, headers: dict[s
 def test_a_viewer_reads_but_may_not_cancel_retry_or_register(client: TestClient, settings: Settings) -> None:
     viewer = token(settings, Role.viewer)
     assert client.get("/api/v1/builds", headers=viewer).json() == {"items": [], "total": 0}
-    for path in ("/api/v1/builds/1/cancel", "/api/v1/builds/1/retry"):
+    for path in ("/api/v1/builds/1/cancel", "/api/v1/builds/1/retry", "/api/v1/jobs/1/play"):
         response = client.post(path, headers=viewer)
         assert response.status_code == 403
         assert response.json()["detail"] == "this needs the developer role; the token has viewer"
@@ -59,6 +59,9 @@ def test_ids_that_do_not_exist_get_404_naming_them(client: TestClient, settings:
         ("GET", "/api/v1/builds/999"),
         ("POST", "/api/v1/builds/999/cancel"),
         ("GET", "/api/v1/jobs/77/log"),
+        ("POST", "/api/v1/jobs/77/play"),
+        ("GET", "/api/v1/builds/999/artifacts"),
+        ("GET", "/api/v1/artifacts/999"),
     ]:
         response = client.request(method, path, headers=developer)
         assert response.status_code == 404
@@ -98,3 +101,16 @@ def test_registering_a_project_checks_the_url_and_is_audited(client: TestClient,
     with session_scope(settings.db_url) as session:
         actions = [(e.action, e.target) for e in session.query(AuditEntry)]
     assert actions == [("project.create", "project:octo/app")]
+
+
+def test_a_project_registers_with_its_auto_cancel_choice(client: TestClient, settings: Settings) -> None:
+    admin = token(settings, Role.admin)
+    body = {"name": "o/quiet", "repo": "https://x.test/r.git", "forge": "github", "secret": "s"}
+    created = client.post("/api/v1/projects", json={**body, "auto_cancel": False}, headers=admin)
+    assert created.status_code == 201 and created.json()["auto_cancel"] is False
+    default = client.post("/api/v1/projects", json={**body, "name": "o/default"}, headers=admin)
+    assert default.json()["auto_cancel"] is None
+    wrong = client.post(
+        "/api/v1/projects", json={**body, "name": "o/x", "auto_cancel": "sometimes"}, headers=admin
+    )
+    assert wrong.status_code == 422 and "auto_cancel" in wrong.text

@@ -6,14 +6,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import Response
+from redis.exceptions import RedisError
 from sse_starlette.sse import EventSourceResponse
 
+from ciserver import queue
 from ciserver.api.builds import not_found
-from ciserver.api.deps import DatabaseDep, RedisDep, SettingsDep, Viewer
+from ciserver.api.deps import DatabaseDep, Developer, RedisDep, SettingsDep, Viewer
 from ciserver.api.schemas import JobOut
 from ciserver.log_follow import follow_log
 from ciserver.logs import FileLogStore
+from ciserver.store import audit
 from ciserver.store.builds import get_job
+from ciserver.store.dispatch import advance, play_manual
 from ciserver.store.models import Status
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
@@ -26,6 +30,32 @@ def job(job_id: int, _: Viewer, db: DatabaseDep) -> JobOut:
         if found is None:
             raise not_found("job", job_id)
         return JobOut.of(found)
+
+
+@router.post(
+    "/{job_id}/play",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Start a manual job (when: manual) that waits; the build runs again until it ends",
+)
+def play(job_id: int, caller: Developer, db: DatabaseDep, redis: RedisDep, settings: SettingsDep) -> JobOut:
+    with db.session() as session:
+        found = get_job(session, job_id)
+        if found is None:
+            raise not_found("job", job_id)
+        if not play_manual(session, found):
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"job {job_id} is not a manual job waiting to be started (it is {found.status})",
+            )
+        dispatched = advance(session, found.build_id, settings.project_concurrency)
+        audit.record(session, caller.actor, "job.play", f"job:{job_id}")
+        answer = JobOut.of(found)
+    try:
+        queue.enqueue_jobs(redis, dispatched)
+    except RedisError:
+        pass  # dispatched in the database: the outbox enqueues it once Redis answers
+    return answer
 
 
 @router.get(

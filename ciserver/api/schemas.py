@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ciserver.clone_urls import redact
-from ciserver.store.models import Build, Job, Project, Token
+from ciserver.store.models import Artifact, Build, Job, Project, Token
 
 
 class ProjectIn(BaseModel):
@@ -18,6 +18,11 @@ class ProjectIn(BaseModel):
     repo: str = Field(description="Where workers clone from: an https or ssh URL.")
     forge: str = Field(description="github or gitlab")
     secret: str = Field(min_length=1, description="The webhook secret (GitHub) or secret token (GitLab).")
+    auto_cancel: bool | None = Field(
+        None,
+        description="Cancel a branch's older unfinished builds on a new push; "
+        "unset: on for every branch but the default one.",
+    )
 
 
 class ProjectOut(BaseModel):
@@ -25,6 +30,7 @@ class ProjectOut(BaseModel):
     forge: str
     repo: str = Field(description="The clone URL, credentials hidden.")
     webhook_path: str = Field(description="Point the forge's webhook at this path on the server.")
+    auto_cancel: bool | None
     created_at: datetime
 
     @classmethod
@@ -34,6 +40,7 @@ class ProjectOut(BaseModel):
             forge=project.forge,
             repo=redact(project.repo_url),
             webhook_path=f"/webhooks/{project.forge}",
+            auto_cancel=project.auto_cancel,
             created_at=project.created_at,
         )
 
@@ -44,8 +51,21 @@ class JobOut(BaseModel):
     stage: str
     image: str
     status: str
+    when: str = Field(
+        description="on_success, on_failure, always or manual (a waiting manual job is skipped)."
+    )
+    allow_failure: bool = Field(description="A failure of this job leaves the build green.")
+    after: list[str] = Field(
+        description="The jobs that end before this one starts: its needs, or earlier stages."
+    )
+    attempt: int = Field(description="1, or more once its retry policy ran it again.")
     exit_code: int | None
     error: str | None
+    image_tag: str | None = Field(
+        None, description="An image_build job's image, tagged ciserver/OWNER-NAME:SHA."
+    )
+    image_id: str | None = None
+    image_digest: str | None = None
     started_at: datetime | None
     finished_at: datetime | None
 
@@ -142,3 +162,25 @@ class WebhookAnswer(BaseModel):
     build_id: int | None = None
     duplicate: bool | None = Field(None, description="true when this delivery id was already received")
     message: str
+
+
+class ArtifactOut(BaseModel):
+    id: int
+    job_id: int
+    path: str = Field(description="Where the file was in the job's workspace.")
+    size: int
+    sha256: str
+    expires_at: datetime | None
+    download: str = Field(description="GET this path for the file's bytes.")
+
+    @classmethod
+    def of(cls, artifact: Artifact) -> ArtifactOut:
+        return cls(
+            id=artifact.id,
+            job_id=artifact.job_id,
+            path=artifact.path,
+            size=artifact.size,
+            sha256=artifact.sha256,
+            expires_at=artifact.expires_at,
+            download=f"/api/v1/artifacts/{artifact.id}",
+        )

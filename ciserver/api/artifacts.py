@@ -1,0 +1,42 @@
+"""Artifacts: list a build's, download one."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+
+from ciserver.api.builds import not_found
+from ciserver.api.deps import DatabaseDep, SettingsDep, Viewer
+from ciserver.api.schemas import ArtifactOut
+from ciserver.store.artifacts import artifacts_of_build, get_artifact
+from ciserver.store.builds import get_build
+
+router = APIRouter(prefix="/api/v1", tags=["artifacts"])
+
+
+@router.get("/builds/{build_id}/artifacts", response_model=list[ArtifactOut], summary="A build's artifacts")
+def build_artifacts(build_id: int, _: Viewer, db: DatabaseDep) -> list[ArtifactOut]:
+    with db.session() as session:
+        if get_build(session, build_id) is None:
+            raise not_found("build", build_id)
+        return [ArtifactOut.of(a) for a in artifacts_of_build(session, build_id)]
+
+
+@router.get(
+    "/artifacts/{artifact_id}",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes."}},
+    summary="Download one artifact (X-Checksum-SHA256 carries its sha256)",
+)
+def download(artifact_id: int, _: Viewer, db: DatabaseDep, settings: SettingsDep) -> FileResponse:
+    with db.session() as session:
+        found = get_artifact(session, artifact_id)
+        if found is None:
+            raise not_found("artifact", artifact_id)
+        path = settings.artifacts_dir / found.storage_key
+        name, digest = found.path.rsplit("/", 1)[-1], found.sha256
+    if not path.is_file():
+        raise not_found("artifact", f"{artifact_id} (its file is gone from the artifact store)")
+    return FileResponse(
+        path, media_type="application/octet-stream", filename=name, headers={"X-Checksum-SHA256": digest}
+    )

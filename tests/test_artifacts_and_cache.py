@@ -1,0 +1,181 @@
+"""Collecting artifacts and saving caches on real directories: what is kept, what is refused, and
+that nothing outside the workspace is ever read or written."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from workers import artifacts, cache
+
+
+def workspace(tmp_path: Path, files: dict[str, str]) -> Path:
+    root = tmp_path / "ws"
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def collect(
+    root: Path, patterns: list[str], tmp_path: Path, max_bytes: int = 10**6
+) -> list[artifacts.StoredFile]:
+    warnings: list[str] = []
+    kept = artifacts.collect(root, patterns, tmp_path / "store", 7, max_bytes=max_bytes, warn=warnings.append)
+    collect.warnings = warnings  # type: ignore[attr-defined]
+    return kept
+
+
+def test_globs_and_directories_are_kept_with_size_and_sha256(tmp_path: Path) -> None:
+    root = workspace(
+        tmp_path, {"dist/a.whl": "A", "dist/b.tar.gz": "B", "reports/x/junit.xml": "<x/>", "other.txt": "o"}
+    )
+    kept = collect(root, ["dist/*.whl", "reports/"], tmp_path)
+    assert [(f.path, f.size, f.sha256) for f in kept] == [
+        ("dist/a.whl", 1, hashlib.sha256(b"A").hexdigest()),
+        ("reports/x/junit.xml", 4, hashlib.sha256(b"<x/>").hexdigest()),
+    ]
+    assert (tmp_path / "store" / kept[0].storage_key).read_bytes() == b"A"
+
+
+def test_a_pattern_that_matches_nothing_is_a_warning_not_a_failure(tmp_path: Path) -> None:
+    root = workspace(tmp_path, {"a.txt": "a"})
+    assert collect(root, ["dist/*.whl"], tmp_path) == []
+    assert collect.warnings == ["artifacts: 'dist/*.whl' matched no file"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("pattern", ["../outside.txt", "/etc/passwd", "a/../../outside.txt"])
+def test_paths_leading_out_are_refused_naming_them(tmp_path: Path, pattern: str) -> None:
+    (tmp_path / "outside.txt").write_text("secret")
+    root = workspace(tmp_path, {"a.txt": "a"})
+    with pytest.raises(artifacts.ArtifactError, match="inside the workspace"):
+        collect(root, [pattern], tmp_path)
+
+
+def test_symlinks_out_of_the_workspace_are_refused_also_inside_a_kept_directory(tmp_path: Path) -> None:
+    (tmp_path / "outside.txt").write_text("secret")
+    root = workspace(tmp_path, {"reports/ok.txt": "ok"})
+    (root / "link.txt").symlink_to(tmp_path / "outside.txt")
+    with pytest.raises(artifacts.ArtifactError, match=r"'link\.txt'.*leads outside the workspace"):
+        collect(root, ["link.txt"], tmp_path)
+    (root / "reports" / "escape").symlink_to(tmp_path)
+    with pytest.raises(artifacts.ArtifactError, match="leads outside"):
+        collect(root, ["reports/"], tmp_path)
+
+
+def test_a_symlink_inside_the_workspace_is_kept_as_the_file_it_names(tmp_path: Path) -> None:
+    root = workspace(tmp_path, {"real.txt": "real"})
+    (root / "alias.txt").symlink_to("real.txt")
+    assert [f.path for f in collect(root, ["alias.txt"], tmp_path)] == ["real.txt"]
+
+
+def test_artifacts_over_the_limit_are_refused_and_nothing_is_left_in_the_store(tmp_path: Path) -> None:
+    root = workspace(tmp_path, {"big.bin": "x" * 100})
+    with pytest.raises(artifacts.ArtifactError, match="over the limit"):
+        collect(root, ["big.bin"], tmp_path, max_bytes=10)
+    assert not (tmp_path / "store" / "7").exists()
+
+
+def test_placing_artifacts_writes_them_at_their_paths(tmp_path: Path) -> None:
+    stored = tmp_path / "stored"
+    stored.write_text("wheel")
+    target = tmp_path / "next"
+    target.mkdir()
+    assert artifacts.place([("dist/a.whl", stored)], target) == 1
+    assert (target / "dist" / "a.whl").read_text() == "wheel"
+    with pytest.raises(artifacts.ArtifactError):
+        artifacts.place([("../escape", stored)], target)
+
+
+def test_the_cache_key_hashes_the_files_it_names(tmp_path: Path) -> None:
+    root = workspace(tmp_path, {"requirements.txt": "requests==2\n"})
+    key = cache.render_key("pip-{{ hashFiles('requirements.txt') }}", root)
+    assert key.startswith("pip-") and len(key) == 4 + 64
+    assert cache.render_key("pip-{{ hashFiles('requirements.txt') }}", root) == key
+    (root / "requirements.txt").write_text("requests==3\n")
+    assert cache.render_key("pip-{{ hashFiles('requirements.txt') }}", root) != key
+    assert cache.render_key('plain-{{ hashFiles("missing.txt") }}', root) == "plain-"
+
+
+def test_a_saved_cache_restores_into_a_fresh_workspace(tmp_path: Path) -> None:
+    root = workspace(tmp_path, {".cache/pip/wheel": "w", "src/app.py": "app"})
+    archive = cache.archive_path(tmp_path / "caches", 1, "pip-abc")
+    assert not cache.restore(archive, root)
+    cache.save(archive, root, [".cache/pip"], max_bytes=10**6)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert cache.restore(archive, fresh)
+    assert (fresh / ".cache/pip/wheel").read_text() == "w"
+    assert not (fresh / "src").exists()
+
+
+def test_a_cache_over_the_limit_is_not_saved_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    root = workspace(tmp_path, {".cache/big": "x" * 50_000})
+    archive = cache.archive_path(tmp_path / "caches", 1, "k")
+    with pytest.raises(cache.CacheError, match="over the limit"):
+        cache.save(archive, root, [".cache"], max_bytes=1000)
+    assert os.listdir(archive.parent) == []
+
+
+def test_an_archive_with_members_leading_out_is_refused_on_restore(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.tar"
+    payload = tmp_path / "payload"
+    payload.write_text("pwned")
+    with tarfile.open(evil, "w") as tar:
+        tar.add(payload, arcname="../escaped.txt")
+    root = workspace(tmp_path, {})
+    with pytest.raises(tarfile.OutsideDestinationError):
+        cache.restore(evil, root)
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_expired_artifacts_are_removed_with_their_files_and_no_longer_served(tmp_path: Path) -> None:
+    from ciserver.config import Settings
+    from ciserver.outbox import remove_expired_artifacts
+    from ciserver.store.artifacts import add_artifacts, get_artifact
+    from ciserver.store.db import session_scope
+    from ciserver.store.models import Build, Job
+    from ciserver.store.projects import add_project
+
+    settings = Settings(data_dir=tmp_path / "data")
+    root = workspace(tmp_path, {"dist/a.whl": "A", "dist/b.whl": "B"})
+    with session_scope(settings.db_url) as session:
+        project = add_project(
+            session, name="octo/x", forge="github", repo_url="https://x.test/x.git", secret="s"
+        )
+        build = Build(project_id=project.id, ref="refs/heads/main", branch="main", sha="a" * 40)
+        session.add(build)
+        session.flush()
+        job = Job(
+            build_id=build.id,
+            position=0,
+            name="j",
+            stage="t",
+            image="i",
+            script=[],
+            env={},
+            timeout=1,
+            after=[],
+        )
+        session.add(job)
+        session.flush()
+        kept = artifacts.collect(
+            root, ["dist/a.whl"], settings.artifacts_dir, job.id, max_bytes=100, warn=print
+        )
+        old = add_artifacts(session, job, kept, expire_in=0)[0].id
+        fresh = artifacts.collect(
+            root, ["dist/b.whl"], settings.artifacts_dir, job.id + 1, max_bytes=100, warn=print
+        )
+        new = add_artifacts(session, job, fresh, expire_in=3600)[0].id
+    assert remove_expired_artifacts(settings) == 1
+    with session_scope(settings.db_url) as session:
+        assert get_artifact(session, old) is None
+        assert get_artifact(session, new) is not None
+    assert not (settings.artifacts_dir / kept[0].storage_key).exists()
+    assert (settings.artifacts_dir / fresh[0].storage_key).exists()

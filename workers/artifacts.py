@@ -1,0 +1,131 @@
+"""Collect a job's artifacts from its workspace into the artifact store, and place them into the
+workspaces of the jobs after it.
+
+The paths come from a pipeline file, so from whoever can push: every file taken must be inside the
+workspace once symlinks are resolved. A path that leads out is refused with the path named, never
+followed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+CHUNK = 1024 * 1024
+
+
+class ArtifactError(Exception):
+    """An artifact path the job may not keep (outside the workspace, too large); the job fails."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One file copied into the store: its path in the workspace and where its bytes now are."""
+
+    path: str
+    size: int
+    sha256: str
+    storage_key: str
+
+
+def collect(
+    workspace: Path,
+    patterns: Iterable[str],
+    store_root: Path,
+    job_id: int,
+    *,
+    max_bytes: int,
+    warn: Callable[[str], None],
+) -> list[StoredFile]:
+    """Copy the files `patterns` name (globs; a directory means everything under it) into the store."""
+    root = workspace.resolve()
+    chosen: dict[str, Path] = {}
+    for pattern in patterns:
+        found = list(_matches(root, pattern))
+        if not found:
+            warn(f"artifacts: {pattern!r} matched no file")
+        for path in found:
+            chosen.setdefault(path.relative_to(root).as_posix(), path)
+    stored: list[StoredFile] = []
+    total = 0
+    target_dir = store_root / str(job_id)
+    target_dir.mkdir(parents=True, exist_ok=True)
+    for index, (relative, path) in enumerate(sorted(chosen.items())):
+        key = f"{job_id}/{index}"
+        size, digest = _copy(path, store_root / key)
+        total += size
+        if total > max_bytes:
+            shutil.rmtree(target_dir, ignore_errors=True)
+            raise ArtifactError(f"artifacts: over the limit of {max_bytes:,} bytes at {relative!r}")
+        stored.append(StoredFile(relative, size, digest, key))
+    return stored
+
+
+def _matches(root: Path, pattern: str) -> Iterator[Path]:
+    """Regular files under `root` that `pattern` names, each checked to stay inside `root`."""
+    clean = pattern.rstrip("/")
+    pure = PurePosixPath(clean)
+    if pure.is_absolute() or ".." in pure.parts or not clean:
+        raise ArtifactError(f"artifacts: {pattern!r} must be a relative path inside the workspace")
+    for match in sorted(root.glob(clean)) if _is_glob(clean) else [root / clean]:
+        if not match.exists() and not match.is_symlink():
+            continue
+        resolved = _inside(root, match, pattern)
+        if resolved.is_dir():
+            yield from _walk(root, resolved, pattern)
+        elif resolved.is_file():
+            yield resolved
+
+
+def _walk(root: Path, directory: Path, pattern: str) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(directory):  # does not follow symlinked directories
+        for name in sorted(filenames) + [d for d in dirnames if Path(dirpath, d).is_symlink()]:
+            path = Path(dirpath, name)
+            resolved = _inside(root, path, pattern)
+            if resolved.is_file():
+                yield resolved
+        dirnames.sort()
+
+
+def _inside(root: Path, path: Path, pattern: str) -> Path:
+    resolved = path.resolve()
+    if resolved != root and root not in resolved.parents:
+        shown = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        raise ArtifactError(
+            f"artifacts: {shown!r} (from {pattern!r}) leads outside the workspace (a symlink?); refused"
+        )
+    return resolved
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(char in pattern for char in "*?[")
+
+
+def _copy(source: Path, target: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with source.open("rb") as src, target.open("wb") as dst:
+        while chunk := src.read(CHUNK):
+            digest.update(chunk)
+            dst.write(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def place(files: Iterable[tuple[str, Path]], workspace: Path) -> int:
+    """Copy stored files (workspace path, stored file) into a workspace; returns how many."""
+    root = workspace.resolve()
+    count = 0
+    for relative, stored in files:
+        target = root / relative
+        if root not in target.resolve().parents:
+            raise ArtifactError(f"artifacts: {relative!r} would be placed outside the workspace")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        shutil.copyfile(stored, target)
+        count += 1
+    return count

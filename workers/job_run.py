@@ -1,0 +1,252 @@
+"""One attempt of one job: workspace at the sha, artifacts of the jobs before it, cache, secrets,
+then the container (or the image build), then artifacts and cache kept, workspace removed.
+
+Built from the job's row inside the caller's transaction; `execute` then runs with no session
+open, and the caller writes the outcome (see workers.tasks.run_job).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from redis.exceptions import RedisError
+from sqlalchemy.orm import Session
+
+from ciserver import queue
+from ciserver.crypto import load_fernet
+from ciserver.logs import LogWriter
+from ciserver.masking import mask_text
+from ciserver.store.artifacts import artifacts_for_job
+from ciserver.store.models import Job, Status
+from ciserver.store.secrets import SecretError, secret_values
+from workers import artifacts, cache
+from workers.checkout import CheckoutError, checkout_at_sha, ensure_commit
+from workers.context import WorkerContext
+from workers.executors.base import BuildFailed, BuiltImage, ExecutorError
+from workers.jobspec import (
+    SpecError,
+    ci_variables,
+    image_build_spec,
+    job_spec,
+    numeric_owner,
+    release_tag,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPIRE_IN = 30 * 24 * 3600
+
+Outcome = tuple[Status, int | None, str | None]
+
+
+class JobRun:
+    def __init__(self, ctx: WorkerContext, session: Session, job: Job) -> None:
+        build = job.build
+        self.ctx, self.settings = ctx, ctx.settings
+        self.job_id, self.name, self.timeout = job.id, job.name, job.timeout
+        self.options = dict(job.options or {})
+        self.sha, self.repo_url, self.project_id = build.sha, build.project.repo_url, build.project.id
+        self.mirror = self.settings.mirrors_dir / f"{self.project_id}.git"
+        self.workspace = self.settings.workspaces_dir / str(build.id) / str(job.id)
+        self.tag = release_tag(build.project.name, build.sha)
+        self.problem: str | None = None
+        env = {str(k): str(v) for k, v in job.env.items()} | ci_variables(build, job)
+        secrets: dict[str, str] = {}
+        try:
+            wanted = self.options.get("secrets") or []
+            if wanted:
+                secrets = secret_values(session, self.project_id, wanted, load_fernet(self.settings))
+        except SecretError as exc:
+            self.problem = str(exc)
+        self.env = env | secrets
+        self.secrets = list(secrets.values())
+        labels = {
+            "ciserver.job": str(job.id),
+            "ciserver.build": str(build.id),
+            "ciserver.project": build.project.name,
+            "ciserver.worker": ctx.worker_name,
+            "ciserver.data_dir": str(self.settings.data_dir),
+        }
+        try:
+            if "image_build" in self.options:
+                self.build_spec = image_build_spec(job, self.env, self.workspace, labels, self.tag)
+            else:
+                self.spec = job_spec(job, self.env, self.workspace, labels, self.settings)
+        except SpecError as exc:
+            self.problem = self.problem or str(exc)
+        self.inputs = [
+            (a.path, self.settings.artifacts_dir / a.storage_key) for a in artifacts_for_job(session, job)
+        ]
+        self.writer = LogWriter(
+            ctx.log_store, ctx.redis, job.id, self.settings.log_stream_ttl, secrets=secrets.values()
+        )
+        self.kept: list[artifacts.StoredFile] = []
+        self.expire_in = int((self.options.get("artifacts") or {}).get("expire_in") or DEFAULT_EXPIRE_IN)
+        self.image: BuiltImage | None = None
+
+    def execute(self) -> Outcome:
+        """Run the attempt; never raises for the job's own failures, only reports them (masked)."""
+        status, exit_code, error = self._execute()
+        return status, exit_code, mask_text(error, self.secrets) if error else error
+
+    def _execute(self) -> Outcome:
+        watch = StopWatch(self.ctx, self.job_id, self.timeout)
+        outcome: Outcome = (Status.error, None, "the worker stopped before the job ended")
+        try:
+            if self.problem:
+                return Status.error, None, self.problem
+            ensure_commit(self.mirror, self.repo_url, self.sha, allow_local=self.settings.allow_local_repos)
+            checkout_at_sha(self.mirror, self.sha, self.workspace)
+            self._place_inputs()
+            archive = self._restore_cache()
+            self._hand_workspace_to_the_job_user()
+            watch.start()
+            outcome = self._run(watch)
+            if outcome[0] == Status.success:
+                self._keep_artifacts()
+                if archive is not None:
+                    self._save_cache(archive)
+        except (CheckoutError, ExecutorError, SpecError) as exc:
+            outcome = _stopped(watch) or (Status.error, None, str(exc))
+        except (artifacts.ArtifactError, BuildFailed) as exc:
+            outcome = (Status.failed, None, str(exc))
+        except Exception as exc:
+            log.exception("job %s: internal error", self.job_id)
+            outcome = (Status.error, None, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            watch.finish()
+            shutil.rmtree(self.workspace, ignore_errors=True)
+        return outcome
+
+    def close(self, status: Status, error: str | None) -> None:
+        """The last line and the end of the live stream (`retrying` keeps readers waiting)."""
+        if error:
+            self.writer.line(f"ciserver: {error}")
+        self.writer.close(status.value)
+
+    def note(self, text: str) -> None:
+        self.writer.line(f"ciserver: {text}")
+
+    def _run(self, watch: StopWatch) -> Outcome:
+        executor = self.ctx.executor
+        if "image_build" in self.options:
+            image = executor.build_image(self.build_spec, self.writer.write, watch.stop)
+            self.image = image
+            self.note(f"image {image.tag} built: id {image.image_id}, digest {image.digest}")
+            return Status.success, 0, None
+        exit_code = executor.run(self.spec, self.writer.write, watch.stop)
+        status, error = watch.outcome(exit_code)
+        return status, exit_code, error
+
+    def _hand_workspace_to_the_job_user(self) -> None:
+        """A job running as `user: "1000:1000"` must be able to write its workspace."""
+        owner = numeric_owner(getattr(self, "spec", None) and self.spec.user)
+        if owner is None or os.geteuid() != 0:
+            return
+        for path in [self.workspace, *self.workspace.rglob("*")]:
+            os.chown(path, *owner, follow_symlinks=False)
+
+    def _place_inputs(self) -> None:
+        if self.inputs:
+            count = artifacts.place(self.inputs, self.workspace)
+            self.note(f"artifacts: placed {count} file(s) from the jobs before this one")
+
+    def _restore_cache(self) -> Path | None:
+        spec = self.options.get("cache")
+        if not spec:
+            return None
+        key = cache.render_key(spec.get("key") or "default", self.workspace)
+        archive = cache.archive_path(self.settings.cache_dir, self.project_id, key)
+        hit = cache.restore(archive, self.workspace)
+        self.note(f"cache: {'restored' if hit else 'no cache yet for'} key {key!r}")
+        return archive
+
+    def _save_cache(self, archive: Path) -> None:
+        try:
+            size = cache.save(
+                archive, self.workspace, self.options["cache"]["paths"], self.settings.cache_max_bytes
+            )
+            self.note(f"cache: saved ({size:,} bytes)")
+        except cache.CacheError as exc:
+            self.note(str(exc))
+
+    def _keep_artifacts(self) -> None:
+        spec = self.options.get("artifacts")
+        if not spec:
+            return
+        self.kept = artifacts.collect(
+            self.workspace,
+            spec["paths"],
+            self.settings.artifacts_dir,
+            self.job_id,
+            max_bytes=self.settings.artifact_max_bytes,
+            warn=self.note,
+        )
+        total = sum(f.size for f in self.kept)
+        self.note(f"artifacts: kept {len(self.kept)} file(s), {total:,} bytes")
+
+
+def _stopped(watch: StopWatch) -> Outcome | None:
+    """The outcome of a job its StopWatch ended (cancel or timeout), whatever the engine said."""
+    if watch.reason is None:
+        return None
+    status, error = watch.outcome(-1)
+    return status, None, error
+
+
+class StopWatch:
+    """Stops a job when its timeout passes or someone cancels it, and says which happened."""
+
+    def __init__(self, ctx: WorkerContext, job_id: int, timeout: int) -> None:
+        self.redis, self.key, self.timeout = ctx.redis, queue.cancel_key(job_id), timeout
+        self.stop = threading.Event()
+        self.reason: str | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _watch(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while not self._done.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._request("timeout")
+                return
+            try:
+                # A short block, so a finished job's watcher ends soon without anyone waking it.
+                if self.redis.blpop([self.key], timeout=min(left, 1.0)):
+                    self._request("canceled")
+                    return
+            except RedisError:
+                time.sleep(min(left, 1.0))  # cancel is unavailable while Redis is; the timeout still holds
+
+    def _request(self, reason: str) -> None:
+        if not self._done.is_set():
+            self.reason = reason
+            self.stop.set()
+
+    def finish(self) -> None:
+        self._done.set()
+
+    def outcome(self, exit_code: int) -> tuple[Status, str | None]:
+        if self.reason == "canceled":
+            return Status.canceled, "canceled"
+        if self.reason == "timeout":
+            return Status.failed, f"timed out after {format_duration(self.timeout)}"
+        if exit_code == 0:
+            return Status.success, None
+        return Status.failed, f"exit code {exit_code}"
+
+
+def format_duration(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
+    return "".join(parts) or "0s"

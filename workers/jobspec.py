@@ -1,0 +1,136 @@
+"""From a job row to what an executor runs: the CI_* variables, the image with its variables
+expanded, the container limits within the server's maximum, the services, the image build."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ciserver.config import Settings
+from ciserver.store.models import Build, Job
+from workers.executors.base import ImageBuildSpec, JobSpec, Limits, ServiceSpec
+
+_VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+class SpecError(Exception):
+    """The job asks for what the server does not give (limits over the maximum, a context outside
+    the workspace); the job ends in error with this message."""
+
+
+def ci_variables(build: Build, job: Job) -> dict[str, str]:
+    """What every job finds in its environment, named as GitLab's predefined variables are."""
+    return {
+        "CI": "true",
+        "CI_COMMIT_SHA": build.sha,
+        "CI_COMMIT_SHORT_SHA": build.sha[:8],
+        "CI_COMMIT_REF": build.ref,
+        "CI_COMMIT_BRANCH": build.branch or "",
+        "CI_COMMIT_TAG": build.tag or "",
+        "CI_BUILD_ID": str(build.id),
+        "CI_JOB_ID": str(job.id),
+        "CI_JOB_NAME": job.name,
+        "CI_JOB_STAGE": job.stage,
+        "CI_JOB_ATTEMPT": str(job.attempt),
+        "CI_PROJECT": build.project.name,
+    }
+
+
+def expand(text: str, variables: Mapping[str, str]) -> str:
+    """`$NAME` and `${NAME}` replaced from `variables`; unknown names are left as written."""
+    return _VARIABLE.sub(lambda m: variables.get(m.group(1) or m.group(2), m.group(0)), text)
+
+
+def release_tag(project: str, sha: str) -> str:
+    """ciserver/OWNER-NAME:SHA, in the characters Docker allows in a repository name."""
+    name = re.sub(r"[^a-z0-9._-]+", "-", project.lower().replace("/", "-")).strip("-._")
+    return f"ciserver/{name}:{sha}"
+
+
+def limits_for(options: Mapping[str, Any], settings: Settings) -> Limits:
+    """The job's resources, defaulting to the server's; asking over the server maximum is an error."""
+    asked = options.get("resources") or {}
+    checks = (
+        ("memory", settings.job_memory, settings.job_memory_max),
+        ("cpus", settings.job_cpus, settings.job_cpus_max),
+        ("pids", settings.job_pids, settings.job_pids_max),
+    )
+    values: dict[str, Any] = {}
+    for key, default, maximum in checks:
+        value = asked.get(key)
+        if value is not None and value > maximum:
+            raise SpecError(f"resources.{key}: {value} is over this server's maximum of {maximum}")
+        values[key] = value if value is not None else min(default, maximum)
+    return Limits(memory=int(values["memory"]), cpus=float(values["cpus"]), pids=int(values["pids"]))
+
+
+def services_for(options: Mapping[str, Any], variables: Mapping[str, str]) -> tuple[ServiceSpec, ...]:
+    return tuple(
+        ServiceSpec(
+            image=expand(service["image"], variables),
+            alias=service["alias"],
+            env={str(k): str(v) for k, v in (service.get("env") or {}).items()},
+            command=tuple(service["command"]) if service.get("command") else None,
+        )
+        for service in options.get("services") or ()
+    )
+
+
+def job_spec(
+    job: Job, env: Mapping[str, str], workspace: Path, labels: Mapping[str, str], settings: Settings
+) -> JobSpec:
+    options = job.options or {}
+    return JobSpec(
+        job_id=job.id,
+        name=job.name,
+        image=expand(job.image, env),
+        script=tuple(job.script),
+        env=dict(env),
+        workspace=workspace,
+        labels=dict(labels),
+        services=services_for(options, env),
+        limits=limits_for(options, settings),
+        user=options.get("user") or settings.job_user,
+        network=options.get("network") or "default",
+    )
+
+
+def image_build_spec(
+    job: Job, env: Mapping[str, str], workspace: Path, labels: Mapping[str, str], tag: str
+) -> ImageBuildSpec:
+    build = (job.options or {})["image_build"]
+    context = _inside(workspace, build.get("context") or ".", "image_build.context")
+    dockerfile = build.get("dockerfile") or "Dockerfile"
+    _inside(context, dockerfile, "image_build.dockerfile")
+    return ImageBuildSpec(
+        job_id=job.id,
+        context=context,
+        dockerfile=dockerfile,
+        tag=tag,
+        target=build.get("target"),
+        build_args={str(k): expand(str(v), env) for k, v in (build.get("build_args") or {}).items()},
+        labels=dict(labels),
+    )
+
+
+def _inside(root: Path, relative: str, key: str) -> Path:
+    """root/relative, refused when it (after symlinks) is not inside root."""
+    pure = PurePosixPath(relative)
+    path = (root / pure).resolve()
+    base = root.resolve()
+    if pure.is_absolute() or (path != base and base not in path.parents):
+        raise SpecError(f"{key}: {relative!r} leads outside the workspace")
+    return path
+
+
+def numeric_owner(user: str | None) -> tuple[int, int] | None:
+    """uid and gid of a `user: "1000:1000"` (gid defaults to uid); None for a name or no user, whose
+    ids only the image knows."""
+    if not user:
+        return None
+    uid, _, gid = user.partition(":")
+    if not uid.isdigit() or (gid and not gid.isdigit()):
+        return None
+    return int(uid), int(gid or uid)
