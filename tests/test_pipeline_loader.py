@@ -32,8 +32,11 @@ def test_the_example_file_loads_and_shows_every_key() -> None:
     assert all(getattr(push, key) for key in ("branches", "tags", "paths", "paths_ignore"))
     assert pipeline.image == "ciserver-test/python:3.11"
     assert pipeline.env == {"PYTHONDONTWRITEBYTECODE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "true"}
-    assert pipeline.stages == ["lint", "test", "build"]
+    assert pipeline.stages == ["lint", "test", "build", "deploy"]
     jobs = pipeline.jobs
+    used = {key for job in jobs.values() for key in job.model_dump(by_alias=True, exclude_defaults=True)}
+    every = {info.alias or key for key, info in type(jobs["style"]).model_fields.items()}
+    assert every - used - {"env"} == set(), "pipelines.example.yml should show every job key"
     assert all(job.stage for job in jobs.values())
     assert jobs["style"].script == ["python3 -m compileall -q ."]
     assert jobs["smoke"].image == "ciserver-test/busybox"
@@ -44,7 +47,7 @@ def test_the_example_file_loads_and_shows_every_key() -> None:
 def test_the_example_file_mentions_what_every_job_is_given() -> None:
     text = EXAMPLE.read_text()
     variables = ["CI=true", "CI_COMMIT_SHA", "CI_COMMIT_BRANCH", "CI_BUILD_ID", "CI_JOB_NAME", "CI_PROJECT"]
-    for phrase in [*variables, "sh -e", "/workspace", "later stages are skipped"]:
+    for phrase in [*variables, "sh -e", "/workspace", "jobs after it are skipped"]:
         assert phrase in text
 
 
@@ -539,3 +542,46 @@ TOKENS += [
 @given(st.lists(st.lists(st.sampled_from(TOKENS), max_size=4).map("".join), max_size=12).map("\n".join))
 def test_any_yaml_ish_text_with_anchors_and_merges_loads_or_raises_only_a_pipeline_error(text: str) -> None:
     loads_or_refuses(text)
+
+
+ONE_JOB = "image: x\njobs:\n  a:\n    script: [echo]\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("    needs: [nope]\n", "pipelines.yml:5: jobs.a.needs[0]: no job is named 'nope'"),
+        ("    needs: [a]\n", "pipelines.yml:5: jobs.a.needs[0]: needs 'a', which needs 'a' in turn: a cycle"),
+        ("    artifacts: {paths: [../../etc/passwd]}\n", "pipelines.yml:5: jobs.a.artifacts.paths[0]: '.."),
+        ("    artifacts: {paths: [/etc/passwd]}\n", "pipelines.yml:5: jobs.a.artifacts.paths[0]: '/etc"),
+        ("    cache: {paths: [a/../../b]}\n", "pipelines.yml:5: jobs.a.cache.paths[0]: 'a/../../b' must"),
+        ("    cache: {key: '{{ env.X }}', paths: [c]}\n", "pipelines.yml:5: jobs.a.cache.key: between"),
+        ("    when: later\n", "pipelines.yml:5: jobs.a.when: Input should be 'on_success'"),
+        ("    secrets: [TOKEN, TOKEN]\n", "pipelines.yml:3: jobs.a: a secret is named twice"),
+        ("    secrets: [1TOKEN]\n", "pipelines.yml:5: jobs.a.secrets[0]: invalid variable name '1TOKEN'"),
+        ("    network: none\n    services: [{image: db}]\n", "pipelines.yml:3: jobs.a: network: none leaves"),
+        ("    services: [{image: db, alias: Not_A_Host}]\n", "pipelines.yml:5: jobs.a.services[0]: alias"),
+        ("    services: [{image: db}, {image: other/db}]\n", "pipelines.yml:3: jobs.a: two services share"),
+        ("    image_build: {context: ../up}\n", "pipelines.yml:5: jobs.a.image_build.context: '../up' must"),
+        ("    resources: {memory: lots}\n", "pipelines.yml:5: jobs.a.resources.memory: invalid size 'lots'"),
+        ("    resources: {cpus: 0}\n", "pipelines.yml:5: jobs.a.resources.cpus: must be more than 0"),
+        ("    retry: 9\n", "pipelines.yml:5: jobs.a.retry"),
+        ("    retry: {max: 1, when: [sometimes]}\n", "pipelines.yml:5: jobs.a.retry.when[0]"),
+        ("    user: --privileged\n", "pipelines.yml:5: jobs.a.user: invalid user '--privileged'"),
+        ("    matrix: {A: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], B: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}\n",
+         "pipelines.yml:3: jobs.a: 110 combinations, over the limit of 100"),
+        ("    only: {branch: [main]}\n", "pipelines.yml:5: jobs.a.only.branch: unknown key (did you"),
+    ],
+)  # fmt: skip
+def test_a_bad_new_key_is_an_error_naming_its_line_and_key(extra: str, expected: str) -> None:
+    assert str(error_of(ONE_JOB + extra)).startswith(expected)
+
+
+def test_an_image_build_job_needs_no_image_and_no_script() -> None:
+    pipeline = load_pipeline("jobs:\n  package:\n    image_build: {context: app, target: runtime}\n")
+    build = pipeline.jobs["package"].image_build
+    assert build is not None and (build.context, build.dockerfile, build.target) == (
+        "app",
+        "Dockerfile",
+        "runtime",
+    )

@@ -279,3 +279,114 @@ def test_a_pathological_pattern_is_decided_quickly() -> None:
     assert not glob_match("*a" * 100 + "b", "a" * 2000)
     assert not glob_match("a+" * 100 + "b", "a" * 2000)
     assert time.perf_counter() - started < 2
+
+
+DAG = """\
+image: base
+stages: [build, test, deploy]
+jobs:
+  compile: {stage: build, script: [a]}
+  docs: {stage: build, script: [b]}
+  unit:
+    stage: test
+    needs: [compile]
+    matrix: {PY: ["3.10", "3.11"], DB: [sqlite, pg]}
+    env: {PY: overridden}
+    script: [c]
+  lint: {stage: test, needs: [], script: [d]}
+  ship:
+    stage: deploy
+    needs: [unit]
+    only: {branches: [main]}
+    script: [e]
+  docs-site:
+    stage: deploy
+    only: {paths: ["docs/**"]}
+    except: {branches: ["wip/*"]}
+    script: [f]
+"""
+
+
+def planned(text: str = DAG, **push: object) -> dict[str, PlannedJob]:
+    return {job.name: job for job in plan_jobs(load_pipeline(text), **push)}  # type: ignore[arg-type]
+
+
+def test_a_matrix_expands_into_one_job_per_combination_with_its_variables() -> None:
+    jobs = planned(branch="main", changed_files=None)
+    variants = [name for name in jobs if name.startswith("unit")]
+    assert variants == [
+        "unit [PY=3.10, DB=sqlite]",
+        "unit [PY=3.10, DB=pg]",
+        "unit [PY=3.11, DB=sqlite]",
+        "unit [PY=3.11, DB=pg]",
+    ]
+    assert jobs["unit [PY=3.11, DB=pg]"].env == {"PY": "3.11", "DB": "pg"}
+
+
+def test_needs_name_the_jobs_that_end_first_and_a_matrix_name_means_every_variant() -> None:
+    jobs = planned(branch="main", changed_files=None)
+    assert jobs["unit [PY=3.10, DB=sqlite]"].after == ("compile",)
+    assert jobs["lint"].after == ()
+    assert len(jobs["ship"].after) == 4 and all(name.startswith("unit [") for name in jobs["ship"].after)
+    assert jobs["docs-site"].after == tuple(name for name in jobs if name not in ("ship", "docs-site"))
+
+
+@pytest.mark.parametrize(
+    ("push", "expected"),
+    [
+        ({"branch": "main", "changed_files": ["src/a.py"]}, {"ship"}),
+        ({"branch": "main", "changed_files": ["docs/index.md"]}, {"ship", "docs-site"}),
+        ({"branch": "main", "changed_files": None}, {"ship", "docs-site"}),
+        ({"branch": "wip/x", "changed_files": ["docs/index.md"]}, set()),
+        ({"branch": "dev", "changed_files": ["docs/index.md"]}, {"docs-site"}),
+        ({"tag": "v1", "changed_files": None}, {"docs-site"}),
+    ],
+)
+def test_only_and_except_pick_the_jobs_a_push_runs(push: dict[str, object], expected: set[str]) -> None:
+    assert {"ship", "docs-site"} & set(planned(**push)) == expected
+
+
+def test_a_need_on_a_job_the_rules_left_out_is_dropped() -> None:
+    text = DAG.replace("needs: [unit]", "needs: [unit, docs-site]")
+    assert len(planned(text, branch="main", changed_files=["src/a.py"])["ship"].after) == 4
+
+
+def test_options_carry_what_the_worker_needs_and_validate_back() -> None:
+    from ciserver.pipeline.models import Artifacts, Cache, ImageBuild, Retry, Service
+
+    text = """\
+image: base
+jobs:
+  a:
+    script: [x]
+    services: [{image: "reg/db:15", env: {P: 1}}]
+    artifacts: {paths: [dist/], expire_in: 1d}
+    cache: {paths: [.cache]}
+    secrets: [TOKEN]
+    resources: {memory: 1g, pids: 50}
+    user: nobody
+    retry: 1
+    when: always
+    allow_failure: true
+  b: {image_build: {}, needs: []}
+"""
+    jobs = planned(text)
+    options = jobs["a"].options
+    assert options["services"] == [{"image": "reg/db:15", "alias": "db", "env": {"P": "1"}}]
+    assert options["artifacts"] == {"paths": ["dist/"], "expire_in": 86400}
+    assert options["resources"] == {"memory": 1024**3, "pids": 50}
+    assert (options["secrets"], options["user"], options["retry"]) == (
+        ["TOKEN"],
+        "nobody",
+        {"max": 1, "when": ["always"]},
+    )
+    assert (jobs["a"].when, jobs["a"].allow_failure) == ("always", True)
+    Service.model_validate(options["services"][0])
+    Artifacts.model_validate(options["artifacts"])
+    Cache.model_validate(options["cache"])
+    Retry.model_validate(options["retry"])
+    assert (jobs["b"].image, jobs["b"].script) == ("base", [])
+    ImageBuild.model_validate(jobs["b"].options["image_build"])
+    assert "network" not in options
+    offline = planned("image: x\njobs:\n  a: {script: [x], network: none}\n")["a"]
+    assert offline.options == {"network": "none"}

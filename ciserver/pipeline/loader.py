@@ -70,6 +70,12 @@ def load_pipeline(text: str | bytes, filename: str = "pipelines.yml") -> Pipelin
         raise _explain(exc, root, filename) from None
 
 
+def load_data(text: str | bytes, filename: str = "pipelines.yml") -> dict[str, Any]:
+    """The file as plain data, read the way load_pipeline reads it (YAML 1.2 scalars), unvalidated:
+    what a JSON Schema validator should see."""
+    return _Builder(filename).value(_compose(text, filename), (), 0)
+
+
 def _compose(text: str | bytes, filename: str) -> MappingNode:
     """The document's node tree; aliases stay shared references here, so this costs what the text does."""
     size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))

@@ -9,7 +9,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError, ValidationError
 
 from ciserver.units import parse_duration, parse_size
@@ -101,17 +109,35 @@ def _patterns(values: list[str]) -> list[str]:
     return values
 
 
+# What the JSON Schema says where a validator accepts more than the field's Python type.
+_SCALAR = WithJsonSchema({"type": ["string", "number", "boolean"]})
+_DURATION_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "string", "pattern": "^([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$"},
+            {"type": "integer"},
+        ]
+    }
+)
+_SIZE_SCHEMA = WithJsonSchema(
+    {"anyOf": [{"type": "string", "pattern": "^[0-9]+ *[kmgtKMGT]?(i?[bB])?$"}, {"type": "integer"}]}
+)
+_STRINGS = WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})
+
 Name = Annotated[str, AfterValidator(_name)]
 Image = Annotated[str, AfterValidator(_image)]
 Env = dict[
     Annotated[str, AfterValidator(_env_name)],
-    Annotated[str, BeforeValidator(_env_value), AfterValidator(_no_nul)],
+    Annotated[str, BeforeValidator(_env_value), AfterValidator(_no_nul), _SCALAR],
 ]
 Script = Annotated[
-    list[Annotated[str, AfterValidator(_no_nul)]], BeforeValidator(_one_or_many), Field(min_length=1)
+    list[Annotated[str, AfterValidator(_no_nul)]],
+    BeforeValidator(_one_or_many),
+    Field(min_length=1),
+    _STRINGS,
 ]
-Timeout = Annotated[int, BeforeValidator(_seconds)]
-Patterns = Annotated[list[str], BeforeValidator(_one_or_many), AfterValidator(_patterns)]
+Timeout = Annotated[int, BeforeValidator(_seconds), _DURATION_SCHEMA]
+Patterns = Annotated[list[str], BeforeValidator(_one_or_many), AfterValidator(_patterns), _STRINGS]
 
 
 class _Strict(BaseModel):
@@ -204,8 +230,8 @@ def _retry(value: Any) -> Any:
 
 
 WorkspacePath = Annotated[str, AfterValidator(_workspace_path)]
-Paths = Annotated[list[WorkspacePath], BeforeValidator(_one_or_many), Field(min_length=1)]
-Command = Annotated[list[Annotated[str, AfterValidator(_no_nul)]], BeforeValidator(_one_or_many)]
+Paths = Annotated[list[WorkspacePath], BeforeValidator(_one_or_many), Field(min_length=1), _STRINGS]
+Command = Annotated[list[Annotated[str, AfterValidator(_no_nul)]], BeforeValidator(_one_or_many), _STRINGS]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 
 
@@ -230,7 +256,7 @@ class Artifacts(_Strict):
     """Files kept after the job succeeds, given to the jobs after it."""
 
     paths: Paths
-    expire_in: Annotated[int, BeforeValidator(_expire)] = 30 * 24 * 3600
+    expire_in: Annotated[int, BeforeValidator(_expire), _DURATION_SCHEMA] = 30 * 24 * 3600
 
 
 class Cache(_Strict):
@@ -252,7 +278,7 @@ class ImageBuild(_Strict):
 class Resources(_Strict):
     """Container limits, within the server's maximum."""
 
-    memory: Annotated[int, BeforeValidator(_size)] | None = None
+    memory: Annotated[int, BeforeValidator(_size), _SIZE_SCHEMA] | None = None
     cpus: Annotated[float, AfterValidator(_positive)] | None = None
     pids: Annotated[int, Field(gt=0)] | None = None
 
@@ -274,7 +300,7 @@ class Rules(_Strict):
     paths: Patterns | None = None
 
 
-MatrixValue = Annotated[str, BeforeValidator(_env_value), AfterValidator(_no_nul)]
+MatrixValue = Annotated[str, BeforeValidator(_env_value), AfterValidator(_no_nul), _SCALAR]
 
 
 class Job(_Strict):
@@ -301,7 +327,7 @@ class Job(_Strict):
     resources: Resources | None = None
     user: Annotated[str, AfterValidator(_user)] | None = None
     network: Literal["default", "none"] = "default"
-    retry: Annotated[Retry, BeforeValidator(_retry)] | None = None
+    retry: Annotated[Retry, BeforeValidator(_retry)] | None = None  # schema: see pipeline.schema
 
     @model_validator(mode="after")
     def _consistent(self) -> Job:
