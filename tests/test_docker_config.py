@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from workers.executors.base import ExecutorError, ImageBuildSpec, JobSpec, Limits, ServiceSpec, shell_script
-from workers.executors.docker import JOB_CAPABILITIES, build_kwargs, container_config, service_config
+from workers.executors.docker import JOB_CAPABILITIES, container_config, service_config
+from workers.executors.docker_build import build_kwargs
 
 LIMITS = Limits(memory=64 * 1024**2, cpus=1.0, pids=128)
 

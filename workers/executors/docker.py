@@ -1,7 +1,8 @@
 """The Docker executor: each job in a fresh container of its image, the workspace at /workspace.
 
-The only module that imports the docker SDK. `container_config` and `service_config` are the pure
-translation from a JobSpec to docker-py arguments; `DockerExecutor` does the I/O around them.
+With docker_build (image builds), the only modules that import the docker SDK. `container_config`
+and `service_config` are the pure translation from a JobSpec to docker-py arguments;
+`DockerExecutor` does the I/O around them.
 """
 
 from __future__ import annotations
@@ -11,18 +12,15 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 from docker.models.networks import Network
-from docker.types import CancellableStream
 
 from workers.executors.base import (
-    BuildFailed,
     BuiltImage,
     ExecutorError,
     ImageBuildSpec,
@@ -32,6 +30,7 @@ from workers.executors.base import (
     ServiceSpec,
     shell_script,
 )
+from workers.executors.docker_build import ImageBuilder
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +50,6 @@ SERVICE_CAPABILITIES = (*JOB_CAPABILITIES, "NET_BIND_SERVICE")
 SERVICE_LABEL = "ciserver.service"
 OWNER_LABEL = "ciserver.data_dir"  # which installation a container or network belongs to
 _ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-_RUNNING_IN = re.compile(r" ---> Running in ([0-9a-f]{12,64})")
-_BUILT = re.compile(r"Successfully built ([0-9a-f]{12,64})")
 OOM_EXIT = 137  # 128 + SIGKILL: what a shell reports for a child the kernel's OOM killer ended
 
 
@@ -150,22 +147,6 @@ def service_config(spec: JobSpec, service: ServiceSpec) -> dict[str, Any]:
     if service.command is not None:
         config["command"] = list(service.command)
     return config
-
-
-def build_kwargs(spec: ImageBuildSpec) -> dict[str, Any]:
-    """docker-py `APIClient.build` keyword arguments; intermediate containers go even when a step fails."""
-    return {
-        "path": str(spec.context),
-        "dockerfile": spec.dockerfile,
-        "tag": spec.tag,
-        "target": spec.target,
-        "buildargs": dict(spec.build_args),
-        "labels": dict(spec.labels),
-        "rm": True,
-        "forcerm": True,
-        "pull": False,
-        "decode": True,
-    }
 
 
 class DockerExecutor:
@@ -355,137 +336,8 @@ class DockerExecutor:
                 removed.append(network_labels)
         return _once_per_job(removed)
 
-    # -- image builds -------------------------------------------------------------------------------
-
     def build_image(self, spec: ImageBuildSpec, output: OutputSink, stop: threading.Event) -> BuiltImage:
-        _check_build_inputs(spec)
-        build = _Build(self._start_build(spec))
-        finished = threading.Event()
-        watcher = threading.Thread(target=build.abort_when, args=(stop, finished), daemon=True)
-        watcher.start()
-        try:
-            image_id = build.follow(output)
-        finally:
-            finished.set()
-            stop.set()  # releases the watcher, which now sees there is nothing left to abort
-            watcher.join()
-            if build.aborted:
-                self._wait_removed(build.running)
-        return self._built(spec.tag, image_id)
-
-    def _start_build(self, spec: ImageBuildSpec) -> Iterator[dict[str, Any]]:
-        try:
-            return self.client.api.build(**build_kwargs(spec))
-        except APIError as exc:
-            if exc.status_code == 400:  # the engine rejected the Dockerfile itself (a parse error)
-                raise BuildFailed(exc.explanation or str(exc)) from None
-            raise ExecutorError(f"the Docker Engine refused the build: {exc.explanation or exc}") from None
-        except DockerException as exc:
-            raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
-        except OSError as exc:  # packing the context: a file the worker may not read
-            raise ExecutorError(f"could not pack the build context: {exc}") from None
-
-    def _wait_removed(self, container_id: str | None, timeout: float = 10.0) -> None:
-        """After an abort the engine kills and removes the step's container itself; make sure it did."""
-        if container_id is None:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                self.client.containers.get(container_id)
-            except NotFound:
-                return
-            except DockerException:
-                break
-            time.sleep(0.1)
-        with contextlib.suppress(DockerException):
-            self.client.containers.get(container_id).remove(force=True, v=True)
-
-    def _built(self, tag: str, image_id: str) -> BuiltImage:
-        try:
-            image = self.client.images.get(image_id)
-        except DockerException as exc:
-            raise ExecutorError(f"the built image {tag} is not on the Docker Engine: {exc}") from None
-        repo = tag.rsplit(":", 1)[0] if ":" in tag.rsplit("/", 1)[-1] else tag
-        digests = image.attrs.get("RepoDigests") or []
-        digest = next((d for d in digests if d.split("@", 1)[0] == repo), digests[0] if digests else image.id)
-        return BuiltImage(tag=tag, image_id=image.id, digest=digest)
-
-
-class _Build:
-    """One build's response stream: followed by the job's thread, aborted by its watcher."""
-
-    def __init__(self, stream: Iterator[dict[str, Any]]) -> None:
-        # docker-py hands back only a generator; its not yet started frame holds the HTTP response,
-        # which CancellableStream knows how to shut down from another thread (as it does for events()).
-        frame = getattr(stream, "gi_frame", None)
-        response = frame.f_locals.get("response") if frame is not None else None
-        self.stream: Iterator[dict[str, Any]] = (
-            CancellableStream(stream, response) if response is not None else stream
-        )
-        self.aborted = False
-        self.running: str | None = None  # the container of the step now running
-
-    def abort_when(self, stop: threading.Event, finished: threading.Event) -> None:
-        stop.wait()
-        if finished.is_set() or not isinstance(self.stream, CancellableStream):
-            return
-        self.aborted = True
-        # Closing the connection cancels a classic-builder build: the engine kills the step's container
-        # and, with forcerm, removes it.
-        with contextlib.suppress(DockerException, OSError):
-            self.stream.close()
-
-    def follow(self, output: OutputSink) -> str:
-        """Stream the build's output to the sink; return the image id the engine reports at the end."""
-        image_id = None
-        for item in self._items():
-            image_id = self._handle(item, output) or image_id
-        if self.aborted:
-            raise ExecutorError("build stopped")
-        if image_id is None:
-            # Never fall back to the tag: it may still name the image of an earlier build.
-            raise ExecutorError("the build ended without the engine naming an image (connection lost?)")
-        return image_id
-
-    def _items(self) -> Iterator[dict[str, Any]]:
-        """The stream's entries; a connection that breaks, unless we broke it, is the engine's fault."""
-        entries = iter(self.stream)
-        while True:
-            try:
-                item = next(entries)
-            except StopIteration:
-                return
-            except Exception as exc:
-                if self.aborted:
-                    return
-                raise ExecutorError(f"the Docker Engine broke off the build: {exc}") from None
-            yield item
-
-    def _handle(self, item: Mapping[str, Any], output: OutputSink) -> str | None:
-        if "error" in item or "errorDetail" in item:
-            detail = item.get("errorDetail") or {}
-            raise BuildFailed(detail.get("message") or item.get("error") or "the build failed")
-        if "stream" in item:
-            text = str(item["stream"])
-            if match := _RUNNING_IN.match(text):
-                self.running = match.group(1)
-            output(text.encode())
-            if match := _BUILT.match(text):
-                return match.group(1)  # engines too old to send the id in an `aux` entry
-        if "status" in item:
-            line = " ".join(str(item[key]) for key in ("id", "status", "progress") if item.get(key))
-            output(f"{line}\n".encode())
-        aux = item.get("aux")
-        return aux.get("ID") if isinstance(aux, dict) else None
-
-
-def _check_build_inputs(spec: ImageBuildSpec) -> None:
-    """A missing context or Dockerfile is the pipeline's mistake (failed), not the engine's (error)."""
-    if not spec.context.is_dir():
-        raise BuildFailed(f"the build context {spec.context} is not a directory")
-    if not (Path(spec.context) / spec.dockerfile).is_file():
-        raise BuildFailed(f"the Dockerfile {spec.dockerfile!r} is not in the build context")
+        return ImageBuilder(self.client).build(spec, output, stop)
 
 
 def _check_owner(name: str, found: Mapping[str, str], ours: Mapping[str, str]) -> None:
