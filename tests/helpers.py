@@ -17,6 +17,11 @@ from typing import Any
 
 import httpx
 
+from ciserver.config import Settings
+from ciserver.store.db import session_scope
+from ciserver.store.models import Role
+from ciserver.store.tokens import create_token
+
 BUSYBOX = "ciserver-test/busybox:latest"
 FINAL = ("success", "failed", "error", "canceled", "skipped")
 ZERO_SHA = "0" * 40
@@ -304,3 +309,10 @@ def containers_of_job(job_id: int) -> list[str]:
         ["docker", "ps", "-aq", "--filter", f"label=ciserver.job={job_id}"], capture_output=True, text=True
     ).stdout
     return out.split()
+
+
+def bearer(settings: Settings, role: Role) -> dict[str, str]:
+    """The Authorization header of a new token with this role, made in the settings' database."""
+    with session_scope(settings.db_url) as session:
+        _, secret = create_token(session, role)
+    return {"Authorization": f"Bearer {secret}"}

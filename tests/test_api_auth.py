@@ -12,7 +12,8 @@ from ciserver.app import create_app
 from ciserver.config import Settings
 from ciserver.store.db import session_scope
 from ciserver.store.models import AuditEntry, Role, Token
-from ciserver.store.tokens import create_token, hash_token
+from ciserver.store.tokens import hash_token
+from tests.helpers import bearer
 
 
 @pytest.fixture
@@ -26,12 +27,6 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield client
 
 
-def token(settings: Settings, role: Role) -> dict[str, str]:
-    with session_scope(settings.db_url) as session:
-        _, secret = create_token(session, role)
-    return {"Authorization": f"Bearer {secret}"}
-
-
 @pytest.mark.parametrize(
     "headers", [{}, {"Authorization": "Bearer cis_nope"}, {"Authorization": "Basic abc"}]
 )
@@ -43,7 +38,7 @@ def test_reads_without_a_valid_token_get_401(client: TestClient, headers: dict[s
 
 
 def test_a_viewer_reads_but_may_not_cancel_retry_or_register(client: TestClient, settings: Settings) -> None:
-    viewer = token(settings, Role.viewer)
+    viewer = bearer(settings, Role.viewer)
     assert client.get("/api/v1/builds", headers=viewer).json() == {"items": [], "total": 0}
     for path in ("/api/v1/builds/1/cancel", "/api/v1/builds/1/retry", "/api/v1/jobs/1/play"):
         response = client.post(path, headers=viewer)
@@ -54,7 +49,7 @@ def test_a_viewer_reads_but_may_not_cancel_retry_or_register(client: TestClient,
 
 
 def test_ids_that_do_not_exist_get_404_naming_them(client: TestClient, settings: Settings) -> None:
-    developer = token(settings, Role.developer)
+    developer = bearer(settings, Role.developer)
     for method, path in [
         ("GET", "/api/v1/builds/999"),
         ("POST", "/api/v1/builds/999/cancel"),
@@ -71,7 +66,7 @@ def test_ids_that_do_not_exist_get_404_naming_them(client: TestClient, settings:
 def test_a_revoked_token_stops_working_and_tokens_are_stored_as_hashes(
     client: TestClient, settings: Settings
 ) -> None:
-    admin = token(settings, Role.admin)
+    admin = bearer(settings, Role.admin)
     created = client.post("/api/v1/tokens", json={"role": "viewer", "name": "ci bot"}, headers=admin)
     assert created.status_code == 201
     secret, token_id = created.json()["token"], created.json()["id"]
@@ -87,7 +82,7 @@ def test_a_revoked_token_stops_working_and_tokens_are_stored_as_hashes(
 
 
 def test_registering_a_project_checks_the_url_and_is_audited(client: TestClient, settings: Settings) -> None:
-    admin = token(settings, Role.admin)
+    admin = bearer(settings, Role.admin)
     bad = {"name": "octo/app", "repo": "ext::sh -c touch% /tmp/pwned", "forge": "github", "secret": "s"}
     response = client.post("/api/v1/projects", json=bad, headers=admin)
     assert response.status_code == 422 and response.json()["detail"].startswith("repo:")
@@ -104,7 +99,7 @@ def test_registering_a_project_checks_the_url_and_is_audited(client: TestClient,
 
 
 def test_a_project_registers_with_its_auto_cancel_choice(client: TestClient, settings: Settings) -> None:
-    admin = token(settings, Role.admin)
+    admin = bearer(settings, Role.admin)
     body = {"name": "o/quiet", "repo": "https://x.test/r.git", "forge": "github", "secret": "s"}
     created = client.post("/api/v1/projects", json={**body, "auto_cancel": False}, headers=admin)
     assert created.status_code == 201 and created.json()["auto_cancel"] is False

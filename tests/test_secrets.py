@@ -24,7 +24,7 @@ from ciserver.store.db import session_scope
 from ciserver.store.models import AuditEntry, Role, Secret
 from ciserver.store.projects import add_project, get_project
 from ciserver.store.secrets import SecretError, list_secrets, secret_values, set_secret
-from ciserver.store.tokens import create_token
+from tests.helpers import bearer
 
 VALUE = "s3cr3t-deploy-t0ken-VALUE"
 
@@ -41,12 +41,6 @@ def settings(tmp_path: Path) -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings, outbox=False)) as client:
         yield client
-
-
-def token(settings: Settings, role: Role) -> dict[str, str]:
-    with session_scope(settings.db_url) as session:
-        _, secret = create_token(session, role)
-    return {"Authorization": f"Bearer {secret}"}
 
 
 def store_secret(settings: Settings, name: str, value: str = VALUE) -> bool:
@@ -176,7 +170,7 @@ def test_roles_developers_list_names_ops_set_and_remove(
     client: TestClient, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    viewer, developer, ops = (token(settings, r) for r in (Role.viewer, Role.developer, Role.ops))
+    viewer, developer, ops = (bearer(settings, r) for r in (Role.viewer, Role.developer, Role.ops))
     assert client.get(SECRETS, headers=viewer).status_code == 403
     assert client.get(SECRETS, headers=developer).json() == []
     denied = client.put(f"{SECRETS}/DEPLOY_TOKEN", json={"value": VALUE}, headers=developer)
@@ -212,7 +206,7 @@ def test_roles_developers_list_names_ops_set_and_remove(
 
 
 def test_bad_requests_name_the_field_and_never_echo_the_value(client: TestClient, settings: Settings) -> None:
-    ops = token(settings, Role.ops)
+    ops = bearer(settings, Role.ops)
     unknown = client.put("/api/v1/projects/octo/nope/secrets/KEY", json={"value": VALUE}, headers=ops)
     assert unknown.status_code == 404 and unknown.json()["detail"] == "project 'octo/nope' does not exist"
     assert client.get("/api/v1/projects/octo/nope/secrets", headers=ops).status_code == 404
@@ -242,7 +236,7 @@ def test_secret_paths_reach_the_secrets_router_and_project_paths_still_work(
     with session_scope(settings.db_url) as session:
         for name in ("octo/secrets", "group/sub/app"):
             add_project(session, name=name, forge="gitlab", repo_url="https://x.test/r.git", secret="w")
-    admin = token(settings, Role.admin)
+    admin = bearer(settings, Role.admin)
     assert client.get(SECRETS, headers=admin).json() == []
     assert client.get("/api/v1/projects/octo/app", headers=admin).json()["name"] == "octo/app"
     assert client.get("/api/v1/projects/octo/secrets", headers=admin).json()["name"] == "octo/secrets"
@@ -256,7 +250,7 @@ def test_a_broken_server_key_answers_503_saying_which_setting(tmp_path: Path) ->
     with session_scope(settings.db_url) as session:
         add_project(session, name="octo/app", forge="github", repo_url="https://x.test/a.git", secret="w")
     with TestClient(create_app(settings, outbox=False)) as client:
-        response = client.put(f"{SECRETS}/KEY", json={"value": VALUE}, headers=token(settings, Role.ops))
+        response = client.put(f"{SECRETS}/KEY", json={"value": VALUE}, headers=bearer(settings, Role.ops))
     assert response.status_code == 503 and "CISERVER_SECRET_KEY" in response.json()["detail"]
     assert "bad-key" not in response.text
 
