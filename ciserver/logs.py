@@ -109,12 +109,16 @@ class LogWriter:
         """A line of the server's own (e.g. why a job failed), in the same log."""
         self.write(text.encode() + b"\n")
 
-    def close(self, status: str) -> None:
-        """Flush what is left and mark the stream's end with the job's final status."""
+    def flush(self) -> None:
+        """Publish what is held back (a partial line, a tail that could start a secret)."""
         self._pending += self._masker.flush()
         if self._pending:
             self._publish(self._pending)
             self._pending = b""
+
+    def close(self, status: str) -> None:
+        """Flush what is left and mark the stream's end with the job's final status."""
+        self.flush()
         self._xadd({"end": status})
         if self._stream_ok and self.redis is not None:
             with contextlib.suppress(RedisError):

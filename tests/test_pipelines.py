@@ -410,7 +410,8 @@ jobs:
     flaky = build["jobs"][0]
     assert flaky["attempt"] == 2
     log = ciserver.log(flaky["id"])
-    assert "attempt 1" in log and "retrying" in log and "attempt 2" in log
+    assert "ciserver: attempt 1 ended failed (exit code 1); retrying" in log
+    assert log.index("attempt 1") < log.index("retrying") < log.index("attempt 2")
 
 
 def test_a_new_push_to_a_branch_cancels_its_older_running_build(ciserver: CiServer, tmp_path: Path) -> None:

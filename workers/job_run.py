@@ -132,6 +132,11 @@ class JobRun:
     def note(self, text: str) -> None:
         self.writer.line(f"ciserver: {text}")
 
+    def hand_over(self, text: str) -> None:
+        """This attempt is over but the job is not (a retry follows): the stream stays open."""
+        self.note(text)
+        self.writer.flush()
+
     def _run(self, watch: StopWatch) -> Outcome:
         executor = self.ctx.executor
         if "image_build" in self.options:

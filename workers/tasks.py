@@ -109,7 +109,6 @@ class _BuildFacts:
         self.branch, self.tag = build.branch, build.tag
         self.changed_files = build.changed_files
         self.project_id, self.repo_url = build.project.id, build.project.repo_url
-        self.project = build.project.name
 
 
 def _load(ctx: WorkerContext, push: _BuildFacts) -> Pipeline:
@@ -158,8 +157,9 @@ def _run_job(ctx: WorkerContext, job_id: int) -> None:
     with session_scope(db) as session:
         job = session.get(Job, job_id)
         assert job is not None
+        attempt = job.attempt
         if should_retry(job, status, error) and requeue_for_retry(session, job_id):
-            run.note(f"attempt {job.attempt} ended {status} ({error}); retrying, as its retry policy says")
+            run.hand_over(f"attempt {attempt} ended {status} ({error}); retrying, as its retry policy says")
         else:
             end_job(session, job_id, status, exit_code=exit_code, error=error)
             run.close(status, error)
