@@ -11,6 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from ciserver.store.models import Base
+from ciserver.store.upgrade import add_missing_columns
 
 
 def make_engine(url: str) -> Engine:
@@ -44,9 +45,10 @@ def make_engine(url: str) -> Engine:
 
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
-    """The process-wide engine for `url`, with its tables created."""
+    """The process-wide engine for `url`, with its tables created and brought up to date."""
     engine = make_engine(url)
     Base.metadata.create_all(engine)
+    add_missing_columns(engine)
     return engine
 
 

@@ -6,7 +6,18 @@ import enum
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -120,12 +131,13 @@ class Job(Base):
     env: Mapped[dict[str, Any]]
     timeout: Mapped[int]
     after: Mapped[list[Any]]
-    when: Mapped[str] = mapped_column(String(16), default="on_success")
-    allow_failure: Mapped[bool] = mapped_column(default=False)
+    # Server defaults as well, so that store.upgrade can add these to an older database.
+    when: Mapped[str] = mapped_column(String(16), default="on_success", server_default=text("'on_success'"))
+    allow_failure: Mapped[bool] = mapped_column(default=False, server_default=false())
     # What the executor needs beyond the script: services, artifacts, cache, secrets, image_build,
     # resources, user, network, retry; as the pipeline models dump them.
-    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    attempt: Mapped[int] = mapped_column(default=1)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
+    attempt: Mapped[int] = mapped_column(default=1, server_default=text("1"))
     # Set when handed to the queue: a queued job without it waits for its `after` jobs or a free slot.
     dispatched_at: Mapped[datetime | None]
     status: Mapped[str] = mapped_column(String(16), default=Status.queued.value)

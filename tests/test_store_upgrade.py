@@ -1,0 +1,63 @@
+"""A data dir made by an earlier release opens with this one: the new columns are added, with
+their defaults for the rows already there."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
+
+from ciserver.store.db import engine_for, session_scope
+from ciserver.store.models import Base, Job
+from ciserver.store.upgrade import UpgradeError, _add_column
+
+NEW_IN_THIS_RELEASE = {
+    "projects": ["auto_cancel"],
+    "builds": ["default_branch"],
+    "jobs": ["when", "allow_failure", "options", "attempt", "dispatched_at", "image_tag", "image_id"],
+}
+
+
+def test_an_older_database_gains_the_new_columns_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    Base.metadata.create_all(create_engine(f"sqlite:///{path}"))
+    with sqlite3.connect(path) as db:
+        for table, columns in NEW_IN_THIS_RELEASE.items():
+            for column in columns:
+                db.execute(f'ALTER TABLE {table} DROP COLUMN "{column}"')
+        db.execute(
+            "INSERT INTO projects (name, forge, repo_url, secret, created_at)"
+            " VALUES ('o/r', 'github', 'u', 's', '2026-01-01')"
+        )
+        db.execute(
+            "INSERT INTO builds (project_id, ref, sha, message, author, status, created_at)"
+            " VALUES (1, 'refs/heads/main', 'a', '', '', 'success', '2026-01-01')"
+        )
+        db.execute(
+            "INSERT INTO jobs (build_id, position, name, stage, image, script, env, timeout, after, status)"
+            " VALUES (1, 0, 'unit', 'test', 'i', '[]', '{}', 60, '[]', 'success')"
+        )
+
+    url = f"sqlite:///{path}"
+    engine_for(url)
+    with session_scope(url) as session:
+        job = session.get(Job, 1)
+        assert job is not None
+        assert (job.name, job.when, job.allow_failure, job.options, job.attempt) == (
+            "unit",
+            "on_success",
+            False,
+            {},
+            1,
+        )
+        assert job.build.project.auto_cancel is None
+
+
+def test_a_new_required_column_without_a_default_is_refused_with_a_clear_message() -> None:
+    table = Table(
+        "t", MetaData(), Column("id", Integer, primary_key=True), Column("must", String, nullable=False)
+    )
+    with pytest.raises(UpgradeError, match=r"t\.must is new and required"):
+        _add_column(create_engine("sqlite://"), "t", table.c.must)
