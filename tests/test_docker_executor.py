@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import docker
@@ -484,3 +485,16 @@ def test_stopping_a_build_midway_raises_executor_error_and_leaves_no_container(
     assert client.containers.list(all=True, filters={"id": running_container(chunks)}) == []
     with pytest.raises(ImageNotFound):
         client.images.get(tag)
+
+
+def test_a_build_step_that_eats_memory_fails_the_build_within_the_jobs_limit(
+    executor: DockerExecutor, labels: dict[str, str], image_tags: list[str], tmp_path: Path
+) -> None:
+    context = write_context(
+        tmp_path, "FROM ciserver-test/busybox:latest\nRUN x=$(head -c 300000000 /dev/zero | tr '\\0' a)\n"
+    )
+    tag = f"ciserver-test-build/hog:{uuid.uuid4().hex[:12]}"
+    image_tags.append(tag)
+    spec = replace(build_spec(context, labels, tag), limits=Limits(memory=32 * 1024**2, cpus=1, pids=64))
+    with pytest.raises(BuildFailed, match="non-zero code"):
+        executor.build_image(spec, lambda _: None, threading.Event())

@@ -74,7 +74,9 @@ class JobRun:
         }
         try:
             if "image_build" in self.options:
-                self.build_spec = image_build_spec(job, self.env, self.workspace, labels, self.tag)
+                self.build_spec = image_build_spec(
+                    job, self.env, self.workspace, labels, self.tag, self.settings
+                )
             else:
                 self.spec = job_spec(job, self.env, self.workspace, labels, self.settings)
         except SpecError as exc:

@@ -98,7 +98,7 @@ def job_spec(
 
 
 def image_build_spec(
-    job: Job, env: Mapping[str, str], workspace: Path, labels: Mapping[str, str], tag: str
+    job: Job, env: Mapping[str, str], workspace: Path, labels: Mapping[str, str], tag: str, settings: Settings
 ) -> ImageBuildSpec:
     build = (job.options or {})["image_build"]
     context = _inside(workspace, build.get("context") or ".", "image_build.context")
@@ -112,6 +112,7 @@ def image_build_spec(
         target=build.get("target"),
         build_args={str(k): expand(str(v), env) for k, v in (build.get("build_args") or {}).items()},
         labels=dict(labels),
+        limits=limits_for(job.options or {}, settings),
     )
 
 

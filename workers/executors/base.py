@@ -56,6 +56,7 @@ class ImageBuildSpec:
     target: str | None = None
     build_args: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
+    limits: Limits | None = None  # memory of each RUN step (the build API takes no process limit)
 
 
 @dataclass(frozen=True)

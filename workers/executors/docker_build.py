@@ -23,8 +23,11 @@ _BUILT = re.compile(r"Successfully built ([0-9a-f]{12,64})")
 
 
 def build_kwargs(spec: ImageBuildSpec) -> dict[str, Any]:
-    """docker-py `APIClient.build` keyword arguments; intermediate containers go even when a step fails."""
+    """docker-py `APIClient.build` keyword arguments; intermediate containers go even when a step fails,
+    and each RUN step gets the job's memory limit, without swap."""
+    limits = {"memory": spec.limits.memory, "memswap": spec.limits.memory} if spec.limits else None
     return {
+        "container_limits": limits,
         "path": str(spec.context),
         "dockerfile": spec.dockerfile,
         "tag": spec.tag,
