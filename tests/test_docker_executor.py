@@ -498,3 +498,37 @@ def test_a_build_step_that_eats_memory_fails_the_build_within_the_jobs_limit(
     spec = replace(build_spec(context, labels, tag), limits=Limits(memory=32 * 1024**2, cpus=1, pids=64))
     with pytest.raises(BuildFailed, match="non-zero code"):
         executor.build_image(spec, lambda _: None, threading.Event())
+
+
+def test_the_job_starts_once_its_services_answer_on_the_ports_their_images_expose(
+    executor: DockerExecutor,
+    client: docker.DockerClient,
+    labels: dict[str, str],
+    image_tags: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slow = f"ciserver-test-build/slow-web:{uuid.uuid4().hex[:12]}"
+    image_tags.append(slow)
+    dockerfile = (
+        "FROM ciserver-test/busybox:latest\nEXPOSE 8080 9\n"
+        'CMD ["sh", "-c", "mkdir -p /www && echo ready > /www/index.html && sleep 2 && '
+        'exec httpd -f -p 8080 -h /www"]\n'
+    )
+    executor.build_image(
+        build_spec(write_context(tmp_path / "ctx", dockerfile), labels, slow),
+        lambda _: None,
+        threading.Event(),
+    )
+    monkeypatch.setattr("workers.executors.docker.SERVICE_READY_TIMEOUT", 5.0)
+    spec = job(
+        tmp_path / "ws",
+        labels,
+        "wget -qO- http://web:8080/",
+        services=(ServiceSpec(image=slow, alias="web"),),
+    )
+    code, output, _ = run(executor, spec)
+    assert code == 0, output
+    assert "ready" in output  # one try, no retry loop: the service was up before the job started
+    assert "service 'web' did not answer on port 9" in output  # nothing listens there: said, not fatal
+    assert_nothing_left(client, labels)

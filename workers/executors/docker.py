@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -50,6 +51,7 @@ SERVICE_CAPABILITIES = (*JOB_CAPABILITIES, "NET_BIND_SERVICE")
 SERVICE_LABEL = "ciserver.service"
 OWNER_LABEL = "ciserver.data_dir"  # which installation a container or network belongs to
 _ALIAS = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+SERVICE_READY_TIMEOUT = 30.0  # seconds, GitLab's default wait for services
 OOM_EXIT = 137  # 128 + SIGKILL: what a shell reports for a child the kernel's OOM killer ended
 
 
@@ -177,8 +179,9 @@ class DockerExecutor:
             # The job's container before the services: a missing job image fails before they start.
             container = self._create(spec.image, config)
             cleanup.callback(self._remove, container)
-            for service in spec.services:
-                self._start_service(spec, service, cleanup)
+            services = [self._start_service(spec, service, cleanup) for service in spec.services]
+            if services:
+                self._wait_for_services(spec, services, output, stop)
             exit_code = self._follow(container, output, stop)
             if exit_code == OOM_EXIT:
                 self._note_oom(container, spec.limits, output)
@@ -217,10 +220,39 @@ class DockerExecutor:
                 limit = f" of {limits.memory // 1024**2} MiB" if limits else ""
                 output(f"\nciserver: the job ran out of memory (its limit{limit}) and was killed\n".encode())
 
-    def _start_service(self, spec: JobSpec, service: ServiceSpec, cleanup: contextlib.ExitStack) -> None:
+    def _start_service(
+        self, spec: JobSpec, service: ServiceSpec, cleanup: contextlib.ExitStack
+    ) -> tuple[str, Container]:
         container = self._create(service.image, service_config(spec, service))
         cleanup.callback(self._remove, container)
         container.start()
+        return service.alias, container
+
+    def _wait_for_services(
+        self,
+        spec: JobSpec,
+        services: list[tuple[str, Container]],
+        output: OutputSink,
+        stop: threading.Event,
+    ) -> None:
+        """As GitLab does: wait until each service accepts connections on the TCP ports its image
+        exposes, for up to SERVICE_READY_TIMEOUT; then start the job anyway, saying which did not."""
+        deadline = time.monotonic() + SERVICE_READY_TIMEOUT
+        for alias, container in services:
+            with contextlib.suppress(DockerException):
+                container.reload()
+            address = (
+                container.attrs["NetworkSettings"]["Networks"].get(network_name(spec), {}).get("IPAddress")
+            )
+            ports = sorted(
+                int(port.split("/")[0])
+                for port in (container.attrs["Config"].get("ExposedPorts") or {})
+                if port.endswith("/tcp")
+            )
+            for port in ports if address else []:
+                if not _wait_for_port(address, port, deadline, stop):
+                    note = f"ciserver: service {alias!r} did not answer on port {port}; the job starts\n"
+                    output(note.encode())
 
     def _create_network(self, spec: JobSpec) -> Network:
         name = network_name(spec)
@@ -338,6 +370,19 @@ class DockerExecutor:
 
     def build_image(self, spec: ImageBuildSpec, output: OutputSink, stop: threading.Event) -> BuiltImage:
         return ImageBuilder(self.client).build(spec, output, stop)
+
+
+def _wait_for_port(address: str, port: int, deadline: float, stop: threading.Event) -> bool:
+    """Whether a TCP connection to address:port succeeds before the deadline (or a stop)."""
+    while not stop.is_set():
+        try:
+            with socket.create_connection((address, port), timeout=0.5):
+                return True
+        except OSError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+    return False
 
 
 def _check_owner(name: str, found: Mapping[str, str], ours: Mapping[str, str]) -> None:
