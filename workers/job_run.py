@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from ciserver import queue
-from ciserver.crypto import load_fernet
+from ciserver.crypto import SecretKeyError, load_fernet
 from ciserver.logs import LogWriter
 from ciserver.masking import mask_text
 from ciserver.store.artifacts import artifacts_for_job
@@ -45,10 +45,13 @@ Outcome = tuple[Status, int | None, str | None]
 
 
 class JobRun:
+    """Everything one attempt needs, read from the database up front; problems found then (a
+    missing secret, limits over the maximum) end the attempt in `error` when it executes."""
+
     def __init__(self, ctx: WorkerContext, session: Session, job: Job) -> None:
         build = job.build
         self.ctx, self.settings = ctx, ctx.settings
-        self.job_id, self.name, self.timeout = job.id, job.name, job.timeout
+        self.job_id, self.timeout = job.id, job.timeout
         self.options = dict(job.options or {})
         self.sha, self.repo_url, self.project_id = build.sha, build.project.repo_url, build.project.id
         self.mirror = self.settings.mirrors_dir / f"{self.project_id}.git"
@@ -61,7 +64,7 @@ class JobRun:
             wanted = self.options.get("secrets") or []
             if wanted:
                 secrets = secret_values(session, self.project_id, wanted, load_fernet(self.settings))
-        except SecretError as exc:
+        except (SecretError, SecretKeyError) as exc:
             self.problem = str(exc)
         self.env = env | secrets
         self.secrets = list(secrets.values())
@@ -85,7 +88,7 @@ class JobRun:
             (a.path, self.settings.artifacts_dir / a.storage_key) for a in artifacts_for_job(session, job)
         ]
         self.writer = LogWriter(
-            ctx.log_store, ctx.redis, job.id, self.settings.log_stream_ttl, secrets=secrets.values()
+            ctx.log_store, ctx.redis, job.id, self.settings.log_stream_ttl, secrets=self.secrets
         )
         self.kept: list[artifacts.StoredFile] = []
         self.expire_in = int((self.options.get("artifacts") or {}).get("expire_in") or DEFAULT_EXPIRE_IN)
