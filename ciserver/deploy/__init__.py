@@ -1,0 +1,1 @@
+"""Deployments: strategies (recreate, blue_green, canary) and the traffic router (nginx)."""

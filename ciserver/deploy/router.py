@@ -1,0 +1,158 @@
+"""The traffic router: nginx with one generated file per environment, holding a weighted upstream
+and the server that listens on the environment's address, then a reload.
+
+nginx does the proxying; ciserver only writes its configuration. A reload lets the old worker
+processes finish the requests they hold while new ones take the new weights, so shifting traffic
+drops no request. The access log records which upstream answered each request and its status,
+which the canary analysis reads.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+ACCESS_LOG_FORMAT = "ciserver"
+_ENVIRONMENT = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_LISTEN = re.compile(r"(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]|localhost):\d{1,5}")
+_ADDRESS = re.compile(r"(?:\d{1,3}(?:\.\d{1,3}){3}|localhost):\d{1,5}")
+
+
+class RouterError(Exception):
+    """The router could not take the new weights (a bad address, nginx refusing its configuration)."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One version of the service: where it answers, and its share of the requests (0 to 100)."""
+
+    address: str  # host:port, on loopback
+    weight: int
+
+
+class Router(Protocol):
+    def set_weights(self, environment: str, listen: str, backends: Sequence[Backend]) -> None:
+        """Route the environment's traffic, arriving at `listen`, to `backends` by their weights."""
+        ...
+
+    def remove(self, environment: str) -> None:
+        """Stop serving the environment."""
+        ...
+
+
+class NginxRouter:
+    """Writes `<root>/environments/<environment>.conf` and reloads nginx with `reload_command`."""
+
+    def __init__(self, root: Path, reload_command: str) -> None:
+        self.root, self.reload_command = root, reload_command
+
+    @property
+    def environments_dir(self) -> Path:
+        return self.root / "environments"
+
+    def set_weights(self, environment: str, listen: str, backends: Sequence[Backend]) -> None:
+        self._write(environment, upstream_config(environment, listen, backends))
+
+    def remove(self, environment: str) -> None:
+        path = self.environments_dir / f"{_checked(environment)}.conf"
+        if path.exists():
+            path.unlink()
+            self.reload()
+
+    def _write(self, environment: str, text: str) -> None:
+        self.environments_dir.mkdir(parents=True, exist_ok=True)
+        path = self.environments_dir / f"{environment}.conf"
+        previous = path.read_text() if path.exists() else None
+        fd, temporary = tempfile.mkstemp(dir=self.environments_dir, suffix=".tmp")
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(temporary, path)  # nginx only includes *.conf: never a half-written file
+        try:
+            self.reload()
+        except RouterError:
+            if previous is None:
+                path.unlink()
+            else:
+                path.write_text(previous)
+            raise
+
+    def reload(self) -> None:
+        try:
+            result = subprocess.run(
+                shlex.split(self.reload_command), capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise RouterError(f"could not run {self.reload_command!r}: {exc}") from None
+        if result.returncode != 0:
+            raise RouterError(
+                f"{self.reload_command!r} failed: {result.stderr.strip() or result.stdout.strip()}"
+            )
+
+
+def upstream_config(environment: str, listen: str, backends: Sequence[Backend]) -> str:
+    """The nginx configuration of one environment; weights are percentages, 0 leaves a backend out."""
+    name = _checked(environment)
+    if not _LISTEN.fullmatch(listen):
+        raise RouterError(f"listen: {listen!r} is not host:port")
+    serving = [backend for backend in backends if backend.weight > 0]
+    if not serving:
+        raise RouterError(f"environment {environment!r}: no backend has a weight above 0")
+    lines = [f"upstream ciserver_{name} {{"]
+    for backend in serving:
+        if not _ADDRESS.fullmatch(backend.address) or not 0 < backend.weight <= 100:
+            raise RouterError(f"backend {backend.address!r} weight {backend.weight}: not host:port and 1-100")
+        # No retry on another backend: a canary's failures must reach its figures, not be hidden.
+        lines.append(f"    server {backend.address} weight={backend.weight} max_fails=0;")
+    lines += [
+        "    keepalive 16;",
+        "}",
+        "server {",
+        f"    listen {listen};",
+        # A reload closes the old workers' idle client connections; a client sending on one at that
+        # moment gets no answer. Closing after each answer means no request ever meets that race.
+        "    keepalive_timeout 0;",
+        f"    access_log logs/{name}.access.log {ACCESS_LOG_FORMAT};",
+        "    location / {",
+        f"        proxy_pass http://ciserver_{name};",
+        "        proxy_http_version 1.1;",
+        '        proxy_set_header Connection "";',
+        "        proxy_set_header Host $host;",
+        "        proxy_next_upstream off;",
+        "    }",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main_config(root: Path) -> str:
+    """nginx.conf of the private nginx `ciserver up` starts: everything under `root`."""
+    return f"""\
+worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/logs/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    log_format {ACCESS_LOG_FORMAT} '$msec $upstream_addr $status $request_time';
+    access_log off;
+    client_body_temp_path {root}/temp/body;
+    proxy_temp_path {root}/temp/proxy;
+    fastcgi_temp_path {root}/temp/fastcgi;
+    uwsgi_temp_path {root}/temp/uwsgi;
+    scgi_temp_path {root}/temp/scgi;
+    include {root}/environments/*.conf;
+}}
+"""
+
+
+def _checked(environment: str) -> str:
+    if not _ENVIRONMENT.fullmatch(environment):
+        raise RouterError(f"environment {environment!r}: lowercase letters, digits, '-' and '_' only")
+    return environment
