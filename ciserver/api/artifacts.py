@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from ciserver.api.builds import not_found
-from ciserver.api.deps import DatabaseDep, SettingsDep, Viewer
+from ciserver.api.deps import DatabaseDep, RowId, SettingsDep, Viewer
 from ciserver.api.schemas import ArtifactOut
 from ciserver.store.artifacts import artifacts_of_build, get_artifact
 from ciserver.store.builds import get_build
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/api/v1", tags=["artifacts"])
 
 
 @router.get("/builds/{build_id}/artifacts", response_model=list[ArtifactOut], summary="A build's artifacts")
-def build_artifacts(build_id: int, _: Viewer, db: DatabaseDep) -> list[ArtifactOut]:
+def build_artifacts(build_id: RowId, _: Viewer, db: DatabaseDep) -> list[ArtifactOut]:
     with db.session() as session:
         if get_build(session, build_id) is None:
             raise not_found("build", build_id)
@@ -28,7 +28,7 @@ def build_artifacts(build_id: int, _: Viewer, db: DatabaseDep) -> list[ArtifactO
     responses={200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes."}},
     summary="Download one artifact (X-Checksum-SHA256 carries its sha256)",
 )
-def download(artifact_id: int, _: Viewer, db: DatabaseDep, settings: SettingsDep) -> FileResponse:
+def download(artifact_id: RowId, _: Viewer, db: DatabaseDep, settings: SettingsDep) -> FileResponse:
     with db.session() as session:
         found = get_artifact(session, artifact_id)
         if found is None:

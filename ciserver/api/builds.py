@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from redis.exceptions import RedisError
 
 from ciserver import queue
-from ciserver.api.deps import DatabaseDep, Developer, RedisDep, Viewer
+from ciserver.api.deps import DatabaseDep, Developer, RedisDep, RowId, Viewer
 from ciserver.api.schemas import BuildCreated, BuildDetail, BuildList, BuildOut
 from ciserver.store import audit
 from ciserver.store.builds import cancel_build, get_build, list_builds, retry_build
@@ -44,7 +44,7 @@ def builds(
 
 
 @router.get("/{build_id}", response_model=BuildDetail, summary="A build with its jobs")
-def build(build_id: int, _: Viewer, db: DatabaseDep) -> BuildDetail:
+def build(build_id: RowId, _: Viewer, db: DatabaseDep) -> BuildDetail:
     with db.session() as session:
         found = get_build(session, build_id)
         if found is None:
@@ -57,7 +57,7 @@ def build(build_id: int, _: Viewer, db: DatabaseDep) -> BuildDetail:
     response_model=BuildDetail,
     summary="Stop a build: running jobs end, queued never start",
 )
-def cancel(build_id: int, caller: Developer, db: DatabaseDep, redis: RedisDep) -> BuildDetail:
+def cancel(build_id: RowId, caller: Developer, db: DatabaseDep, redis: RedisDep) -> BuildDetail:
     with db.session() as session:
         found = get_build(session, build_id)
         if found is None:
@@ -83,7 +83,7 @@ def cancel(build_id: int, caller: Developer, db: DatabaseDep, redis: RedisDep) -
     status_code=status.HTTP_202_ACCEPTED,
     summary="Build the same commit again, as a new build",
 )
-def retry(build_id: int, caller: Developer, db: DatabaseDep, redis: RedisDep) -> BuildCreated:
+def retry(build_id: RowId, caller: Developer, db: DatabaseDep, redis: RedisDep) -> BuildCreated:
     with db.session() as session:
         found = get_build(session, build_id)
         if found is None:

@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis import Redis
 from sqlalchemy.orm import Session
@@ -99,3 +99,7 @@ Viewer = Annotated[Caller, Depends(require(Role.viewer))]
 Developer = Annotated[Caller, Depends(require(Role.developer))]
 Ops = Annotated[Caller, Depends(require(Role.ops))]
 Admin = Annotated[Caller, Depends(require(Role.admin))]
+
+
+# Row ids in paths: a number the database can hold, so a huge one is a 422, not a driver error.
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The numeric id.")]

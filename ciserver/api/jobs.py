@@ -11,7 +11,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from ciserver import queue
 from ciserver.api.builds import not_found
-from ciserver.api.deps import DatabaseDep, Developer, RedisDep, SettingsDep, Viewer
+from ciserver.api.deps import DatabaseDep, Developer, RedisDep, RowId, SettingsDep, Viewer
 from ciserver.api.schemas import JobOut
 from ciserver.log_follow import follow_log
 from ciserver.logs import FileLogStore
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def job(job_id: int, _: Viewer, db: DatabaseDep) -> JobOut:
+def job(job_id: RowId, _: Viewer, db: DatabaseDep) -> JobOut:
     with db.session() as session:
         found = get_job(session, job_id)
         if found is None:
@@ -38,7 +38,7 @@ def job(job_id: int, _: Viewer, db: DatabaseDep) -> JobOut:
     status_code=status.HTTP_202_ACCEPTED,
     summary="Start a manual job (when: manual) that waits; the build runs again until it ends",
 )
-def play(job_id: int, caller: Developer, db: DatabaseDep, redis: RedisDep, settings: SettingsDep) -> JobOut:
+def play(job_id: RowId, caller: Developer, db: DatabaseDep, redis: RedisDep, settings: SettingsDep) -> JobOut:
     with db.session() as session:
         found = get_job(session, job_id)
         if found is None:
@@ -65,7 +65,7 @@ def play(job_id: int, caller: Developer, db: DatabaseDep, redis: RedisDep, setti
     summary="The job's log from a byte offset; X-Log-Offset is where to continue",
 )
 def log_text(
-    job_id: int,
+    job_id: RowId,
     _: Viewer,
     db: DatabaseDep,
     settings: SettingsDep,
@@ -97,7 +97,7 @@ def log_text(
     ),
 )
 async def log_stream(
-    job_id: int,
+    job_id: RowId,
     request: Request,
     _: Viewer,
     db: DatabaseDep,

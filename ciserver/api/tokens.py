@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 from sqlalchemy import select
 
 from ciserver.api.builds import not_found
-from ciserver.api.deps import Admin, DatabaseDep
+from ciserver.api.deps import Admin, DatabaseDep, RowId
 from ciserver.api.schemas import TokenCreated, TokenIn, TokenOut
 from ciserver.store import audit
 from ciserver.store.models import Role, Token, utcnow
@@ -32,7 +32,7 @@ def tokens(_: Admin, db: DatabaseDep) -> list[TokenOut]:
 
 
 @router.delete("/{token_id}", response_model=TokenOut, summary="Revoke a token")
-def revoke(token_id: int, caller: Admin, db: DatabaseDep) -> TokenOut:
+def revoke(token_id: RowId, caller: Admin, db: DatabaseDep) -> TokenOut:
     with db.session() as session:
         token = session.get(Token, token_id)
         if token is None:
