@@ -7,6 +7,8 @@ calls that need the queue answer 503 (the documented "try again"), which is allo
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,7 +22,9 @@ from ciserver.store.models import Role
 from ciserver.store.projects import add_project
 from tests.helpers import bearer
 
-CONFIG = Settings(data_dir=Path(tempfile.mkdtemp(prefix="ciserver-fuzz-")), redis_url="redis://127.0.0.1:1/0")
+DATA = Path(tempfile.mkdtemp(prefix="ciserver-fuzz-"))
+atexit.register(shutil.rmtree, DATA, ignore_errors=True)
+CONFIG = Settings(data_dir=DATA, redis_url="redis://127.0.0.1:1/0")
 with session_scope(CONFIG.db_url) as _session:
     add_project(_session, name="octo/app", forge="github", repo_url="https://x.test/a.git", secret="s")
 HEADERS = bearer(CONFIG, Role.admin)
