@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         None,
         description="Fernet key that encrypts secrets at rest; unset: kept in the data dir's secret.key.",
     )
+    router_reload: str | None = Field(
+        None,
+        description="Command that reloads the nginx routing deployments; unset: `ciserver up` starts "
+        "its own nginx and sets this, elsewhere `nginx -s reload`.",
+    )
     artifact_max_bytes: Bytes = Field(
         1024**3, description="Largest total size of the artifacts one job may keep."
     )
@@ -83,6 +88,11 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def router_dir(self) -> Path:
+        """nginx.conf, one file per environment, and the access logs the canary analysis reads."""
+        return self.data_dir / "nginx"
 
     @property
     def secret_key_file(self) -> Path:

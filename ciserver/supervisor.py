@@ -1,8 +1,9 @@
-"""`ciserver up`: a private Redis, the API and N workers as child processes of one command.
+"""`ciserver up`: a private Redis, a private nginx (the deployment router), the API and N workers as
+child processes of one command.
 
 Children die with it (PR_SET_PDEATHSIG), are restarted if they crash, and are stopped in order
 on SIGTERM or Ctrl-C: the API first (no new pushes), then the workers (given a grace period to
-finish their jobs, then told to stop them), then Redis.
+finish their jobs, then told to stop them), then nginx, then Redis.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -23,6 +25,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from ciserver.config import Settings
+from ciserver.deploy.router import main_config
 
 PR_SET_PDEATHSIG = 1
 RESTART_BACKOFF = 2.0
@@ -79,6 +82,7 @@ class Supervisor:
     workers: int
     children: list[Child] = field(default_factory=list)
     redis: Child | None = None
+    nginx: Child | None = None
     stopping: bool = False
 
     def run(self) -> int:
@@ -87,6 +91,10 @@ class Supervisor:
         env = dict(os.environ, CISERVER_DATA_DIR=str(data))
         if not self.settings.redis_url:
             env["CISERVER_REDIS_URL"] = self._start_redis()
+        if not self.settings.router_reload:
+            reload = self._start_nginx()
+            if reload:
+                env["CISERVER_ROUTER_RELOAD"] = reload
         python = [sys.executable, "-m", "ciserver"]
         logs = data / "log"
         self.children.append(
@@ -148,6 +156,29 @@ class Supervisor:
                 time.sleep(0.05)
         raise StartError(f"redis-server did not answer within 15 s; see {self.redis.log_path}")
 
+    def _start_nginx(self) -> str | None:
+        """nginx with its configuration, environments and logs under the data dir; returns the
+        command that reloads it. Without nginx, builds still run: deployments say what is missing."""
+        server = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+        if server is None:
+            print("ciserver: nginx is not installed, so deployments cannot route traffic", flush=True)
+            return None
+        root = self.settings.router_dir
+        for sub in ("logs", "temp", "environments"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        conf = root / "nginx.conf"
+        conf.write_text(main_config(root))
+        (root / "nginx.pid").unlink(missing_ok=True)
+        argv = [server, "-p", str(root), "-c", str(conf)]
+        self.nginx = Child("nginx", argv, dict(os.environ), self.settings.data_dir / "log" / "nginx.log")
+        self.nginx.start()
+        deadline = time.monotonic() + 15
+        while not (root / "nginx.pid").exists():
+            if not self.nginx.alive() or time.monotonic() > deadline:
+                raise StartError(f"nginx did not start; see {self.nginx.log_path} and {root / 'logs'}")
+            time.sleep(0.05)
+        return shlex.join([*argv, "-s", "reload"])
+
     def _restart_crashed(self) -> None:
         for child in self.children:
             if child.alive() or self.stopping:
@@ -171,6 +202,11 @@ class Supervisor:
         for child in self.children:
             child.signal(signal.SIGKILL)
         _wait(self.children, 5)
+        if self.nginx is not None:
+            self.nginx.signal(signal.SIGQUIT)  # graceful: requests in flight are answered
+            _wait([self.nginx], 10)
+            self.nginx.signal(signal.SIGKILL)
+            _wait([self.nginx], 2)
         if self.redis is not None:
             self.redis.signal(signal.SIGTERM)
             _wait([self.redis], 5)
