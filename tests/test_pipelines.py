@@ -426,3 +426,20 @@ def test_a_new_push_to_a_branch_cancels_its_older_running_build(ciserver: CiServ
     older = ciserver.wait_build(first, timeout=30)
     assert older["status"] == "canceled"
     assert f"superseded by build {second}" in older["error"]
+
+
+def test_the_example_service_is_tested_built_and_its_image_answers(
+    ciserver: CiServer, tmp_path: Path
+) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "hello"
+    files = {path.name: path.read_text() for path in example.iterdir() if path.is_file()}
+    name, sha, _ = new_project(ciserver, tmp_path, files.pop("pipelines.yml"), files)
+    image = f"ciserver/{name.replace('/', '-')}:{sha}"
+    try:
+        build = build_of(ciserver, name, sha)
+        assert build["status"] == "success", build
+        jobs = jobs_of(build)
+        assert jobs["package"]["image_tag"] == image
+        assert f"hello {sha[:8]}" in ciserver.log(jobs["smoke"]["id"])
+    finally:
+        subprocess.run(["docker", "rmi", "-f", image], capture_output=True)

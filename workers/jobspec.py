@@ -35,6 +35,7 @@ def ci_variables(build: Build, job: Job) -> dict[str, str]:
         "CI_JOB_STAGE": job.stage,
         "CI_JOB_ATTEMPT": str(job.attempt),
         "CI_PROJECT": build.project.name,
+        "CI_RELEASE_IMAGE": release_tag(build.project.name, build.sha),
     }
 
 
