@@ -3,7 +3,10 @@ and key; hostile files are refused with a PipelineError and nothing else."""
 
 from __future__ import annotations
 
+import json
 import pickle
+import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +14,20 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
-from ciserver.pipeline import Pipeline, PipelineError, load_pipeline, plan_jobs, push_skip_reason
-from ciserver.pipeline.loader import MAX_BYTES
+from ciserver.pipeline import (
+    HashFiles,
+    Job,
+    Pipeline,
+    PipelineError,
+    Retry,
+    cache_key_parts,
+    load_pipeline,
+    plan_jobs,
+    push_skip_reason,
+)
+from ciserver.pipeline.loader import MAX_BYTES, load_data
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "pipelines.example.yml"
 JOB = "jobs:\n  a: {script: [x]}\n"
@@ -34,14 +48,61 @@ def test_the_example_file_loads_and_shows_every_key() -> None:
     assert pipeline.env == {"PYTHONDONTWRITEBYTECODE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "true"}
     assert pipeline.stages == ["lint", "test", "build", "deploy"]
     jobs = pipeline.jobs
-    used = {key for job in jobs.values() for key in job.model_dump(by_alias=True, exclude_defaults=True)}
-    every = {info.alias or key for key, info in type(jobs["style"]).model_fields.items()}
-    assert every - used - {"env"} == set(), "pipelines.example.yml should show every job key"
     assert all(job.stage for job in jobs.values())
     assert jobs["style"].script == ["python3 -m compileall -q ."]
-    assert jobs["smoke"].image == "ciserver-test/busybox"
+    assert jobs["integration"].image == "ciserver-test/busybox:latest"
     assert jobs["unit"].env == {"PYTEST_ADDOPTS": "-ra"}
-    assert [jobs[name].timeout for name in ("unit", "smoke", "package")] == [600, 90, 5400]
+    assert [jobs[name].timeout for name in ("unit", "package")] == [600, 5400]
+    images = {job.image for job in jobs.values()} | {s.image for job in jobs.values() for s in job.services}
+    assert images - {None, "${CI_RELEASE_IMAGE}"} == {
+        "ciserver-test/python:3.11",
+        "ciserver-test/busybox:latest",
+    }
+
+
+def keys_used(data: Any, path: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Every key path of a file as the models name it: jobs.unit.retry.max is ("Job", "retry", "max")."""
+    found: set[tuple[str, ...]] = set()
+    if isinstance(data, list):
+        for item in data:
+            found |= keys_used(item, path)
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            if path == ("jobs",):
+                found |= keys_used(value, ("Job",))
+            elif path[-1:] in (("env",), ("build_args",), ("matrix",)):
+                continue  # variable names, not keys
+            else:
+                found.add((*path, key))
+                found |= keys_used(value, (*path, key))
+    return found
+
+
+def keys_known(model: type[BaseModel], path: tuple[str, ...]) -> set[tuple[str, ...]]:
+    """Every key path the models accept, through sub-models (also in lists and `X | None`)."""
+    known: set[tuple[str, ...]] = set()
+    for name, info in model.model_fields.items():
+        key = (*path, info.alias or name)
+        known.add(key)
+        for sub in _submodels(info.annotation):
+            known |= keys_known(sub, ("Job",) if sub is Job else key)
+    return known
+
+
+def _submodels(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [sub for arg in typing.get_args(annotation) for sub in _submodels(arg)]
+
+
+def test_the_example_file_uses_every_key_and_comments_on_each() -> None:
+    text = EXAMPLE.read_text()
+    known = keys_known(Pipeline, ())
+    used = keys_used(load_data(text))
+    assert used <= known
+    assert known - used == set(), "pipelines.example.yml should show every key"
+    commented = set(re.findall(r"^ *# ([a-z_]+): ", text, re.MULTILINE))
+    assert {path[-1] for path in known} - commented == set(), "each key needs a `# key: ...` comment"
 
 
 def test_the_example_file_mentions_what_every_job_is_given() -> None:
@@ -550,38 +611,423 @@ ONE_JOB = "image: x\njobs:\n  a:\n    script: [echo]\n"
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
+        # needs
         ("    needs: [nope]\n", "pipelines.yml:5: jobs.a.needs[0]: no job is named 'nope'"),
-        ("    needs: [a]\n", "pipelines.yml:5: jobs.a.needs[0]: needs 'a', which needs 'a' in turn: a cycle"),
-        ("    artifacts: {paths: [../../etc/passwd]}\n", "pipelines.yml:5: jobs.a.artifacts.paths[0]: '.."),
-        ("    artifacts: {paths: [/etc/passwd]}\n", "pipelines.yml:5: jobs.a.artifacts.paths[0]: '/etc"),
+        ("    needs: [a]\n", "pipelines.yml:5: jobs.a.needs[0]: 'a' needs itself"),
+        ("    needs: [style, a]\n", "pipelines.yml:5: jobs.a.needs[0]: no job is named 'style'"),
+        (
+            "  b: {script: [x]}\n  c:\n    script: [x]\n    needs:\n      - b\n      - b\n",
+            "pipelines.yml:10: jobs.c.needs[1]: 'b' is named twice",
+        ),
+        ("    needs: a\n", "pipelines.yml:5: jobs.a.needs: expected a list, got a string"),
+        # when, allow_failure
+        (
+            "    when: later\n",
+            "pipelines.yml:5: jobs.a.when: must be 'on_success', 'on_failure', 'always' or 'manual', "
+            "not 'later'",
+        ),
+        (
+            "    allow_failure: yes\n",
+            "pipelines.yml:5: jobs.a.allow_failure: expected true or false, got a string",
+        ),
+        # only / except
+        (
+            "    only: {branch: [main]}\n",
+            "pipelines.yml:5: jobs.a.only.branch: unknown key (did you mean 'branches'?)",
+        ),
+        (
+            "    except: {pathes: [x]}\n",
+            "pipelines.yml:5: jobs.a.except.pathes: unknown key (did you mean 'paths'?)",
+        ),
+        (
+            "    only: {branches: ['!main']}\n",
+            "pipelines.yml:5: jobs.a.only.branches: needs at least one pattern",
+        ),
+        ("    only: [main]\n", "pipelines.yml:5: jobs.a.only: expected a mapping, got a list"),
+        # matrix
+        (
+            "    matrix: {A: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], B: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}\n",
+            "pipelines.yml:5: jobs.a.matrix: 110 combinations, over the limit of 100",
+        ),
+        (
+            "    matrix:\n      A: [x, y]\n      B:\n        - 1\n        - '1'\n",
+            "pipelines.yml:9: jobs.a.matrix.B[1]: '1' is listed twice",
+        ),
+        ("    matrix: {}\n", "pipelines.yml:5: jobs.a.matrix: must not be empty"),
+        ("    matrix: {A: []}\n", "pipelines.yml:5: jobs.a.matrix.A: must not be empty"),
+        ("    matrix: {1A: [x]}\n", "pipelines.yml:5: jobs.a.matrix.1A: invalid variable name '1A'"),
+        (
+            "    matrix: {A: [[x]]}\n",
+            "pipelines.yml:5: jobs.a.matrix.A[0]: expected a string, number or boolean",
+        ),
+        (
+            "    matrix: {A: ['" + "x" * 95 + "']}\n",
+            "pipelines.yml:5: jobs.a.matrix: the variant name 'a [A=xxx",
+        ),
+        (
+            "    matrix: {A: ['x\\ty']}\n".replace("'", '"'),
+            "pipelines.yml:5: jobs.a.matrix: the variant name 'a [A=x\\ty]' has a tab",
+        ),
+        (
+            "    matrix: {A: [1]}\n  'a [A=1]': {script: [x]}\n",
+            "pipelines.yml:5: jobs.a.matrix: the variant name 'a [A=1]' is already taken by another job",
+        ),
+        # services
+        (
+            "    network: none\n    services: [{image: db}]\n",
+            "pipelines.yml:5: jobs.a.network: network: none leaves no way to reach its services",
+        ),
+        (
+            "    services: [{image: db, alias: Not_A_Host}]\n",
+            "pipelines.yml:5: jobs.a.services[0].alias: alias 'Not_A_Host' must be a host name",
+        ),
+        (
+            "    services:\n      - image: my_db\n",
+            "pipelines.yml:6: jobs.a.services[0]: alias 'my_db' (from the image name; set `alias`) "
+            "must be a host name",
+        ),
+        (
+            "    services:\n      - image: db\n      - image: other/db:2\n",
+            "pipelines.yml:7: jobs.a.services[1]: alias 'db' is taken by an earlier service",
+        ),
+        (
+            "    services: [{image: db, command: 'sh -c \"unclosed'}]\n",
+            "pipelines.yml:5: jobs.a.services[0].command: cannot split",
+        ),
+        (
+            "    services: [{image: db, command: []}]\n",
+            "pipelines.yml:5: jobs.a.services[0].command: must not be",
+        ),
+        (
+            "    services: [{alias: db}]\n",
+            "pipelines.yml:5: jobs.a.services[0].image: required key is missing",
+        ),
+        (
+            "    services: [{image: db, port: 5432}]\n",
+            "pipelines.yml:5: jobs.a.services[0].port: unknown key",
+        ),
+        ("    services: [{image: -v}]\n", "pipelines.yml:5: jobs.a.services[0].image: invalid image '-v'"),
+        # artifacts, cache: paths stay inside the workspace
+        (
+            "    artifacts: {paths: [../etc]}\n",
+            "pipelines.yml:5: jobs.a.artifacts.paths[0]: '../etc' must be a relative path "
+            "that stays inside the workspace",
+        ),
+        (
+            "    artifacts: {paths: [/etc/passwd]}\n",
+            "pipelines.yml:5: jobs.a.artifacts.paths[0]: '/etc/passwd' must",
+        ),
+        (
+            "    artifacts:\n      paths:\n        - dist\n        - dist/../..\n",
+            "pipelines.yml:8: jobs.a.artifacts.paths[1]: 'dist/../..' must be a relative path",
+        ),
+        (
+            "    artifacts: {paths: ['']}\n",
+            "pipelines.yml:5: jobs.a.artifacts.paths[0]: '' must be a relative",
+        ),
+        ('    artifacts: {paths: ["a\\0b"]}\n', "pipelines.yml:5: jobs.a.artifacts.paths[0]: 'a\\x00b' must"),
+        ("    artifacts: {paths: []}\n", "pipelines.yml:5: jobs.a.artifacts.paths: must not be empty"),
+        (
+            "    artifacts: {expire_in: 7d}\n",
+            "pipelines.yml:5: jobs.a.artifacts.paths: required key is missing",
+        ),
+        (
+            "    artifacts: {paths: [a], expire_in: soon}\n",
+            "pipelines.yml:5: jobs.a.artifacts.expire_in: invalid duration 'soon'",
+        ),
+        (
+            "    artifacts: {paths: [a], expire_in: 0}\n",
+            "pipelines.yml:5: jobs.a.artifacts.expire_in: must be more",
+        ),
+        (
+            "    artifacts: {path: [a]}\n",
+            "pipelines.yml:5: jobs.a.artifacts.path: unknown key (did you mean 'paths'?)",
+        ),
         ("    cache: {paths: [a/../../b]}\n", "pipelines.yml:5: jobs.a.cache.paths[0]: 'a/../../b' must"),
-        ("    cache: {key: '{{ env.X }}', paths: [c]}\n", "pipelines.yml:5: jobs.a.cache.key: between"),
-        ("    when: later\n", "pipelines.yml:5: jobs.a.when: Input should be 'on_success'"),
-        ("    secrets: [TOKEN, TOKEN]\n", "pipelines.yml:3: jobs.a: a secret is named twice"),
+        (
+            "    cache: {key: '{{ env.X }}', paths: [c]}\n",
+            "pipelines.yml:5: jobs.a.cache.key: {{ env.X }} is not",
+        ),
+        (
+            "    cache: {key: '{{ hashFiles(a.txt) }}', paths: [c]}\n",
+            "pipelines.yml:5: jobs.a.cache.key: hashFiles takes quoted paths",
+        ),
+        (
+            "    cache: {key: \"{{ hashFiles('/etc/passwd') }}\", paths: [c]}\n",
+            "pipelines.yml:5: jobs.a.cache.key: '/etc/passwd' must be a relative path",
+        ),
+        ("    cache: {key: 'pip-{{', paths: [c]}\n", "pipelines.yml:5: jobs.a.cache.key: unbalanced"),
+        (
+            "    cache: {kye: x, paths: [c]}\n",
+            "pipelines.yml:5: jobs.a.cache.kye: unknown key (did you mean 'key'?)",
+        ),
+        # secrets
+        (
+            "    secrets:\n      - TOKEN\n      - TOKEN\n",
+            "pipelines.yml:7: jobs.a.secrets[1]: 'TOKEN' is named twice",
+        ),
         ("    secrets: [1TOKEN]\n", "pipelines.yml:5: jobs.a.secrets[0]: invalid variable name '1TOKEN'"),
-        ("    network: none\n    services: [{image: db}]\n", "pipelines.yml:3: jobs.a: network: none leaves"),
-        ("    services: [{image: db, alias: Not_A_Host}]\n", "pipelines.yml:5: jobs.a.services[0]: alias"),
-        ("    services: [{image: db}, {image: other/db}]\n", "pipelines.yml:3: jobs.a: two services share"),
+        # image_build
+        (
+            "    image_build: {}\n",
+            "pipelines.yml:5: jobs.a.image_build: the job has both a script and an image_build",
+        ),
         ("    image_build: {context: ../up}\n", "pipelines.yml:5: jobs.a.image_build.context: '../up' must"),
+        (
+            "    image_build: {dockerfile: /Dockerfile}\n",
+            "pipelines.yml:5: jobs.a.image_build.dockerfile: '/Dock",
+        ),
+        (
+            "    image_build: {build_args: {1X: y}}\n",
+            "pipelines.yml:5: jobs.a.image_build.build_args.1X: invalid",
+        ),
+        (
+            "    image_build: {dockerfle: D}\n",
+            "pipelines.yml:5: jobs.a.image_build.dockerfle: unknown key (did you",
+        ),
+        # resources, user, network
         ("    resources: {memory: lots}\n", "pipelines.yml:5: jobs.a.resources.memory: invalid size 'lots'"),
+        ("    resources: {memory: 0}\n", "pipelines.yml:5: jobs.a.resources.memory: must be more than 0"),
         ("    resources: {cpus: 0}\n", "pipelines.yml:5: jobs.a.resources.cpus: must be more than 0"),
-        ("    retry: 9\n", "pipelines.yml:5: jobs.a.retry"),
-        ("    retry: {max: 1, when: [sometimes]}\n", "pipelines.yml:5: jobs.a.retry.when[0]"),
+        (
+            "    resources: {cpus: many}\n",
+            "pipelines.yml:5: jobs.a.resources.cpus: expected a number, got a string",
+        ),
+        ("    resources: {pids: -1}\n", "pipelines.yml:5: jobs.a.resources.pids: must be more than 0"),
+        ("    resources: {pids: 1.5}\n", "pipelines.yml:5: jobs.a.resources.pids: expected a whole number"),
+        (
+            "    resources: {mem: 1g}\n",
+            "pipelines.yml:5: jobs.a.resources.mem: unknown key (did you mean 'memory'?)",
+        ),
         ("    user: --privileged\n", "pipelines.yml:5: jobs.a.user: invalid user '--privileged'"),
-        ("    matrix: {A: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], B: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}\n",
-         "pipelines.yml:3: jobs.a: 110 combinations, over the limit of 100"),
-        ("    only: {branch: [main]}\n", "pipelines.yml:5: jobs.a.only.branch: unknown key (did you"),
+        ("    user: 'a b'\n", "pipelines.yml:5: jobs.a.user: invalid user 'a b'"),
+        ("    user: '1:2:3'\n", "pipelines.yml:5: jobs.a.user: invalid user '1:2:3'"),
+        ("    user: '1000:'\n", "pipelines.yml:5: jobs.a.user: invalid user '1000:'"),
+        ("    user: ':1000'\n", "pipelines.yml:5: jobs.a.user: invalid user ':1000'"),
+        ("    network: host\n", "pipelines.yml:5: jobs.a.network: must be 'default' or 'none', not 'host'"),
+        # retry
+        ("    retry: 9\n", "pipelines.yml:5: jobs.a.retry: must be at most 5, not 9"),
+        ("    retry: -1\n", "pipelines.yml:5: jobs.a.retry: must be at least 0, not -1"),
+        ("    retry: true\n", "pipelines.yml:5: jobs.a.retry: expected a mapping, got true/false"),
+        (
+            "    retry: {max: 1, when: [sometimes]}\n",
+            "pipelines.yml:5: jobs.a.retry.when[0]: must be 'always', ",
+        ),
+        ("    retry: {when: [timeout]}\n", "pipelines.yml:5: jobs.a.retry.max: required key is missing"),
+        ("    retry: {max: 1, on: [timeout]}\n", "pipelines.yml:5: jobs.a.retry.on: unknown key"),
     ],
-)  # fmt: skip
+)
 def test_a_bad_new_key_is_an_error_naming_its_line_and_key(extra: str, expected: str) -> None:
-    assert str(error_of(ONE_JOB + extra)).startswith(expected)
+    message = str(error_of(ONE_JOB + extra))
+    assert message.startswith(expected), message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "image: x\njobs:\n  a: {script: [x], needs: [b]}\n  b: {script: [x], needs: [c]}\n"
+            "  c:\n    script: [x]\n    needs:\n      - a\n",
+            "pipelines.yml:8: jobs.c.needs[0]: a cycle: a -> b -> c -> a",
+        ),
+        (
+            "image: x\nstages: [test, build]\njobs:\n  a:\n    stage: test\n    script: [x]\n    needs: [b]\n"
+            "  b: {stage: build, script: [x]}\n",
+            "pipelines.yml:7: jobs.a.needs[0]: 'b' is in the later stage 'build': "
+            "need jobs of stage 'test' or before",
+        ),
+        (
+            "jobs:\n  a: {image_build: {}, needs: [b]}\n  b: {image: x, script: [x], needs: [a]}\n",
+            "pipelines.yml:3: jobs.b.needs[0]: a cycle: a -> b -> a",
+        ),
+        (
+            "image: x\njobs:\n  a:\n    image: y\n",
+            "pipelines.yml:3: jobs.a: the job needs a script (or an image_build)",
+        ),
+    ],
+)
+def test_a_bad_job_graph_is_an_error_at_the_entry_to_change(text: str, expected: str) -> None:
+    assert str(error_of(text)) == expected
+
+
+def test_a_long_chain_of_needs_loads_and_a_cycle_at_its_end_is_found() -> None:
+    jobs = "".join(f"  j{n}: {{script: [x], needs: [j{n - 1}]}}\n" for n in range(1, 5000))
+    pipeline = load_pipeline("image: x\njobs:\n  j0: {script: [x]}\n" + jobs)
+    assert pipeline.jobs["j4999"].needs == ["j4998"]
+    error = error_of("image: x\njobs:\n  j0: {script: [x], needs: [j4999]}\n" + jobs)
+    assert (error.line, error.key) == (4, "jobs.j1.needs[0]")
+    shortened = "j0 -> j4999 -> j4998 -> j4997 -> ... -> j3 -> j2 -> j1 -> j0"
+    assert error.message == f"a cycle of 5000 jobs: {shortened}"
+
+
+NEW_KEYS = """\
+image: ciserver-test/python:3.11
+stages: [test, build]
+jobs:
+  unit:
+    script: [pytest]
+    needs: []
+    when: always
+    allow_failure: true
+    only: {branches: main, tags: ["v*"], paths: ["src/**"]}
+    except: {branches: ["wip/*"]}
+    matrix: {PYTHON: ["3.10", 3.12], DEBUG: [true]}
+    services:
+      - image: ciserver-test/busybox:latest
+      - image: localhost:5000/team/postgres:15
+        env: {POSTGRES_PASSWORD: x}
+        command: postgres -c 'fsync=off'
+      - image: redis@sha256:0123
+        alias: cache-1
+        command: [redis-server, --save, ""]
+    artifacts: {paths: reports/, expire_in: 12h}
+    cache: {paths: [.cache/pip, .venv]}
+    secrets: [PYPI_TOKEN, _OTHER]
+    resources: {memory: 1GiB, cpus: 2, pids: 100}
+    user: nobody
+    network: default
+    retry: 2
+  build:
+    stage: build
+    needs: [unit]
+    image_build: {build_args: {VERSION: 1.5}}
+    resources: {memory: 536870912}
+    user: "1000:1000"
+    network: none
+    retry: {max: 0, when: [script_failure, timeout]}
+"""
+
+
+def test_every_new_key_loads_in_its_documented_forms() -> None:
+    jobs = load_pipeline(NEW_KEYS).jobs
+    unit, build = jobs["unit"], jobs["build"]
+    assert (unit.needs, build.needs) == ([], ["unit"])
+    assert (unit.when, unit.allow_failure, build.when, build.allow_failure) == (
+        "always",
+        True,
+        "on_success",
+        False,
+    )
+    assert unit.only is not None and unit.except_ is not None
+    assert (unit.only.branches, unit.only.tags, unit.only.paths) == (["main"], ["v*"], ["src/**"])
+    assert unit.except_.branches == ["wip/*"]
+    assert unit.matrix == {"PYTHON": ["3.10", "3.12"], "DEBUG": ["true"]}
+    assert [(s.alias, s.command) for s in unit.services] == [
+        ("busybox", None),
+        ("postgres", ["postgres", "-c", "fsync=off"]),
+        ("cache-1", ["redis-server", "--save", ""]),
+    ]
+    assert unit.services[1].env == {"POSTGRES_PASSWORD": "x"}
+    assert unit.artifacts is not None and (unit.artifacts.paths, unit.artifacts.expire_in) == (
+        ["reports/"],
+        43200,
+    )
+    assert unit.cache is not None and (unit.cache.key, unit.cache.paths) == (
+        "default",
+        [".cache/pip", ".venv"],
+    )
+    assert unit.secrets == ["PYPI_TOKEN", "_OTHER"]
+    assert unit.resources is not None
+    assert (unit.resources.memory, unit.resources.cpus, unit.resources.pids) == (1024**3, 2.0, 100)
+    assert (unit.user, unit.network, build.user, build.network) == ("nobody", "default", "1000:1000", "none")
+    assert unit.retry == Retry(max=2, when=["always"])
+    assert build.retry == Retry(max=0, when=["script_failure", "timeout"])
+    assert build.script is None and build.image_build is not None
+    assert (build.image_build.context, build.image_build.dockerfile, build.image_build.target) == (
+        ".",
+        "Dockerfile",
+        None,
+    )
+    assert build.image_build.build_args == {"VERSION": "1.5"}
+    assert build.resources is not None and build.resources.memory == 512 * 1024**2
+
+
+def test_artifacts_are_kept_thirty_days_unless_told() -> None:
+    job = load_pipeline(ONE_JOB + "    artifacts: {paths: [dist/*.whl]}\n").jobs["a"]
+    assert job.artifacts is not None and job.artifacts.expire_in == 30 * 24 * 3600
+    for value, seconds in [("7d", 7 * 86400), ("1d12h", 36 * 3600), (90, 90), ("'3600'", 3600)]:
+        job = load_pipeline(ONE_JOB + f"    artifacts: {{paths: [a], expire_in: {value}}}\n").jobs["a"]
+        assert job.artifacts is not None and job.artifacts.expire_in == seconds
+
+
+@pytest.mark.parametrize(
+    ("memory", "size"),
+    [
+        ("512m", 512 * 1024**2),
+        ("2g", 2 * 1024**3),
+        ("64k", 65536),
+        ("1GiB", 1024**3),
+        ("1000", 1000),
+        ("'1 g'", 1024**3),
+    ],
+)
+def test_a_memory_limit_is_bytes_or_a_size(memory: str, size: int) -> None:
+    job = load_pipeline(ONE_JOB + f"    resources: {{memory: {memory}}}\n").jobs["a"]
+    assert job.resources is not None and job.resources.memory == size
+
+
+def test_paths_inside_the_workspace_are_accepted() -> None:
+    paths = ["dist/*.whl", "reports/", ".", "./build", "a..b", "..hidden", "**/*.xml"]
+    job = load_pipeline(ONE_JOB + f"    artifacts: {{paths: {paths}}}\n    cache: {{paths: {paths}}}\n").jobs[
+        "a"
+    ]
+    assert job.artifacts is not None and job.artifacts.paths == paths
+    assert job.cache is not None and job.cache.paths == paths
 
 
 def test_an_image_build_job_needs_no_image_and_no_script() -> None:
     pipeline = load_pipeline("jobs:\n  package:\n    image_build: {context: app, target: runtime}\n")
     build = pipeline.jobs["package"].image_build
-    assert build is not None and (build.context, build.dockerfile, build.target) == (
-        "app",
-        "Dockerfile",
-        "runtime",
+    assert build is not None
+    assert (build.context, build.dockerfile, build.target) == ("app", "Dockerfile", "runtime")
+
+
+@pytest.mark.parametrize(
+    ("template", "parts"),
+    [
+        ("default", ["default"]),
+        ("pip-{{ hashFiles('requirements.txt') }}", ["pip-", HashFiles(("requirements.txt",))]),
+        (
+            "{{hashFiles('a.txt', \"src/**/*.lock\")}}-v2",
+            [HashFiles(("a.txt", "src/**/*.lock")), "-v2"],
+        ),
+        (
+            "x{{ hashFiles('a') }}{{ hashFiles( 'b' , 'c' ) }}",
+            ["x", HashFiles(("a",)), HashFiles(("b", "c"))],
+        ),
+        ("{ single braces }", ["{ single braces }"]),
+    ],
+)
+def test_a_cache_key_splits_into_text_and_hashfiles_calls_for_the_worker(
+    template: str, parts: list[object]
+) -> None:
+    assert cache_key_parts(template) == parts
+    assert (
+        load_pipeline(ONE_JOB + f"    cache: {{key: {json.dumps(template)}, paths: [c]}}\n").jobs["a"].cache
     )
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ env.HOME }}",
+        "{{ hashFiles() }}",
+        "{{ hashFiles('a',) }}",
+        "{{ hashFiles('a' 'b') }}",
+        "{{ hashFiles('../a') }}",
+        "{{ hashFiles('') }}",
+        "{{ hashFiles('a') }",
+        "a }} b",
+        "{{ hashFiles('a') }} {{ hashfiles('b') }}",
+    ],
+)
+def test_a_cache_key_with_anything_else_in_braces_is_refused(template: str) -> None:
+    with pytest.raises(ValueError):
+        cache_key_parts(template)
+    error = error_of(ONE_JOB + f"    cache: {{key: {json.dumps(template)}, paths: [c]}}\n")
+    assert (error.line, error.key) == (5, "jobs.a.cache.key")
+
+
+def test_env_values_and_matrix_values_stay_strings() -> None:
+    job = load_pipeline(ONE_JOB + "    matrix: {V: [010, 1.5, false, '3.10', x y]}\n").jobs["a"]
+    assert job.matrix == {"V": ["10", "1.5", "false", "3.10", "x y"]}

@@ -3,11 +3,29 @@ dependencies of the planned jobs."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ciserver.pipeline import PlannedJob, load_pipeline, plan_jobs, push_skip_reason
+from ciserver.pipeline import (
+    Artifacts,
+    Cache,
+    HashFiles,
+    ImageBuild,
+    PipelineError,
+    PlannedJob,
+    Resources,
+    Retry,
+    Service,
+    cache_key_parts,
+    load_pipeline,
+    plan_jobs,
+    push_skip_reason,
+)
 from ciserver.pipeline.plan import glob_match, matches
 
 PIPELINE = """\
@@ -351,42 +369,228 @@ def test_a_need_on_a_job_the_rules_left_out_is_dropped() -> None:
     assert len(planned(text, branch="main", changed_files=["src/a.py"])["ship"].after) == 4
 
 
-def test_options_carry_what_the_worker_needs_and_validate_back() -> None:
-    from ciserver.pipeline.models import Artifacts, Cache, ImageBuild, Retry, Service
-
+def test_a_matrix_of_two_by_two_is_four_jobs_named_and_set_in_product_order() -> None:
     text = """\
+image: base
+env: {TOP: t, DB: from-top}
+jobs:
+  unit:
+    script: [pytest]
+    env: {DB: from-job, OWN: o}
+    matrix: {PYTHON: ["3.10", "3.11"], DB: [sqlite, postgres]}
+"""
+    plan = plan_jobs(load_pipeline(text))
+    assert [job.name for job in plan] == [
+        "unit [PYTHON=3.10, DB=sqlite]",
+        "unit [PYTHON=3.10, DB=postgres]",
+        "unit [PYTHON=3.11, DB=sqlite]",
+        "unit [PYTHON=3.11, DB=postgres]",
+    ]
+    assert plan[1].env == {"TOP": "t", "DB": "postgres", "OWN": "o", "PYTHON": "3.10"}
+    assert {job.script[0] for job in plan} == {"pytest"} and {job.stage for job in plan} == {"test"}
+
+
+STAGES = """\
+image: base
+stages: [lint, test, build, deploy]
+jobs:
+  style: {stage: lint, script: [a]}
+  unit: {stage: test, script: [b], matrix: {N: [1, 2]}}
+  package: {stage: build, script: [c]}
+  ship: {stage: deploy, script: [d]}
+  early: {stage: deploy, script: [e], needs: [style]}
+  now: {stage: deploy, script: [f], needs: []}
+"""
+
+
+def test_without_needs_a_job_waits_for_every_planned_job_of_every_earlier_stage() -> None:
+    jobs = planned(STAGES)
+    assert jobs["ship"].after == ("style", "unit [N=1]", "unit [N=2]", "package")
+    assert jobs["package"].after == ("style", "unit [N=1]", "unit [N=2]")
+    assert jobs["unit [N=2]"].after == ("style",)
+
+
+def test_with_needs_a_job_waits_for_those_only_even_across_stages() -> None:
+    jobs = planned(STAGES)
+    assert (jobs["early"].after, jobs["now"].after) == (("style",), ())
+    assert [job.name for job in plan_jobs(load_pipeline(STAGES))][-3:] == ["ship", "early", "now"]
+
+
+def test_a_job_whose_needs_were_all_left_out_starts_at_once() -> None:
+    text = STAGES.replace("style: {stage: lint,", "style: {stage: lint, only: {branches: [main]},")
+    assert planned(text, branch="dev")["early"].after == ()
+    assert planned(text, branch="dev")["ship"].after == ("unit [N=1]", "unit [N=2]", "package")
+
+
+RULES = "image: x\njobs:\n  a:\n    script: [x]\n"
+
+
+@pytest.mark.parametrize(
+    ("rules", "push", "runs"),
+    [
+        ("only: {branches: [main]}", {"branch": "main"}, True),
+        ("only: {branches: [main]}", {"branch": "dev"}, False),
+        ("only: {branches: [main]}", {"tag": "v1"}, False),
+        ("only: {tags: ['v*']}", {"tag": "v1"}, True),
+        ("only: {tags: ['v*']}", {"branch": "main"}, False),
+        ("only: {branches: [main], tags: ['v*']}", {"tag": "v2"}, True),
+        ("only: {branches: [main], tags: ['v*']}", {"branch": "main"}, True),
+        ("only: {branches: ['**', '!wip/**']}", {"branch": "wip/x"}, False),
+        ("only: {paths: ['src/**']}", {"branch": "main", "changed_files": ["src/a.py"]}, True),
+        ("only: {paths: ['src/**']}", {"branch": "main", "changed_files": ["docs/a.md"]}, False),
+        ("only: {paths: ['src/**']}", {"branch": "main", "changed_files": []}, False),
+        ("only: {paths: ['src/**']}", {"branch": "main", "changed_files": None}, True),
+        ("only: {branches: [main], paths: ['src/**']}", {"branch": "main", "changed_files": ["x"]}, False),
+        ("only: {branches: [main], paths: ['src/**']}", {"branch": "dev", "changed_files": None}, False),
+        ("only: {}", {"branch": "any"}, True),
+        ("except: {branches: ['wip/*']}", {"branch": "wip/x"}, False),
+        ("except: {branches: ['wip/*']}", {"branch": "main"}, True),
+        ("except: {branches: ['wip/*']}", {"tag": "wip/x"}, True),
+        ("except: {tags: ['*-rc*']}", {"tag": "v1-rc1"}, False),
+        ("except: {paths: ['docs/**']}", {"branch": "main", "changed_files": ["docs/a", "src/b"]}, False),
+        ("except: {paths: ['docs/**']}", {"branch": "main", "changed_files": ["src/b"]}, True),
+        ("except: {paths: ['docs/**']}", {"branch": "main", "changed_files": None}, True),
+        ("only: {branches: [main]}\n    except: {paths: ['docs/**']}",
+         {"branch": "main", "changed_files": ["docs/x"]}, False),
+    ],
+)  # fmt: skip
+def test_only_and_except_decide_whether_a_job_is_planned(
+    rules: str, push: dict[str, object], runs: bool
+) -> None:
+    assert bool(planned(RULES + "    " + rules + "\n", **push)) is runs
+
+
+def test_an_image_build_job_has_no_image_and_no_script_unless_it_names_an_image() -> None:
+    text = "image: base\njobs:\n  build: {image_build: {}}\n  tools: {image_build: {}, image: helper}\n"
+    jobs = planned(text)
+    assert (jobs["build"].image, jobs["build"].script) == ("", [])
+    assert jobs["tools"].image == "helper"
+    assert jobs["build"].options == {
+        "image_build": {"context": ".", "dockerfile": "Dockerfile", "build_args": {}}
+    }
+
+
+OPTIONS = """\
 image: base
 jobs:
   a:
     script: [x]
-    services: [{image: "reg/db:15", env: {P: 1}}]
+    services:
+      - image: "reg:5000/team/db:15"
+        env: {P: 1}
+        command: db --fast
+      - {image: cache, alias: kv}
     artifacts: {paths: [dist/], expire_in: 1d}
-    cache: {paths: [.cache]}
+    cache: {key: "pip-{{ hashFiles('req.txt') }}", paths: [.cache]}
     secrets: [TOKEN]
-    resources: {memory: 1g, pids: 50}
+    resources: {memory: 1g, pids: 50, cpus: 0.5}
     user: nobody
     retry: 1
     when: always
     allow_failure: true
-  b: {image_build: {}, needs: []}
+  b:
+    image_build: {context: app, target: prod, build_args: {V: 2}}
+    needs: []
+    retry: {max: 2, when: [runner_failure]}
 """
-    jobs = planned(text)
-    options = jobs["a"].options
-    assert options["services"] == [{"image": "reg/db:15", "alias": "db", "env": {"P": "1"}}]
-    assert options["artifacts"] == {"paths": ["dist/"], "expire_in": 86400}
-    assert options["resources"] == {"memory": 1024**3, "pids": 50}
-    assert (options["secrets"], options["user"], options["retry"]) == (
-        ["TOKEN"],
-        "nobody",
-        {"max": 1, "when": ["always"]},
+
+
+def test_options_carry_what_the_worker_needs_and_validate_back() -> None:
+    jobs = planned(OPTIONS)
+    a, b = jobs["a"].options, jobs["b"].options
+    assert a["services"] == [
+        {"image": "reg:5000/team/db:15", "alias": "db", "env": {"P": "1"}, "command": ["db", "--fast"]},
+        {"image": "cache", "alias": "kv", "env": {}},
+    ]
+    assert a["artifacts"] == {"paths": ["dist/"], "expire_in": 86400}
+    assert a["cache"] == {"key": "pip-{{ hashFiles('req.txt') }}", "paths": [".cache"]}
+    assert a["resources"] == {"memory": 1024**3, "pids": 50, "cpus": 0.5}
+    assert (a["secrets"], a["user"], a["retry"]) == (["TOKEN"], "nobody", {"max": 1, "when": ["always"]})
+    assert "network" not in a
+    assert b == {
+        "image_build": {
+            "context": "app",
+            "dockerfile": "Dockerfile",
+            "target": "prod",
+            "build_args": {"V": "2"},
+        },
+        "retry": {"max": 2, "when": ["runner_failure"]},
+    }
+    assert (jobs["a"].when, jobs["a"].allow_failure, jobs["b"].when, jobs["b"].allow_failure) == (
+        "always",
+        True,
+        "on_success",
+        False,
     )
-    assert (jobs["a"].when, jobs["a"].allow_failure) == ("always", True)
-    Service.model_validate(options["services"][0])
-    Artifacts.model_validate(options["artifacts"])
-    Cache.model_validate(options["cache"])
-    Retry.model_validate(options["retry"])
-    assert (jobs["b"].image, jobs["b"].script) == ("base", [])
-    ImageBuild.model_validate(jobs["b"].options["image_build"])
-    assert "network" not in options
+    models = {"artifacts": Artifacts, "cache": Cache, "resources": Resources, "retry": Retry}
+    for key, model in models.items():
+        assert model.model_validate(a[key]).model_dump(mode="json", exclude_none=True) == a[key]
+    assert [Service.model_validate(s).model_dump(mode="json", exclude_none=True) for s in a["services"]] == (
+        a["services"]
+    )
+    assert (
+        ImageBuild.model_validate(b["image_build"]).model_dump(mode="json", exclude_none=True)
+        == b["image_build"]
+    )
+    assert cache_key_parts(Cache.model_validate(a["cache"]).key) == ["pip-", HashFiles(("req.txt",))]
+
+
+def test_options_are_json_and_hold_only_what_a_job_sets() -> None:
+    jobs = planned(OPTIONS)
+    assert json.loads(json.dumps(jobs["a"].options)) == jobs["a"].options
     offline = planned("image: x\njobs:\n  a: {script: [x], network: none}\n")["a"]
     assert offline.options == {"network": "none"}
+    assert planned("image: x\njobs:\n  a: {script: [x], network: default}\n")["a"].options == {}
+
+
+def test_a_retry_shorthand_plans_as_retry_always() -> None:
+    assert planned(RULES + "    retry: 3\n")["a"].options == {"retry": {"max": 3, "when": ["always"]}}
+    assert planned(RULES + "    retry: 0\n")["a"].options == {"retry": {"max": 0, "when": ["always"]}}
+
+
+job_keys = st.fixed_dictionaries(
+    {"script": st.just(["x"])},
+    optional={
+        "stage": st.sampled_from(["one", "two", "three"]),
+        "needs": st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=2, unique=True),
+        "matrix": st.dictionaries(
+            st.sampled_from(["A", "B"]),
+            st.lists(st.sampled_from([1, 2, "x"]), min_size=1, max_size=2),
+            max_size=2,
+        ),
+        "only": st.fixed_dictionaries(
+            {}, optional={"branches": st.just(["main"]), "paths": st.just(["src/**"])}
+        ),
+        "except": st.fixed_dictionaries(
+            {}, optional={"tags": st.just(["v*"]), "paths": st.just(["docs/**"])}
+        ),
+        "when": st.sampled_from(["on_success", "manual"]),
+        "retry": st.sampled_from([0, 2, {"max": 1}]),
+    },
+)
+graphs = st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), job_keys, min_size=1, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    graphs,
+    st.sampled_from([{"branch": "main"}, {"branch": "dev"}, {"tag": "v1"}]),
+    st.sampled_from([None, [], ["src/a"], ["docs/b"]]),
+)
+def test_a_plan_only_ever_waits_on_planned_jobs_and_never_in_a_circle(
+    jobs: dict[str, object], ref: dict[str, str], changed: list[str] | None
+) -> None:
+    document = {"image": "x", "stages": ["one", "two", "three"], "jobs": jobs}
+    try:
+        pipeline = load_pipeline(yaml.safe_dump(document))
+    except PipelineError:
+        return
+    plan = plan_jobs(pipeline, changed_files=changed, **ref)  # type: ignore[arg-type]
+    names = [job.name for job in plan]
+    assert len(set(names)) == len(names)
+    waiting = {job.name: set(job.after) for job in plan}
+    assert all(after <= waiting.keys() for after in waiting.values()), "waits only on planned jobs"
+    while waiting:  # take away the jobs that wait on nothing left: a circle would never empty
+        ready = {name for name, after in waiting.items() if not after}
+        assert ready, f"a circle among {sorted(waiting)}"
+        waiting = {name: after - ready for name, after in waiting.items() if name not in ready}

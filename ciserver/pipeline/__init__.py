@@ -1,10 +1,46 @@
 """The pipeline file: its models, its loader (errors with file, line and key), and planning.
 
-Pure: no I/O beyond the text it is given, no API, store or worker imports.
+Pure: no I/O beyond the text it is given, no API, store or worker imports. A worker rebuilds a
+planned job's options with the models here, e.g. `Cache.model_validate(job.options["cache"])`, and
+renders a cache key from `cache_key_parts(cache.key)`.
 """
 
+from ciserver.pipeline.cache_key import HashFiles, cache_key_parts, workspace_path_problem
 from ciserver.pipeline.loader import PipelineError, load_pipeline
-from ciserver.pipeline.models import Pipeline
-from ciserver.pipeline.plan import PlannedJob, plan_jobs, push_skip_reason
+from ciserver.pipeline.models import (
+    Artifacts,
+    Cache,
+    ImageBuild,
+    Job,
+    Pipeline,
+    Resources,
+    Retry,
+    Rules,
+    Service,
+    matrix_variants,
+)
+from ciserver.pipeline.plan import PlannedJob, job_runs, plan_jobs, push_skip_reason
+from ciserver.pipeline.schema import pipeline_json_schema
 
-__all__ = ["Pipeline", "PipelineError", "PlannedJob", "load_pipeline", "plan_jobs", "push_skip_reason"]
+__all__ = [
+    "Artifacts",
+    "Cache",
+    "HashFiles",
+    "ImageBuild",
+    "Job",
+    "Pipeline",
+    "PipelineError",
+    "PlannedJob",
+    "Resources",
+    "Retry",
+    "Rules",
+    "Service",
+    "cache_key_parts",
+    "job_runs",
+    "load_pipeline",
+    "matrix_variants",
+    "pipeline_json_schema",
+    "plan_jobs",
+    "push_skip_reason",
+    "workspace_path_problem",
+]

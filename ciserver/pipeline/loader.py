@@ -235,6 +235,18 @@ def _message(error: ErrorDetails, loc: Loc) -> str:
             return f"expected a mapping, got {got}"
         case "too_short":
             return "must not be empty"
+        case "bool_type":
+            return f"expected true or false, got {got}"
+        case "int_type":
+            return f"expected a whole number, got {got}"
+        case "float_type":
+            return f"expected a number, got {got}"
+        case "greater_than_equal":
+            return f"must be at least {error.get('ctx', {}).get('ge')}, not {error['input']!r}"
+        case "less_than_equal":
+            return f"must be at most {error.get('ctx', {}).get('le')}, not {error['input']!r}"
+        case "literal_error":
+            return f"must be {error.get('ctx', {}).get('expected')}, not {error['input']!r}"
     return error["msg"]
 
 

@@ -5,31 +5,38 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from itertools import product
 from typing import Any
 
 from pydantic import BaseModel
 
-from ciserver.pipeline.models import Job, Pipeline, PushFilter, Rules
+from ciserver.pipeline.models import Job, Pipeline, PushFilter, Rules, matrix_variants
 
 
 @dataclass(frozen=True)
 class PlannedJob:
     """One job with every default applied: what the store records and a worker runs.
 
-    `options` holds, JSON-ready and only when set: services [{image, alias, env, command?}],
-    artifacts {paths, expire_in}, cache {key, paths}, secrets [names], image_build {context,
-    dockerfile, target?, build_args}, resources {memory?, cpus?, pids?}, user, network ("none"),
-    retry {max, when}.
+    `options` holds only the keys the job sets, each as `model_dump(mode="json", exclude_none=True)`
+    of its model gives it, so that `Model.model_validate(options[key])` rebuilds it:
+
+    - services: [{"image": str, "alias": str, "env": {str: str}, "command"?: [str]}]  (Service)
+    - artifacts: {"paths": [str], "expire_in": seconds}  (Artifacts)
+    - cache: {"key": template, "paths": [str]}  (Cache; render the key with cache_key_parts)
+    - secrets: [variable names]
+    - image_build: {"context": str, "dockerfile": str, "target"?: str, "build_args": {str: str}}  (ImageBuild)
+    - resources: {"memory"?: bytes, "cpus"?: float, "pids"?: int}  (Resources)
+    - user: str
+    - network: "none"  (absent for the default network)
+    - retry: {"max": int, "when": ["always" | "script_failure" | "runner_failure" | "timeout"]}  (Retry)
     """
 
     name: str  # a matrix job: "unit [PYTHON=3.10, DB=sqlite]"
     stage: str
-    image: str  # "" for an image_build job; ${CI_*} references are expanded by the worker
+    image: str  # "" for an image_build job that names no image; ${CI_*} references are expanded by the worker
     script: list[str]  # [] for an image_build job
     env: dict[str, str]  # the pipeline's, then the job's, then its matrix variables
     timeout: int  # seconds
-    after: tuple[str, ...]  # what ends first: its needs, else every job of the earlier stages
+    after: tuple[str, ...]  # what ends first: its needs, else every planned job of the earlier stages
     when: str = "on_success"
     allow_failure: bool = False
     options: dict[str, Any] = field(default_factory=dict)
@@ -48,43 +55,33 @@ def plan_jobs(
 ) -> list[PlannedJob]:
     """The jobs this push runs, in stage order, then file order, matrix variants in order.
 
-    Jobs whose only/except rules leave them out are not planned, and `needs` on them are dropped.
+    Jobs whose only/except rules leave them out are not planned, and `needs` on them are dropped
+    (a job whose every need was left out starts at once, as with `needs: []`).
     """
     kept = {
         name: job
         for name, job in pipeline.jobs.items()
         if job_runs(job, branch=branch, tag=tag, changed_files=changed_files)
     }
-    variants = {name: _variants(name, job) for name, job in kept.items()}
+    variants = {name: matrix_variants(name, job.matrix) for name, job in kept.items()}
     by_stage: dict[str, list[str]] = {stage: [] for stage in pipeline.stages}
     for name, job in kept.items():
-        by_stage[job.stage or pipeline.stages[0]].append(name)
+        by_stage[pipeline.stage_of(job)].append(name)
     planned: list[PlannedJob] = []
     earlier: list[str] = []
     for stage, names in by_stage.items():
         for name in names:
             job = kept[name]
-            if job.needs is None:
-                after = tuple(earlier)
-            else:
-                after = tuple(v for need in job.needs if need in variants for v, _ in variants[need])
+            after = tuple(earlier) if job.needs is None else _needed(job.needs, variants)
             for variant, matrix in variants[name]:
                 planned.append(_planned(pipeline, job, variant, stage, after, matrix, default_timeout))
         earlier += [variant for name in names for variant, _ in variants[name]]
     return planned
 
 
-def _variants(name: str, job: Job) -> list[tuple[str, dict[str, str]]]:
-    """The job's matrix expanded: (name, variables) per combination; the job itself without one."""
-    if not job.matrix:
-        return [(name, {})]
-    keys = list(job.matrix)
-    out = []
-    for values in product(*(job.matrix[key] for key in keys)):
-        variables = dict(zip(keys, values, strict=True))
-        label = ", ".join(f"{key}={value}" for key, value in variables.items())
-        out.append((f"{name} [{label}]", variables))
-    return out
+def _needed(needs: list[str], variants: dict[str, list[tuple[str, dict[str, str]]]]) -> tuple[str, ...]:
+    """The planned names behind `needs`: a matrix job's every variant, nothing for a job left out."""
+    return tuple(variant for need in needs for variant, _ in variants.get(need, []))
 
 
 def _planned(
@@ -99,10 +96,12 @@ def _planned(
     options = {key: value for key in _OPTIONS if (value := _dumped(getattr(job, key))) not in (None, [], {})}
     if job.network != "default":
         options["network"] = job.network
+    # An image build runs no container of its own: the top-level image is not its image.
+    default_image = None if job.image_build is not None else pipeline.image
     return PlannedJob(
         name=name,
         stage=stage,
-        image=job.image or pipeline.image or "",
+        image=job.image or default_image or "",
         script=list(job.script or []),
         env={**pipeline.env, **job.env, **matrix},
         timeout=job.timeout or default_timeout,
@@ -114,6 +113,7 @@ def _planned(
 
 
 def _dumped(value: Any) -> Any:
+    """JSON-ready, as the store keeps it and the models read it back."""
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", exclude_none=True)
     if isinstance(value, list):
@@ -124,32 +124,30 @@ def _dumped(value: Any) -> Any:
 def job_runs(job: Job, *, branch: str | None, tag: str | None, changed_files: list[str] | None) -> bool:
     """GitLab's only/except: every `only` list matches, and no `except` list does. Unknown changed
     files (a first or forced push) never exclude: `only.paths` counts as matched, `except.paths` not."""
-    if job.only is not None and not _rules_match(job.only, branch, tag, changed_files, unknown=True):
+    if job.only is not None and not _only_matches(job.only, branch, tag, changed_files):
         return False
-    return not (job.except_ is not None and _rules_any(job.except_, branch, tag, changed_files))
+    return not (job.except_ is not None and _except_matches(job.except_, branch, tag, changed_files))
 
 
-def _rules_match(
-    rules: Rules, branch: str | None, tag: str | None, changed: list[str] | None, *, unknown: bool
-) -> bool:
-    if rules.branches is not None or rules.tags is not None:
-        on_branch = rules.branches is not None and branch is not None and matches(rules.branches, branch)
-        on_tag = rules.tags is not None and tag is not None and matches(rules.tags, tag)
-        if not (on_branch or on_tag):
-            return False
-    if rules.paths is None:
+def _only_matches(rules: Rules, branch: str | None, tag: str | None, changed: list[str] | None) -> bool:
+    """A push is a branch or a tag, so `branches` and `tags` together are one condition: the pushed
+    ref matches the list of its kind. `paths` is the other: some changed file matches."""
+    names_refs = rules.branches is not None or rules.tags is not None
+    if names_refs and not (_ref_matches(rules.branches, branch) or _ref_matches(rules.tags, tag)):
+        return False
+    if rules.paths is None or changed is None:
         return True
-    if changed is None:
-        return unknown
     return any(matches(rules.paths, path) for path in changed)
 
 
-def _rules_any(rules: Rules, branch: str | None, tag: str | None, changed: list[str] | None) -> bool:
-    if rules.branches is not None and branch is not None and matches(rules.branches, branch):
-        return True
-    if rules.tags is not None and tag is not None and matches(rules.tags, tag):
+def _except_matches(rules: Rules, branch: str | None, tag: str | None, changed: list[str] | None) -> bool:
+    if _ref_matches(rules.branches, branch) or _ref_matches(rules.tags, tag):
         return True
     return rules.paths is not None and changed is not None and any(matches(rules.paths, p) for p in changed)
+
+
+def _ref_matches(patterns: list[str] | None, ref: str | None) -> bool:
+    return patterns is not None and ref is not None and matches(patterns, ref)
 
 
 def push_skip_reason(
