@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tarfile
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-_EXPRESSION = re.compile(r"\{\{\s*hashFiles\(([^)]*)\)\s*\}\}")
-_ARGUMENT = re.compile(r"""\s*(?:'([^']*)'|"([^"]*)")\s*(?:,|$)""")
+from ciserver.pipeline import cache_key_parts
 
 
 class CacheError(Exception):
@@ -24,12 +22,12 @@ class CacheError(Exception):
 
 
 def render_key(template: str, workspace: Path) -> str:
-    """The key with every `{{ hashFiles('glob', ...) }}` replaced by the hash of the files it names."""
-    return _EXPRESSION.sub(lambda match: hash_files(workspace, _arguments(match.group(1))), template)
-
-
-def _arguments(text: str) -> list[str]:
-    return [single or double for single, double in _ARGUMENT.findall(text)]
+    """The key with every `{{ hashFiles('glob', ...) }}` replaced by the hash of the files it names
+    (the loader has already refused any other template)."""
+    return "".join(
+        part if isinstance(part, str) else hash_files(workspace, part.patterns)
+        for part in cache_key_parts(template)
+    )
 
 
 def hash_files(workspace: Path, patterns: Iterable[str]) -> str:
