@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from redis.exceptions import RedisError
 
 from ciserver import queue
-from ciserver.api.deps import DatabaseDep, Developer, RedisDep, RowId, Viewer
+from ciserver.api.deps import MAX_ROW, DatabaseDep, Developer, RedisDep, RowId, Viewer
 from ciserver.api.schemas import BuildCreated, BuildDetail, BuildList, BuildOut
 from ciserver.store import audit
 from ciserver.store.builds import cancel_build, get_build, list_builds, retry_build
@@ -29,7 +29,7 @@ def builds(
     branch: str | None = None,
     status_: Annotated[Status | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ROW)] = 0,
 ) -> BuildList:
     with db.session() as session:
         items, total = list_builds(

@@ -101,5 +101,6 @@ Ops = Annotated[Caller, Depends(require(Role.ops))]
 Admin = Annotated[Caller, Depends(require(Role.admin))]
 
 
-# Row ids in paths: a number the database can hold, so a huge one is a 422, not a driver error.
-RowId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The numeric id.")]
+# Ids and offsets: numbers the database can hold, so a huge one is a 422, not a driver error.
+MAX_ROW = 2**63 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW, description="The numeric id.")]

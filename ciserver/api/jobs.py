@@ -11,7 +11,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from ciserver import queue
 from ciserver.api.builds import not_found
-from ciserver.api.deps import DatabaseDep, Developer, RedisDep, RowId, SettingsDep, Viewer
+from ciserver.api.deps import MAX_ROW, DatabaseDep, Developer, RedisDep, RowId, SettingsDep, Viewer
 from ciserver.api.schemas import JobOut
 from ciserver.log_follow import follow_log
 from ciserver.logs import FileLogStore
@@ -69,7 +69,7 @@ def log_text(
     _: Viewer,
     db: DatabaseDep,
     settings: SettingsDep,
-    offset: Annotated[int, Query(ge=0, description="First byte to return")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ROW, description="First byte to return")] = 0,
 ) -> Response:
     with db.session() as session:
         found = get_job(session, job_id)
@@ -104,7 +104,7 @@ async def log_stream(
     settings: SettingsDep,
     redis: RedisDep,
     last_event_id: Annotated[str | None, Header()] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ROW)] = 0,
 ) -> EventSourceResponse:
     with db.session() as session:
         if get_job(session, job_id) is None:
