@@ -95,7 +95,7 @@ def _skip_reason(job: Job, before: Sequence[Job]) -> str | None:
         return None if failed else "when: on_failure, and no job before it failed"
     for p in before:
         if p.status == Status.skipped:
-            if p.error and p.error.startswith("manual job"):
+            if _waiting_manual(p):
                 return f"needs {p.name!r}, a manual job that has not run"
             return f"{p.name!r} was skipped"
         if _failed(p):
@@ -103,6 +103,11 @@ def _skip_reason(job: Job, before: Sequence[Job]) -> str | None:
     if job.when == "manual":
         return MANUAL_WAITING.format(id=job.id)
     return None
+
+
+def _waiting_manual(job: Job) -> bool:
+    """A manual job not yet played (playing it makes it an on_success job)."""
+    return job.when == "manual" and job.status == Status.skipped
 
 
 def _failed(job: Job) -> bool:
@@ -167,9 +172,9 @@ def requeue_for_retry(session: Session, job_id: int) -> bool:
 
 
 def play_manual(session: Session, job: Job) -> bool:
-    """Start a manual job that waits: it, and the jobs skipped only because it had not run, are
-    queued again, and the build runs again. False when the job is not a waiting manual job."""
-    if job.when != "manual" or job.status != Status.skipped or not (job.error or "").startswith("manual job"):
+    """Start a manual job that waits: it, and every skipped job after it, are queued again (the
+    dispatcher decides each anew), and the build runs again. False when the job does not wait."""
+    if not _waiting_manual(job):
         return False
     jobs = list(session.scalars(select(Job).where(Job.build_id == job.build_id)))
     reopened = {job.name}
@@ -179,7 +184,7 @@ def play_manual(session: Session, job: Job) -> bool:
         for other in jobs:
             if other.name in reopened or other.status != Status.skipped:
                 continue
-            if reopened & set(other.after) and (other.error or "").startswith(("needs ", "'")):
+            if reopened & set(other.after):
                 reopened.add(other.name)
                 grew = True
     now = utcnow()
