@@ -27,6 +27,8 @@ BUILD_TASK_TIMEOUT = 1800
 JOB_TIMEOUT_MARGIN = 300
 RESULT_TTL = 3600
 
+_T = TypeVar("_T")
+
 
 @lru_cache(maxsize=8)
 def connect(url: str) -> Redis:
@@ -111,5 +113,4 @@ def _not_on_queue(redis: Redis, items: Sequence[_T], rq_ids: list[str]) -> list[
     return [item for item, state in zip(items, found, strict=True) if state not in _WAITING]
 
 
-_T = TypeVar("_T")
 _WAITING = {b"queued", b"started", b"deferred", b"scheduled"}
