@@ -70,6 +70,9 @@ def keys_used(data: Any, path: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
         for key, value in data.items():
             if path == ("jobs",):
                 found |= keys_used(value, ("Job",))
+            elif path == ("environments",):
+                # Environment names, not keys: staging.auto is ("environments", "auto").
+                found |= {(*path, *key[1:]) for key in keys_used(value, ("Environment",))}
             elif path[-1:] in (("env",), ("build_args",), ("matrix",)):
                 continue  # variable names, not keys
             else:

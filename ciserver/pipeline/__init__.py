@@ -6,6 +6,13 @@ renders a cache key from `cache_key_parts(cache.key)`.
 """
 
 from ciserver.pipeline.cache_key import HashFiles, cache_key_parts, workspace_path_problem
+from ciserver.pipeline.environments import (
+    BlueGreen,
+    Canary,
+    DeployedService,
+    Environment,
+    Strategy,
+)
 from ciserver.pipeline.loader import PipelineError, load_pipeline
 from ciserver.pipeline.models import (
     Artifacts,
@@ -19,12 +26,23 @@ from ciserver.pipeline.models import (
     Service,
     matrix_variants,
 )
-from ciserver.pipeline.plan import PlannedJob, job_runs, plan_jobs, push_skip_reason
+from ciserver.pipeline.plan import (
+    PlannedJob,
+    accepted_refs,
+    accepts_release,
+    job_runs,
+    plan_jobs,
+    push_skip_reason,
+)
 from ciserver.pipeline.schema import pipeline_json_schema
 
 __all__ = [
     "Artifacts",
+    "BlueGreen",
     "Cache",
+    "Canary",
+    "DeployedService",
+    "Environment",
     "HashFiles",
     "ImageBuild",
     "Job",
@@ -35,6 +53,9 @@ __all__ = [
     "Retry",
     "Rules",
     "Service",
+    "Strategy",
+    "accepted_refs",
+    "accepts_release",
     "cache_key_parts",
     "job_runs",
     "load_pipeline",

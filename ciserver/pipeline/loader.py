@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from ciserver.pipeline.environments import BlueGreen, Canary, DeployedService, Environment, Strategy
 from ciserver.pipeline.models import (
     Artifacts,
     Cache,
@@ -262,7 +263,16 @@ def _keys_at(path: Loc) -> list[str]:
             if model is None:
                 return []
         return [info.alias or key for key, info in model.model_fields.items()]
-    top = {(): Pipeline, ("on",): Triggers, ("on", "push"): PushFilter}.get(path)
+    if path[:1] == ("environments",) and len(path) >= 2:
+        model = Environment
+        for part in path[2:]:
+            model = {"strategy": Strategy, "canary": Canary, "blue_green": BlueGreen}.get(str(part))
+            if model is None:
+                return []
+        return list(model.model_fields)
+    top = {(): Pipeline, ("on",): Triggers, ("on", "push"): PushFilter, ("service",): DeployedService}.get(
+        path
+    )
     return list(top.model_fields) if top else []
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
 
+from ciserver.pipeline.environments import DeployedService, Environment, EnvironmentName, environment_problems
 from ciserver.pipeline.fields import (
     ALIAS,
     ALIAS_SCHEMA,
@@ -228,10 +229,15 @@ class Pipeline(Strict):
     """The order jobs run in (default: [test])."""
     jobs: Annotated[dict[Name, Job], Field(min_length=1, json_schema_extra=keys_schema)]
     """At least one job, by name."""
+    environments: dict[EnvironmentName, Environment] = Field(default_factory=dict)
+    """Where releases of green builds are deployed: staging, production, ..."""
+    service: DeployedService | None = None
+    """What the environments run from the release image: its port and health check."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Pipeline:
         problems = _stage_problems(self) + _needs_problems(self) + _matrix_problems(self.jobs)
+        problems += environment_problems(self.environments, self.service, self.image)
         if problems:
             raise fail("Pipeline", problems)
         return self

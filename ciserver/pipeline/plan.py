@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ciserver.pipeline.environments import Environment
 from ciserver.pipeline.models import Job, Pipeline, PushFilter, Rules, matrix_variants
 
 
@@ -148,6 +149,28 @@ def _except_matches(rules: Rules, branch: str | None, tag: str | None, changed: 
 
 def _ref_matches(patterns: list[str] | None, ref: str | None) -> bool:
     return patterns is not None and ref is not None and matches(patterns, ref)
+
+
+def accepts_release(
+    environment: Environment, *, branch: str | None, tag: str | None, default_branch: str | None
+) -> bool:
+    """Whether the environment takes releases of this push: its `branches`/`tags` globs, or with
+    neither, the repository's default branch (main when the forge did not say)."""
+    if environment.branches is None and environment.tags is None:
+        return branch is not None and branch == (default_branch or "main")
+    return _ref_matches(environment.branches, branch) or _ref_matches(environment.tags, tag)
+
+
+def accepted_refs(environment: Environment, default_branch: str | None) -> str:
+    """The refs an environment takes, as a person would read them in an error."""
+    if environment.branches is None and environment.tags is None:
+        return f"the default branch {default_branch or 'main'!r}"
+    parts = []
+    if environment.branches is not None:
+        parts.append(f"branches {_listed(environment.branches)}")
+    if environment.tags is not None:
+        parts.append(f"tags {_listed(environment.tags)}")
+    return " and ".join(parts)
 
 
 def push_skip_reason(
