@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from ciserver import __version__
-from ciserver.api import artifacts, builds, jobs, projects, tokens, webhooks
+from ciserver.api import artifacts, builds, deployments, jobs, projects, releases, tokens, webhooks
 from ciserver.api import secrets as secrets_api
 from ciserver.config import Settings, get_settings
 from ciserver.outbox import OutboxThread
@@ -37,9 +37,11 @@ def create_app(settings: Settings | None = None, *, outbox: bool = True) -> Fast
         lifespan=lifespan,
     )
     app.state.settings = settings
-    # Before the projects router: its /projects/{name:path} would take /projects/o/r/secrets too.
+    # Before the projects router: its /projects/{name:path} would take /projects/o/r/secrets (and
+    # /environments, /releases) too.
     app.include_router(secrets_api.router)
-    for module in (webhooks, projects, builds, jobs, artifacts, tokens):
+    app.include_router(releases.router)
+    for module in (webhooks, projects, builds, jobs, artifacts, deployments, tokens):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

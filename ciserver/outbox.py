@@ -19,6 +19,7 @@ from ciserver.config import Settings
 from ciserver.store.artifacts import expired_artifacts, forget_artifacts
 from ciserver.store.builds import queued_build_ids
 from ciserver.store.db import session_scope
+from ciserver.store.deployments import lost_deployments
 from ciserver.store.dispatch import lost_dispatches
 from ciserver.store.models import utcnow
 
@@ -57,6 +58,20 @@ def enqueue_lost_jobs(settings: Settings) -> list[int]:
     return [job.job_id for job in lost]
 
 
+def enqueue_lost_deployments(settings: Settings) -> list[int]:
+    """One pass over deployments waiting for a worker: returns the ids enqueued again."""
+    with session_scope(settings.db_url) as session:
+        candidates = lost_deployments(session, before=utcnow() - GRACE)
+    if not candidates:
+        return []
+    redis = queue.connect(settings.redis_url or "")
+    lost = queue.deployments_not_on_queue(redis, candidates)
+    queue.enqueue_deployments(redis, lost)
+    if lost:
+        log.info("outbox: enqueued again deployments %s", lost)
+    return lost
+
+
 def remove_expired_artifacts(settings: Settings) -> int:
     """Delete artifacts past their expire_in, rows and files; returns how many."""
     with session_scope(settings.db_url) as session:
@@ -68,7 +83,8 @@ def remove_expired_artifacts(settings: Settings) -> int:
 
 
 class OutboxThread(threading.Thread):
-    """Every `interval` seconds until stopped: lost builds and jobs enqueued, expired artifacts removed."""
+    """Every `interval` seconds until stopped: lost builds, jobs and deployments enqueued, expired
+    artifacts removed."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(name="ciserver-outbox", daemon=True)
@@ -80,6 +96,7 @@ class OutboxThread(threading.Thread):
             try:
                 enqueue_lost_builds(self.settings)
                 enqueue_lost_jobs(self.settings)
+                enqueue_lost_deployments(self.settings)
                 remove_expired_artifacts(self.settings)
             except (RedisError, SQLAlchemyError) as exc:
                 log.debug("outbox: will try again: %s", exc)

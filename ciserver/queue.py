@@ -8,6 +8,7 @@ conditional start lets only one run.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from functools import lru_cache
 from typing import Protocol, TypeVar
 
@@ -17,10 +18,15 @@ from rq.job import Job
 
 BUILDS = "builds"
 JOBS = "jobs"
-ALL_QUEUES = (BUILDS, JOBS)
+DEPLOYS = "deploys"
+ALL_QUEUES = (BUILDS, JOBS, DEPLOYS)
 
 BUILD_TASK = "workers.tasks.run_build"
 JOB_TASK = "workers.tasks.run_job"
+DEPLOY_TASK = "workers.deploy.run_deployment"
+RETIRE_TASK = "workers.deploy.retire"
+# A canary of 20 steps of 30 minutes fits; the deployment's own steps decide when it ends.
+DEPLOY_TASK_TIMEOUT = 12 * 3600
 # Planning a build is a fetch and a YAML parse; a slow remote is the only reason to wait long.
 BUILD_TASK_TIMEOUT = 1800
 # The worker stops a job's container at its own timeout; RQ's is the backstop behind it.
@@ -43,6 +49,10 @@ def build_job_id(build_id: int) -> str:
 def job_job_id(job_id: int, attempt: int = 1) -> str:
     # A retry is a new RQ job: the finished attempt keeps its own record.
     return f"job-{job_id}" if attempt == 1 else f"job-{job_id}-{attempt}"
+
+
+def deploy_job_id(deployment_id: int) -> str:
+    return f"deploy-{deployment_id}"
 
 
 def cancel_key(job_id: int) -> str:
@@ -86,6 +96,39 @@ def enqueue_jobs(redis: Redis, jobs: Sequence[JobToEnqueue]) -> None:
     Queue(JOBS, connection=redis).enqueue_many(datas)
 
 
+def enqueue_deployments(redis: Redis, deployment_ids: Sequence[int]) -> None:
+    """Hand deployments to the deploy workers; one not yet its turn is dropped by the worker and
+    enqueued again when the deployment before it ends."""
+    if not deployment_ids:
+        return
+    datas = [
+        Queue.prepare_data(
+            DEPLOY_TASK,
+            args=(deployment_id,),
+            job_id=deploy_job_id(deployment_id),
+            timeout=DEPLOY_TASK_TIMEOUT,
+            result_ttl=RESULT_TTL,
+            failure_ttl=RESULT_TTL * 24,
+        )
+        for deployment_id in deployment_ids
+    ]
+    Queue(DEPLOYS, connection=redis).enqueue_many(datas)
+
+
+def enqueue_retire(redis: Redis, project: str, environment: str, color: str, after: int) -> None:
+    """Remove the environment's previous color `after` seconds from now (RQ's scheduler, run by the
+    workers), unless it serves again by then."""
+    Queue(DEPLOYS, connection=redis).enqueue_in(
+        timedelta(seconds=after),
+        RETIRE_TASK,
+        project,
+        environment,
+        color,
+        job_id=f"retire-{project.replace('/', '-')}-{environment}-{color}",
+        result_ttl=RESULT_TTL,
+    )
+
+
 def request_cancel(redis: Redis, job_ids: Iterable[int]) -> None:
     """Tell the workers running these jobs to stop their containers (see workers.watch)."""
     with redis.pipeline() as pipe:
@@ -103,6 +146,11 @@ def builds_not_on_queue(redis: Redis, build_ids: Sequence[int]) -> list[int]:
 def jobs_not_on_queue(redis: Redis, jobs: Sequence[JobToEnqueue]) -> list[JobToEnqueue]:
     """Which of these dispatched jobs no RQ job is waiting for or running."""
     return _not_on_queue(redis, jobs, [job_job_id(job.job_id, job.attempt) for job in jobs])
+
+
+def deployments_not_on_queue(redis: Redis, deployment_ids: Sequence[int]) -> list[int]:
+    """Which of these deployments no RQ job is waiting for or running."""
+    return _not_on_queue(redis, deployment_ids, [deploy_job_id(d) for d in deployment_ids])
 
 
 def _not_on_queue(redis: Redis, items: Sequence[_T], rq_ids: list[str]) -> list[_T]:

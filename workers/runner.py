@@ -1,4 +1,4 @@
-"""`ciserver worker`: an RQ worker on the builds and jobs queues.
+"""`ciserver worker`: an RQ worker on the builds, jobs and deploys queues.
 
 A SimpleWorker runs each task in the worker process itself: about 7 ms per task instead of the
 forking Worker's 18 ms, and the process keeps its database, Redis and Docker connections across
@@ -26,4 +26,6 @@ def run_worker(settings: Settings, queues: list[str] | None = None, *, burst: bo
         connection=connection,
         name=ctx.worker_name,
     )
-    worker.work(burst=burst, with_scheduler=False)
+    # The scheduler moves delayed tasks (removing a previous color after keep_previous) onto the queue;
+    # every worker may run it, RQ lets one hold the lock at a time.
+    worker.work(burst=burst, with_scheduler=True)

@@ -16,6 +16,7 @@ from ciserver.pipeline import Pipeline, PipelineError, load_pipeline, plan_jobs,
 from ciserver.store.artifacts import add_artifacts
 from ciserver.store.builds import auto_cancel_older
 from ciserver.store.db import session_scope
+from ciserver.store.deployments import release_build
 from ciserver.store.dispatch import Dispatched, advance, requeue_for_retry, should_retry
 from ciserver.store.models import Build, Job, Status
 from ciserver.store.transitions import add_jobs, end_build, end_job, start_build, start_job
@@ -76,6 +77,11 @@ def _run_build(ctx: WorkerContext, build_id: int) -> None:
             end_build(session, build_id, Status.skipped, "no job's only/except rules match this push")
             return
         add_jobs(session, push.id, plan)
+        build = session.get(Build, push.id)
+        if build is not None and pipeline.environments:
+            build.deploy = pipeline.model_dump(
+                mode="json", include={"environments", "service"}, exclude_none=True
+            )
         dispatched = advance(session, push.id, ctx.settings.project_concurrency)
     _enqueue(ctx, dispatched)
 
@@ -169,4 +175,10 @@ def _run_job(ctx: WorkerContext, job_id: int) -> None:
                 job.image_tag, job.image_id = run.image.tag, run.image.image_id
                 job.image_digest = run.image.digest
         dispatched = advance(session, job.build_id, ctx.settings.project_concurrency)
+        deployments = release_build(session, job.build_id)
     _enqueue(ctx, dispatched)
+    if deployments:
+        try:
+            queue.enqueue_deployments(ctx.redis, deployments)
+        except RedisError as exc:
+            log.warning("deployments %s: not enqueued, left to the outbox: %s", deployments, exc)

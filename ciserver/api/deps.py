@@ -11,6 +11,7 @@ from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis import Redis
 from sqlalchemy.orm import Session
+from starlette.convertors import Convertor, register_url_convertor
 
 from ciserver import queue
 from ciserver.config import Settings
@@ -104,3 +105,18 @@ Admin = Annotated[Caller, Depends(require(Role.admin))]
 # Ids and offsets: numbers the database can hold, so a huge one is a 422, not a driver error.
 MAX_ROW = 2**63 - 1
 RowId = Annotated[int, Path(ge=1, le=MAX_ROW, description="The numeric id.")]
+
+
+class _RepoPath(Convertor[str]):
+    """OWNER/NAME or deeper: at least one slash, so `/projects/o/secrets` stays project `o/secrets`."""
+
+    regex = r"[^/]+(?:/[^/]+)+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("repo_path", _RepoPath())

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ciserver.clone_urls import redact
-from ciserver.store.models import Artifact, Build, Job, Project, Token
+from ciserver.store.models import (
+    Artifact,
+    Build,
+    Deployment,
+    DeploymentStatus,
+    Job,
+    Project,
+    Release,
+    Token,
+)
 
 
 class ProjectIn(BaseModel):
@@ -184,3 +193,96 @@ class ArtifactOut(BaseModel):
             expires_at=artifact.expires_at,
             download=f"/api/v1/artifacts/{artifact.id}",
         )
+
+
+class ReleaseOut(BaseModel):
+    id: int
+    build_id: int
+    sha: str
+    branch: str | None
+    tag: str | None
+    image: str | None = Field(description="The tag its image_build job gave the image.")
+    image_id: str | None
+    image_digest: str | None
+    environments: list[str] = Field(description="The environments its pipeline names.")
+    artifacts: list[ArtifactOut] = Field(description="The files its build kept.")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, release: Release, artifacts: list[Artifact]) -> ReleaseOut:
+        return cls(
+            id=release.id,
+            build_id=release.build_id,
+            sha=release.sha,
+            branch=release.branch,
+            tag=release.tag,
+            image=release.image_tag,
+            image_id=release.image_id,
+            image_digest=release.image_digest,
+            environments=list((release.config or {}).get("environments") or {}),
+            artifacts=[ArtifactOut.of(a) for a in artifacts],
+            created_at=release.created_at,
+        )
+
+
+class DeploymentOut(BaseModel):
+    id: int
+    project: str
+    environment: str
+    release_id: int
+    build_id: int
+    sha: str
+    previous_release_id: int | None
+    action: str = Field(description="auto, promote or rollback: what started it.")
+    strategy: str
+    status: DeploymentStatus
+    reason: str | None
+    weight: int = Field(description="Percent of the environment's requests the new release gets now.")
+    steps: list[dict[str, Any]] = Field(
+        description="Each step: weight, started_at, finished_at, requests, errors, error_rate, healthy."
+    )
+    color: str | None
+    address: str | None
+    triggered_by: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, deployment: Deployment, project: str) -> DeploymentOut:
+        return cls(
+            id=deployment.id,
+            project=project,
+            environment=deployment.environment.name,
+            release_id=deployment.release_id,
+            build_id=deployment.release.build_id,
+            sha=deployment.release.sha,
+            previous_release_id=deployment.previous_release_id,
+            action=deployment.action,
+            strategy=deployment.strategy,
+            status=DeploymentStatus(deployment.status),
+            reason=deployment.reason,
+            weight=deployment.weight,
+            steps=list(deployment.steps or []),
+            color=deployment.color,
+            address=deployment.address,
+            triggered_by=deployment.triggered_by,
+            created_at=deployment.created_at,
+            started_at=deployment.started_at,
+            finished_at=deployment.finished_at,
+        )
+
+
+class EnvironmentOut(BaseModel):
+    name: str
+    listen: str | None = Field(description="Where nginx serves it.")
+    release: ReleaseOut | None = Field(description="The release it runs.")
+    since: datetime | None = Field(description="When that release went live there.")
+    deployed_by: str | None
+    latest_deployment: DeploymentOut | None
+
+
+class PromoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    build_id: int = Field(ge=1, le=2**63 - 1, description="The build whose release to deploy.")

@@ -15,7 +15,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
-from starlette.convertors import Convertor, register_url_convertor
 
 from ciserver.api.builds import not_found
 from ciserver.api.deps import DatabaseDep, Developer, Ops, SettingsDep
@@ -25,21 +24,6 @@ from ciserver.store import audit
 from ciserver.store.models import Project, Secret
 from ciserver.store.projects import get_project
 from ciserver.store.secrets import SecretError, delete_secret, get_secret, list_secrets, set_secret
-
-
-class _RepoPath(Convertor[str]):
-    """OWNER/NAME or deeper: at least one slash, so `/projects/o/secrets` stays project `o/secrets`."""
-
-    regex = r"[^/]+(?:/[^/]+)+"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("repo_path", _RepoPath())
 
 
 class _NoEchoRoute(APIRoute):

@@ -20,9 +20,15 @@ from pathlib import Path
 from typing import Protocol
 
 ACCESS_LOG_FORMAT = "ciserver"
-_ENVIRONMENT = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_ENVIRONMENT = re.compile(r"[a-z0-9][a-z0-9_-]{0,199}")
 _LISTEN = re.compile(r"(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]|localhost):\d{1,5}")
 _ADDRESS = re.compile(r"(?:\d{1,3}(?:\.\d{1,3}){3}|localhost):\d{1,5}")
+
+
+def route_name(project: str, environment: str) -> str:
+    """The nginx name of a project's environment: OWNER-NAME-ENV, lowercase, safe in file names."""
+    slug = re.sub(r"[^a-z0-9_-]+", "-", project.lower()).strip("-")
+    return f"{slug}-{environment}"[:200]
 
 
 class RouterError(Exception):
@@ -57,8 +63,13 @@ class NginxRouter:
     def environments_dir(self) -> Path:
         return self.root / "environments"
 
+    def access_log(self, environment: str) -> Path:
+        """Where nginx logs the environment's requests (relative paths in nginx are to its prefix)."""
+        return self.root / "logs" / f"{_checked(environment)}.access.log"
+
     def set_weights(self, environment: str, listen: str, backends: Sequence[Backend]) -> None:
-        self._write(environment, upstream_config(environment, listen, backends))
+        config = upstream_config(environment, listen, backends, access_log=self.access_log(environment))
+        self._write(environment, config)
 
     def remove(self, environment: str) -> None:
         path = self.environments_dir / f"{_checked(environment)}.conf"
@@ -96,9 +107,15 @@ class NginxRouter:
             )
 
 
-def upstream_config(environment: str, listen: str, backends: Sequence[Backend]) -> str:
-    """The nginx configuration of one environment; weights are percentages, 0 leaves a backend out."""
+def upstream_config(
+    environment: str, listen: str, backends: Sequence[Backend], *, access_log: Path | None = None
+) -> str:
+    """The nginx configuration of one environment; weights are percentages, 0 leaves a backend out.
+    The access log is `access_log`, or logs/<environment>.access.log under nginx's prefix."""
     name = _checked(environment)
+    log_path = str(access_log) if access_log else f"logs/{name}.access.log"
+    if any(ch.isspace() or ch in ";{}\"'" for ch in log_path):
+        raise RouterError(f"access log path {log_path!r}: no spaces, quotes, ';' or braces")
     if not _LISTEN.fullmatch(listen):
         raise RouterError(f"listen: {listen!r} is not host:port")
     serving = [backend for backend in backends if backend.weight > 0]
@@ -118,7 +135,7 @@ def upstream_config(environment: str, listen: str, backends: Sequence[Backend]) 
         # A reload closes the old workers' idle client connections; a client sending on one at that
         # moment gets no answer. Closing after each answer means no request ever meets that race.
         "    keepalive_timeout 0;",
-        f"    access_log logs/{name}.access.log {ACCESS_LOG_FORMAT};",
+        f"    access_log {log_path} {ACCESS_LOG_FORMAT};",
         "    location / {",
         f"        proxy_pass http://ciserver_{name};",
         "        proxy_http_version 1.1;",
@@ -154,5 +171,7 @@ http {{
 
 def _checked(environment: str) -> str:
     if not _ENVIRONMENT.fullmatch(environment):
-        raise RouterError(f"environment {environment!r}: lowercase letters, digits, '-' and '_' only")
+        raise RouterError(
+            f"environment {environment!r}: lowercase letters, digits, '-' and '_' only, at most 200"
+        )
     return environment

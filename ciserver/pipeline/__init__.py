@@ -9,6 +9,7 @@ from ciserver.pipeline.cache_key import HashFiles, cache_key_parts, workspace_pa
 from ciserver.pipeline.environments import (
     BlueGreen,
     Canary,
+    DeployConfig,
     DeployedService,
     Environment,
     Strategy,
@@ -41,6 +42,7 @@ __all__ = [
     "BlueGreen",
     "Cache",
     "Canary",
+    "DeployConfig",
     "DeployedService",
     "Environment",
     "HashFiles",

@@ -204,6 +204,13 @@ class DeployedService(Strict):
     """Replaces the image's command."""
 
 
+class DeployConfig(Strict):
+    """A release's `environments` and `service`, as its build stored them (Build.deploy)."""
+
+    environments: dict[EnvironmentName, Environment] = Field(default_factory=dict)
+    service: DeployedService | None = None
+
+
 def environment_problems(
     environments: dict[str, Environment], service: DeployedService | None, image: str | None
 ) -> list[tuple[tuple[str | int, ...], str, Any]]:

@@ -61,6 +61,21 @@ class Status(enum.StrEnum):
 FINAL_STATUSES = tuple(s.value for s in Status if s.final)
 
 
+class DeploymentStatus(enum.StrEnum):
+    """States of a deployment; the last three are final."""
+
+    pending = "pending"
+    progressing = "progressing"
+    paused = "paused"
+    succeeded = "succeeded"
+    failed = "failed"
+    rolled_back = "rolled_back"
+
+    @property
+    def final(self) -> bool:
+        return self in (DeploymentStatus.succeeded, DeploymentStatus.failed, DeploymentStatus.rolled_back)
+
+
 class Role(enum.IntEnum):
     """API roles, each allowed what the ones below it are."""
 
@@ -106,6 +121,9 @@ class Build(Base):
     author: Mapped[str] = mapped_column(String(255), default="")
     changed_files: Mapped[list[Any] | None]
     default_branch: Mapped[str | None] = mapped_column(String(1024))
+    # The pipeline's `environments` and `service`, as loaded when it was planned: what its release
+    # is deployed with (None: the pipeline deploys nothing).
+    deploy: Mapped[dict[str, Any] | None]
     # A build still `queued` is the outbox: one the queue lost is enqueued again (see ciserver.outbox).
     status: Mapped[str] = mapped_column(String(16), default=Status.queued.value, index=True)
     error: Mapped[str | None] = mapped_column(Text)
@@ -182,6 +200,83 @@ class Secret(Base):
     ciphertext: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Release(Base):
+    """What a green build yields for its environments: its image (id and digest) and its artifacts."""
+
+    __tablename__ = "releases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    build_id: Mapped[int] = mapped_column(ForeignKey("builds.id"), unique=True)
+    sha: Mapped[str] = mapped_column(String(64))
+    branch: Mapped[str | None] = mapped_column(String(1024))
+    tag: Mapped[str | None] = mapped_column(String(1024))
+    image_tag: Mapped[str | None] = mapped_column(String(1024))
+    image_id: Mapped[str | None] = mapped_column(String(255))
+    image_digest: Mapped[str | None] = mapped_column(String(255))
+    # The build's environments and service (Build.deploy): a release is deployed as its own commit says.
+    config: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Environment(Base):
+    """An environment of a project, and what runs there now."""
+
+    __tablename__ = "environments"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    listen: Mapped[str | None] = mapped_column(String(255))
+    release_id: Mapped[int | None] = mapped_column(ForeignKey("releases.id"))
+    # The container serving it (blue or green) and its published address; None for script deploys.
+    color: Mapped[str | None] = mapped_column(String(16))
+    address: Mapped[str | None] = mapped_column(String(255))
+    deployed_at: Mapped[datetime | None]
+    deployed_by: Mapped[str | None] = mapped_column(String(255))
+
+    release: Mapped[Release | None] = relationship(lazy="joined")
+
+
+class Deployment(Base):
+    """One release going to one environment: its steps, weights, analysis and outcome."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (Index("ix_deployments_environment", "environment_id", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id"))
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"))
+    # The release the environment ran when this started: what a roll back returns to.
+    previous_release_id: Mapped[int | None] = mapped_column(ForeignKey("releases.id"))
+    action: Mapped[str] = mapped_column(String(16))  # auto, promote, rollback
+    strategy: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=DeploymentStatus.pending.value, index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    # Percent of the traffic the new release has now, and how many of the strategy's steps are done.
+    weight: Mapped[int] = mapped_column(default=0)
+    step: Mapped[int] = mapped_column(default=0)
+    # One entry per step: weight, start, end, requests, errors, error rate, health.
+    steps: Mapped[list[Any]] = mapped_column(default=list)
+    color: Mapped[str | None] = mapped_column(String(16))
+    address: Mapped[str | None] = mapped_column(String(255))
+    previous_color: Mapped[str | None] = mapped_column(String(16))
+    previous_address: Mapped[str | None] = mapped_column(String(255))
+    # An operator's request the deploy worker acts on between checks: pause or abort.
+    control: Mapped[str | None] = mapped_column(String(16))
+    control_by: Mapped[str | None] = mapped_column(String(255))
+    triggered_by: Mapped[str] = mapped_column(String(255))
+    worker: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    environment: Mapped[Environment] = relationship(lazy="joined")
+    release: Mapped[Release] = relationship(lazy="joined", foreign_keys=[release_id])
 
 
 class Delivery(Base):

@@ -1,0 +1,88 @@
+"""Deployments: their steps, weights and analysis; operators pause, resume or abort one (ops role,
+written to the audit log)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, status
+from sqlalchemy.orm import Session
+
+from ciserver.api.builds import not_found
+from ciserver.api.deps import MAX_ROW, DatabaseDep, Ops, RedisDep, RowId, Viewer
+from ciserver.api.releases import enqueue, refusal_as_http
+from ciserver.api.schemas import DeploymentOut
+from ciserver.store import audit
+from ciserver.store import deployments as store
+from ciserver.store.models import Deployment, Project
+from ciserver.store.projects import get_project
+
+router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
+
+
+@router.get("", response_model=list[DeploymentOut], summary="Deployments, newest first")
+def deployments(
+    _: Viewer,
+    db: DatabaseDep,
+    project: Annotated[str | None, Query(description="OWNER/NAME")] = None,
+    environment: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_ROW)] = 0,
+) -> list[DeploymentOut]:
+    with db.session() as session:
+        project_id = None
+        if project is not None:
+            found = get_project(session, project)
+            if found is None:
+                raise not_found("project", repr(project))
+            project_id = found.id
+        rows = store.list_deployments(session, project_id, environment, limit, offset)
+        return [DeploymentOut.of(d, _project_name(session, d)) for d in rows]
+
+
+@router.get("/{deployment_id}", response_model=DeploymentOut, summary="A deployment: steps, weights, status")
+def deployment(deployment_id: RowId, _: Viewer, db: DatabaseDep) -> DeploymentOut:
+    with db.session() as session:
+        found = _get(session, deployment_id)
+        return DeploymentOut.of(found, _project_name(session, found))
+
+
+@router.post(
+    "/{deployment_id}/{action}",
+    response_model=DeploymentOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={409: {"description": "The deployment's state does not allow it."}},
+    summary="pause (between checks), resume (from its step) or abort (back to the previous release)",
+)
+def control(
+    deployment_id: RowId,
+    action: Literal["pause", "resume", "abort"],
+    caller: Ops,
+    db: DatabaseDep,
+    redis: RedisDep,
+) -> DeploymentOut:
+    with db.session() as session:
+        found = _get(session, deployment_id)
+        with refusal_as_http():
+            hand_over = store.request_control(session, found, action, caller.actor)
+        project = _project_name(session, found)
+        audit.record(
+            session, caller.actor, f"deployment.{action}", f"project:{project}/deployment:{deployment_id}"
+        )
+        session.flush()
+        answer = DeploymentOut.of(found, project)
+    if hand_over:
+        enqueue(redis, deployment_id)
+    return answer
+
+
+def _get(session: Session, deployment_id: int) -> Deployment:
+    found = session.get(Deployment, deployment_id)
+    if found is None:
+        raise not_found("deployment", deployment_id)
+    return found
+
+
+def _project_name(session: Session, deployment: Deployment) -> str:
+    project = session.get(Project, deployment.project_id)
+    return project.name if project else str(deployment.project_id)

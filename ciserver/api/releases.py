@@ -1,0 +1,132 @@
+"""Releases and environments of a project: what each environment runs, promote (continuous
+delivery) and rollback. Promote and rollback need the ops role and are written to the audit log.
+
+Included before the projects router, whose `/projects/{name:path}` would take these paths too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from fastapi import APIRouter, HTTPException, status
+from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.orm import Session
+
+from ciserver import queue
+from ciserver.api.builds import not_found
+from ciserver.api.deps import DatabaseDep, Ops, RedisDep, Viewer
+from ciserver.api.schemas import DeploymentOut, EnvironmentOut, PromoteIn, ReleaseOut
+from ciserver.store import audit
+from ciserver.store import deployments as store
+from ciserver.store.artifacts import artifacts_of_build
+from ciserver.store.models import Deployment, Project, Release
+from ciserver.store.projects import get_project
+
+router = APIRouter(prefix="/api/v1/projects", tags=["releases"])
+
+_REFUSALS = {
+    404: {"description": "No such project, build or environment."},
+    409: {"description": "Not allowed now: not yet succeeded in `after`, another deployment under way, ..."},
+}
+
+
+@router.get("/{name:repo_path}/releases", response_model=list[ReleaseOut], summary="Releases, newest first")
+def releases(name: str, _: Viewer, db: DatabaseDep) -> list[ReleaseOut]:
+    with db.session() as session:
+        project = _project(session, name)
+        return [_release(session, r) for r in store.list_releases(session, project.id)]
+
+
+@router.get(
+    "/{name:repo_path}/environments",
+    response_model=list[EnvironmentOut],
+    summary="Each environment: the release it runs, since when, by whom, and its latest deployment",
+)
+def environments(name: str, _: Viewer, db: DatabaseDep) -> list[EnvironmentOut]:
+    with db.session() as session:
+        project = _project(session, name)
+        return [
+            EnvironmentOut(
+                name=row.name,
+                listen=row.listen,
+                release=_release(session, row.release) if row.release else None,
+                since=row.deployed_at,
+                deployed_by=row.deployed_by,
+                latest_deployment=DeploymentOut.of(latest, project.name) if latest else None,
+            )
+            for row, latest in store.list_environments(session, project.id)
+        ]
+
+
+@router.post(
+    "/{name:repo_path}/environments/{environment}/promote",
+    response_model=DeploymentOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=_REFUSALS,
+    summary="Deploy a build's release to the environment (continuous delivery)",
+)
+def promote(
+    name: str, environment: str, body: PromoteIn, caller: Ops, db: DatabaseDep, redis: RedisDep
+) -> DeploymentOut:
+    with db.session() as session:
+        project = _project(session, name)
+        with refusal_as_http():
+            deployment = store.promote(session, project, environment, body.build_id, caller.actor)
+        _audit(session, caller.actor, "environment.promote", project, deployment, build_id=body.build_id)
+        answer = DeploymentOut.of(deployment, project.name)
+    enqueue(redis, deployment.id)
+    return answer
+
+
+@router.post(
+    "/{name:repo_path}/environments/{environment}/rollback",
+    response_model=DeploymentOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=_REFUSALS,
+    summary="Deploy the release the environment ran before, with its strategy",
+)
+def rollback(name: str, environment: str, caller: Ops, db: DatabaseDep, redis: RedisDep) -> DeploymentOut:
+    with db.session() as session:
+        project = _project(session, name)
+        with refusal_as_http():
+            deployment = store.rollback(session, project, environment, caller.actor)
+        _audit(session, caller.actor, "environment.rollback", project, deployment)
+        answer = DeploymentOut.of(deployment, project.name)
+    enqueue(redis, deployment.id)
+    return answer
+
+
+@contextmanager
+def refusal_as_http() -> Iterator[None]:
+    """A DeployRefused becomes its HTTP answer (404 or 409) with its message."""
+    try:
+        yield
+    except store.DeployRefused as refused:
+        raise HTTPException(refused.status, refused.message) from None
+
+
+def _audit(
+    session: Session, actor: str, action: str, project: Project, deployment: Deployment, **detail: int
+) -> None:
+    target = f"project:{project.name}/environment:{deployment.environment.name}"
+    audit.record(session, actor, action, target, {"deployment_id": deployment.id, **detail})
+
+
+def enqueue(redis: Redis, deployment_id: int) -> None:
+    try:
+        queue.enqueue_deployments(redis, [deployment_id])
+    except RedisError:
+        pass  # recorded as pending: the outbox enqueues it once Redis answers
+
+
+def _project(session: Session, name: str) -> Project:
+    project = get_project(session, name)
+    if project is None:
+        raise not_found("project", repr(name))
+    return project
+
+
+def _release(session: Session, release: Release) -> ReleaseOut:
+    return ReleaseOut.of(release, artifacts_of_build(session, release.build_id))

@@ -1,0 +1,464 @@
+"""Releases, environments and deployments: what a green build yields, where it may go, and the
+record of each deployment, decided in the database so that API and workers agree.
+
+At most one deployment of an environment is under way (progressing or paused); later ones wait
+as `pending`, and a newer pending one supersedes an older. Each function runs in the caller's
+transaction and locks the environment's row before it decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ciserver.pipeline import DeployConfig, accepted_refs, accepts_release
+from ciserver.store.models import (
+    Build,
+    Deployment,
+    DeploymentStatus,
+    Environment,
+    Job,
+    Project,
+    Release,
+    Status,
+    utcnow,
+)
+
+UNDER_WAY = (DeploymentStatus.progressing, DeploymentStatus.paused)
+
+
+class DeployRefused(Exception):
+    """A promote or rollback that cannot be done as asked; `status` is the HTTP answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def config_of(release: Release) -> DeployConfig:
+    return DeployConfig.model_validate(release.config)
+
+
+def release_build(session: Session, build_id: int) -> list[int]:
+    """A succeeded build that an environment takes becomes a release; environments with `auto` and
+    no `after` get a deployment at once. Returns the ids of the new deployments. Does nothing twice."""
+    build = session.get(Build, build_id)
+    if build is None:
+        return []
+    session.refresh(build)  # its status was just set by an UPDATE statement
+    if build.status != Status.success or not build.deploy:
+        return []
+    if session.scalar(select(Release.id).where(Release.build_id == build_id)) is not None:
+        return []
+    config = DeployConfig.model_validate(build.deploy)
+    taking = [
+        name
+        for name, environment in config.environments.items()
+        if accepts_release(
+            environment, branch=build.branch, tag=build.tag, default_branch=build.default_branch
+        )
+    ]
+    if not taking:
+        return []
+    image = session.scalars(
+        select(Job)
+        .where(Job.build_id == build_id, Job.status == Status.success, Job.image_id.is_not(None))
+        .order_by(Job.position.desc())
+    ).first()
+    release = Release(
+        project_id=build.project_id,
+        build_id=build.id,
+        sha=build.sha,
+        branch=build.branch,
+        tag=build.tag,
+        image_tag=image.image_tag if image else None,
+        image_id=image.image_id if image else None,
+        image_digest=image.image_digest if image else None,
+        config=build.deploy,
+    )
+    session.add(release)
+    session.flush()
+    started = []
+    for name in taking:
+        environment = _environment_row(session, build.project_id, name, config.environments[name].listen)
+        if config.environments[name].auto and config.environments[name].after is None:
+            started.append(_new_deployment(session, release, environment, "auto", f"auto: build {build.id}"))
+    return [deployment.id for deployment in started]
+
+
+def _environment_row(session: Session, project_id: int, name: str, listen: str | None) -> Environment:
+    """The environment's row, made on first use, locked for this transaction."""
+    query = select(Environment).where(Environment.project_id == project_id, Environment.name == name)
+    row = session.scalar(query.with_for_update())
+    if row is None:
+        row = Environment(project_id=project_id, name=name, listen=listen)
+        session.add(row)
+        session.flush()
+    return row
+
+
+def _new_deployment(
+    session: Session, release: Release, environment: Environment, action: str, triggered_by: str
+) -> Deployment:
+    """A pending deployment; an older pending one of the environment is superseded by it."""
+    strategy = config_of(release).environments[environment.name].strategy.kind
+    deployment = Deployment(
+        project_id=release.project_id,
+        environment_id=environment.id,
+        release_id=release.id,
+        action=action,
+        strategy=strategy,
+        triggered_by=triggered_by,
+        steps=[],
+    )
+    session.add(deployment)
+    session.flush()
+    waiting = select(Deployment).where(
+        Deployment.environment_id == environment.id,
+        Deployment.status == DeploymentStatus.pending,
+        Deployment.id != deployment.id,
+    )
+    for older in session.scalars(waiting):
+        _end(older, DeploymentStatus.failed, f"superseded by deployment {deployment.id}")
+    return deployment
+
+
+def _end(deployment: Deployment, status: DeploymentStatus, reason: str | None) -> None:
+    deployment.status, deployment.reason = status.value, reason
+    deployment.finished_at, deployment.worker = utcnow(), None
+
+
+def under_way(session: Session, environment_id: int, but: int | None = None) -> Deployment | None:
+    query = select(Deployment).where(
+        Deployment.environment_id == environment_id, Deployment.status.in_(UNDER_WAY)
+    )
+    if but is not None:
+        query = query.where(Deployment.id != but)
+    return session.scalars(query.order_by(Deployment.id)).first()
+
+
+def release_of_build(session: Session, project: Project, build_id: int) -> Release:
+    release = session.scalar(
+        select(Release).where(Release.build_id == build_id, Release.project_id == project.id)
+    )
+    if release is not None:
+        return release
+    build = session.get(Build, build_id)
+    if build is None or build.project_id != project.id:
+        raise DeployRefused(404, f"build_id: project {project.name} has no build {build_id}")
+    if build.status != Status.success:
+        raise DeployRefused(409, f"build {build_id} is {build.status}: only a succeeded build is a release")
+    raise DeployRefused(
+        409, f"build {build_id} made no release: no environment of its pipeline takes its ref"
+    )
+
+
+def promote(session: Session, project: Project, name: str, build_id: int, actor: str) -> Deployment:
+    """Continuous delivery: deploy the release of `build_id` to environment `name`."""
+    release = release_of_build(session, project, build_id)
+    config = config_of(release)
+    environment = config.environments.get(name)
+    if environment is None:
+        known = ", ".join(config.environments) or "none"
+        raise DeployRefused(
+            404, f"environment {name!r} is not in build {build_id}'s pipeline (it has {known})"
+        )
+    build = session.get(Build, build_id)
+    assert build is not None
+    if not accepts_release(
+        environment, branch=build.branch, tag=build.tag, default_branch=build.default_branch
+    ):
+        ref = f"branch {build.branch!r}" if build.branch else f"tag {build.tag!r}"
+        refs = accepted_refs(environment, build.default_branch)
+        raise DeployRefused(409, f"environment {name!r} takes {refs}; build {build_id} is of {ref}")
+    if environment.after is not None and not _succeeded_in(session, release, environment.after):
+        raise DeployRefused(
+            409,
+            f"the release of build {build_id} has not yet succeeded in {environment.after!r}, "
+            f"which {name!r} comes after",
+        )
+    row = _environment_row(session, project.id, name, environment.listen)
+    _refuse_whenunder_way(session, row)
+    return _new_deployment(session, release, row, "promote", actor)
+
+
+def rollback(session: Session, project: Project, name: str, actor: str) -> Deployment:
+    """Deploy the release the environment ran before its current one, with its strategy."""
+    row = session.scalar(
+        select(Environment).where(Environment.project_id == project.id, Environment.name == name)
+    )
+    if row is None:
+        raise DeployRefused(404, f"project {project.name} has no environment {name!r}")
+    _refuse_whenunder_way(session, row)
+    earlier = session.scalars(
+        select(Deployment)
+        .where(
+            Deployment.environment_id == row.id,
+            Deployment.status == DeploymentStatus.succeeded,
+            Deployment.release_id != row.release_id,
+        )
+        .order_by(Deployment.finished_at.desc(), Deployment.id.desc())
+    ).first()
+    if row.release_id is None or earlier is None:
+        raise DeployRefused(409, f"environment {name!r} has no earlier release that succeeded there")
+    row = _environment_row(session, project.id, name, row.listen)
+    return _new_deployment(session, earlier.release, row, "rollback", actor)
+
+
+def _succeeded_in(session: Session, release: Release, environment: str) -> bool:
+    return (
+        session.scalar(
+            select(Deployment.id)
+            .join(Environment, Environment.id == Deployment.environment_id)
+            .where(
+                Deployment.release_id == release.id,
+                Deployment.status == DeploymentStatus.succeeded,
+                Environment.name == environment,
+            )
+        )
+        is not None
+    )
+
+
+def _refuse_whenunder_way(session: Session, environment: Environment) -> None:
+    busy = under_way(session, environment.id)
+    if busy is not None:
+        raise DeployRefused(
+            409,
+            f"deployment {busy.id} of {environment.name!r} is {busy.status}: "
+            f"wait for it, or abort it with POST /api/v1/deployments/{busy.id}/abort",
+        )
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a deploy worker needs, read in the claiming transaction."""
+
+    id: int
+    project_id: int
+    project: str
+    environment: str
+    listen: str | None
+    config: DeployConfig
+    image: str | None  # the release image's id (or tag)
+    sha: str
+    release_id: int
+    strategy: str
+    step: int
+    color: str | None
+    address: str | None
+    previous_color: str | None
+    previous_address: str | None
+
+
+def claim(session: Session, deployment_id: int, worker: str) -> Claimed | None:
+    """pending -> progressing (or a resumed one taken up) for this worker; None when it is not its
+    turn (another deployment of the environment is under way), already taken, or over."""
+    deployment = session.get(Deployment, deployment_id)
+    if deployment is None:
+        return None
+    environment = _environment_row(session, deployment.project_id, deployment.environment.name, None)
+    session.refresh(deployment)
+    if deployment.status == DeploymentStatus.pending:
+        if under_way(session, environment.id, but=deployment.id) is not None:
+            return None  # started when the one under way ends
+        conflict = _listen_taken(session, environment, config_of(deployment.release))
+        if conflict:
+            _end(deployment, DeploymentStatus.failed, conflict)
+            return None
+        deployment.status, deployment.started_at = DeploymentStatus.progressing.value, utcnow()
+        deployment.previous_release_id = environment.release_id
+        deployment.previous_color, deployment.previous_address = environment.color, environment.address
+        environment.listen = config_of(deployment.release).environments[environment.name].listen
+    elif deployment.status != DeploymentStatus.progressing or deployment.worker is not None:
+        return None
+    deployment.worker = worker
+    session.flush()
+    project = session.get(Project, deployment.project_id)
+    assert project is not None
+    release = deployment.release
+    return Claimed(
+        id=deployment.id,
+        project_id=project.id,
+        project=project.name,
+        environment=environment.name,
+        listen=environment.listen,
+        config=config_of(release),
+        image=release.image_id or release.image_tag,
+        sha=release.sha,
+        release_id=release.id,
+        strategy=deployment.strategy,
+        step=deployment.step,
+        color=deployment.color,
+        address=deployment.address,
+        previous_color=deployment.previous_color,
+        previous_address=deployment.previous_address,
+    )
+
+
+def _listen_taken(session: Session, environment: Environment, config: DeployConfig) -> str | None:
+    listen = config.environments[environment.name].listen
+    if listen is None:
+        return None
+    other = session.scalar(
+        select(Environment).where(
+            Environment.listen == listen,
+            Environment.id != environment.id,
+            Environment.release_id.is_not(None),
+        )
+    )
+    if other is None:
+        return None
+    project = session.get(Project, other.project_id)
+    owner = project.name if project else other.project_id
+    return f"listen: {listen} is already the address of environment {other.name!r} of project {owner}"
+
+
+def save_progress(session: Session, deployment_id: int, **values: Any) -> None:
+    """Record where the deployment stands (color, address, weight, step) as it moves."""
+    deployment = session.get(Deployment, deployment_id)
+    if deployment is not None:
+        for key, value in values.items():
+            setattr(deployment, key, value)
+
+
+def add_step(session: Session, deployment_id: int, entry: dict[str, Any]) -> None:
+    deployment = session.get(Deployment, deployment_id)
+    if deployment is not None:
+        deployment.steps = [*deployment.steps, entry]  # a new list, so the JSON column is written
+
+
+def control_of(session: Session, deployment_id: int) -> tuple[str | None, str | None]:
+    deployment = session.get(Deployment, deployment_id)
+    return (deployment.control, deployment.control_by) if deployment else ("abort", "its deletion")
+
+
+def pause(session: Session, deployment_id: int) -> None:
+    """The worker lets go of a deployment an operator paused; resume hands it to a worker again."""
+    deployment = session.get(Deployment, deployment_id)
+    if deployment is not None:
+        deployment.status, deployment.worker, deployment.control = DeploymentStatus.paused.value, None, None
+
+
+def finish(
+    session: Session, deployment_id: int, status: DeploymentStatus, reason: str | None = None
+) -> list[int]:
+    """Give the deployment its outcome; a success makes its release the environment's. Returns the
+    deployments to start now: the one waiting in this environment, and environments that follow
+    this one automatically (`auto` with `after` naming it)."""
+    deployment = session.get(Deployment, deployment_id)
+    if deployment is None or DeploymentStatus(deployment.status).final:
+        return []
+    environment = _environment_row(session, deployment.project_id, deployment.environment.name, None)
+    _end(deployment, status, reason)
+    if status == DeploymentStatus.succeeded:
+        environment.release_id, environment.deployed_at = deployment.release_id, deployment.finished_at
+        environment.color, environment.address = deployment.color, deployment.address
+        environment.deployed_by = deployment.triggered_by
+    session.flush()
+    start = [d.id for d in _pending(session, environment.id)]
+    if status == DeploymentStatus.succeeded:
+        start += _follow(session, deployment.release, environment.name)
+    return start
+
+
+def _pending(session: Session, environment_id: int) -> list[Deployment]:
+    query = select(Deployment).where(
+        Deployment.environment_id == environment_id, Deployment.status == DeploymentStatus.pending
+    )
+    return list(session.scalars(query.order_by(Deployment.id)))
+
+
+def _follow(session: Session, release: Release, after: str) -> list[int]:
+    config = config_of(release)
+    build = session.get(Build, release.build_id)
+    assert build is not None
+    started = []
+    for name, environment in config.environments.items():
+        if not (environment.auto and environment.after == after):
+            continue
+        if not accepts_release(
+            environment, branch=build.branch, tag=build.tag, default_branch=build.default_branch
+        ):
+            continue
+        row = _environment_row(session, release.project_id, name, environment.listen)
+        started.append(_new_deployment(session, release, row, "auto", f"auto: after {after}").id)
+    return started
+
+
+def request_control(session: Session, deployment: Deployment, action: str, actor: str) -> bool:
+    """pause, resume or abort, as an operator asks; False when the deployment's state does not allow it.
+    Returns whether a worker must be handed the deployment (resume, or abort of a paused one)."""
+    status = DeploymentStatus(deployment.status)
+    if action == "pause" and status == DeploymentStatus.progressing and deployment.control is None:
+        deployment.control, deployment.control_by = "pause", actor
+        return False
+    if action == "resume" and status == DeploymentStatus.paused:
+        deployment.status, deployment.worker = DeploymentStatus.progressing.value, None
+        deployment.control = None
+        return True
+    if action == "abort" and status == DeploymentStatus.pending:
+        _end(deployment, DeploymentStatus.failed, f"aborted by {actor} before it started")
+        return False
+    if action == "abort" and status in UNDER_WAY:
+        deployment.control, deployment.control_by = "abort", actor
+        if status == DeploymentStatus.paused:
+            deployment.status, deployment.worker = DeploymentStatus.progressing.value, None
+            return True
+        return False
+    raise DeployRefused(409, f"deployment {deployment.id} is {status}: it cannot be {_past(action)} now")
+
+
+def _past(action: str) -> str:
+    return {"pause": "paused", "resume": "resumed", "abort": "aborted"}[action]
+
+
+def lost_deployments(session: Session, *, before: datetime) -> list[int]:
+    """Deployments waiting for a worker a while: pending with nothing under way in their environment,
+    or resumed (progressing, no worker). The queue may have lost them."""
+    busy = select(Deployment.environment_id).where(
+        (Deployment.status == DeploymentStatus.paused)
+        | ((Deployment.status == DeploymentStatus.progressing) & Deployment.worker.is_not(None))
+    )
+    query = select(Deployment.id).where(
+        Deployment.created_at < before,
+        Deployment.worker.is_(None),
+        Deployment.status.in_((DeploymentStatus.pending, DeploymentStatus.progressing)),
+        Deployment.environment_id.not_in(busy),
+    )
+    return list(session.scalars(query.order_by(Deployment.id).limit(100)))
+
+
+def list_releases(session: Session, project_id: int, limit: int = 50) -> list[Release]:
+    query = select(Release).where(Release.project_id == project_id).order_by(Release.id.desc())
+    return list(session.scalars(query.limit(limit)))
+
+
+def list_environments(session: Session, project_id: int) -> list[tuple[Environment, Deployment | None]]:
+    """Each environment with its latest deployment, in the order they were first used."""
+    rows = session.scalars(
+        select(Environment).where(Environment.project_id == project_id).order_by(Environment.id)
+    )
+    return [(row, latest_deployment(session, row.id)) for row in rows]
+
+
+def latest_deployment(session: Session, environment_id: int) -> Deployment | None:
+    query = select(Deployment).where(Deployment.environment_id == environment_id)
+    return session.scalars(query.order_by(Deployment.id.desc()).limit(1)).first()
+
+
+def list_deployments(
+    session: Session, project_id: int | None, environment: str | None, limit: int, offset: int
+) -> list[Deployment]:
+    query = select(Deployment)
+    if project_id is not None:
+        query = query.where(Deployment.project_id == project_id)
+    if environment is not None:
+        query = query.join(Environment, Environment.id == Deployment.environment_id).where(
+            Environment.name == environment
+        )
+    return list(session.scalars(query.order_by(Deployment.id.desc()).limit(limit).offset(offset)))

@@ -1,0 +1,158 @@
+"""The deploy worker: takes a deployment from the database, runs its strategy (ciserver.deploy.rollout)
+against the Docker Engine and nginx, and writes every step and the outcome back.
+
+A paused deployment lets go of its worker; resuming it hands it to any worker, which goes on from
+the recorded step. When a deployment ends, the next one waiting for its environment, and the
+environments that follow it automatically, are enqueued.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from redis.exceptions import RedisError
+from sqlalchemy import select
+
+from ciserver import queue
+from ciserver.crypto import load_fernet
+from ciserver.deploy.rollout import Outcome, Place, Rollout
+from ciserver.deploy.router import Backend, NginxRouter, route_name
+from ciserver.deploy.traffic_log import AccessLog
+from ciserver.store import deployments as store
+from ciserver.store.db import session_scope
+from ciserver.store.models import DeploymentStatus, Environment, Project
+from ciserver.store.secrets import SecretError, secret_values
+from workers.context import WorkerContext, current
+from workers.executors.base import ExecutorError
+from workers.executors.docker_service import DEPLOY_LABEL, DockerServiceTarget, ServiceRelease
+from workers.jobspec import limits_for
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RELOAD = "nginx -s reload"
+
+
+def run_deployment(deployment_id: int) -> None:
+    ctx = current()
+    with session_scope(ctx.settings.db_url) as session:
+        claimed = store.claim(session, deployment_id, ctx.worker_name)
+    if claimed is None:
+        return
+    try:
+        outcome = _roll_out(ctx, claimed)
+    except (ExecutorError, SecretError) as exc:
+        outcome = Outcome("failed", str(exc))
+    except BaseException as exc:
+        log.exception("deployment %s failed", deployment_id)
+        _finish(
+            ctx, deployment_id, Outcome("failed", f"internal error: {type(exc).__name__}: {exc}"), claimed
+        )
+        raise
+    _finish(ctx, deployment_id, outcome, claimed)
+
+
+def _roll_out(ctx: WorkerContext, claimed: store.Claimed) -> Outcome:
+    config = claimed.config
+    environment = config.environments[claimed.environment]
+    service = config.service
+    if environment.script is not None or service is None:
+        return Outcome("failed", "script deploys are not run by this worker yet")
+    if claimed.image is None:
+        return Outcome(
+            "failed", "the release has no image: its pipeline has no image_build job that succeeded"
+        )
+    assert claimed.listen is not None
+    with session_scope(ctx.settings.db_url) as session:
+        secrets = {}
+        if environment.secrets:
+            fernet = load_fernet(ctx.settings)
+            secrets = secret_values(session, claimed.project_id, environment.secrets, fernet)
+    release = ServiceRelease(
+        project=claimed.project,
+        environment=claimed.environment,
+        image=claimed.image,
+        port=service.port,
+        health=service.health,
+        env={**service.env, **environment.env, **secrets, "CISERVER_ENVIRONMENT": claimed.environment},
+        command=service.command,
+        labels={DEPLOY_LABEL: str(ctx.settings.data_dir), "ciserver.project": claimed.project},
+        limits=limits_for({}, ctx.settings),
+    )
+    name = route_name(claimed.project, claimed.environment)
+    router = NginxRouter(ctx.settings.router_dir, ctx.settings.router_reload or DEFAULT_RELOAD)
+    rollout = Rollout(
+        strategy=environment.strategy,
+        health_timeout=service.health_timeout,
+        target=DockerServiceTarget(release),
+        routing=_Route(router, name, claimed.listen),
+        journal=_Journal(ctx, claimed.id),
+        log=AccessLog(router.access_log(name)),
+        place=Place(
+            step=claimed.step,
+            color=claimed.color,
+            address=claimed.address,
+            previous_color=claimed.previous_color,
+            previous_address=claimed.previous_address,
+        ),
+    )
+    return rollout.run()
+
+
+class _Route:
+    """The rollout's Routing for one environment: its nginx file and listen address."""
+
+    def __init__(self, router: NginxRouter, name: str, listen: str) -> None:
+        self.router, self.name, self.listen = router, name, listen
+
+    def set_weights(self, backends: list[Backend]) -> None:
+        self.router.set_weights(self.name, self.listen, backends)
+
+
+class _Journal:
+    """The rollout's Journal: each call a short transaction, so the API sees every step at once."""
+
+    def __init__(self, ctx: WorkerContext, deployment_id: int) -> None:
+        self.db, self.id = ctx.settings.db_url, deployment_id
+
+    def save(self, **values: Any) -> None:
+        with session_scope(self.db) as session:
+            store.save_progress(session, self.id, **values)
+
+    def add_step(self, entry: dict[str, Any]) -> None:
+        with session_scope(self.db) as session:
+            store.add_step(session, self.id, entry)
+
+    def control(self) -> tuple[str | None, str | None]:
+        with session_scope(self.db) as session:
+            return store.control_of(session, self.id)
+
+
+def _finish(ctx: WorkerContext, deployment_id: int, outcome: Outcome, claimed: store.Claimed) -> None:
+    with session_scope(ctx.settings.db_url) as session:
+        if outcome.status == "paused":
+            store.pause(session, deployment_id)
+            return
+        start = store.finish(session, deployment_id, DeploymentStatus(outcome.status), outcome.reason)
+    try:
+        queue.enqueue_deployments(ctx.redis, start)
+        if outcome.retire:
+            keep = claimed.config.environments[claimed.environment].strategy.keep_previous
+            queue.enqueue_retire(ctx.redis, claimed.project, claimed.environment, outcome.retire, keep)
+    except RedisError as exc:
+        log.warning("deployments %s: left to the outbox: %s", start, exc)
+
+
+def retire(project: str, environment: str, color: str) -> None:
+    """Remove a previous color once its keep_previous has passed, unless it serves again (a rollback)."""
+    ctx = current()
+    with session_scope(ctx.settings.db_url) as session:
+        row = session.scalar(
+            select(Environment)
+            .join(Project, Project.id == Environment.project_id)
+            .where(Project.name == project, Environment.name == environment)
+        )
+        if row is None or row.color == color or store.under_way(session, row.id):
+            return
+    release = ServiceRelease(project=project, environment=environment, image="", port=0, health="/")
+    DockerServiceTarget(release).remove(color)
