@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from ciserver.config import Settings
+from ciserver.deploy.router import main_config
 from ciserver.store.db import session_scope
 from ciserver.store.models import Role
 from ciserver.store.tokens import create_token
@@ -316,3 +317,18 @@ def bearer(settings: Settings, role: Role) -> dict[str, str]:
     with session_scope(settings.db_url) as session:
         _, secret = create_token(session, role)
     return {"Authorization": f"Bearer {secret}"}
+
+
+def start_nginx(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A private nginx as `ciserver up` starts it, all under `root`; with the command that reloads it."""
+    for sub in ("logs", "temp", "environments"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "nginx.conf").write_text(main_config(root))
+    command = ["nginx", "-p", str(root), "-c", str(root / "nginx.conf")]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while not (root / "nginx.pid").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"nginx did not start: {proc.stderr.read() if proc.stderr else ''!r}")
+        time.sleep(0.05)
+    return proc, " ".join([*command, "-s", "reload"])

@@ -4,7 +4,6 @@ by a reload loses none of them."""
 from __future__ import annotations
 
 import socket
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -15,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ciserver.deploy.router import Backend, NginxRouter, RouterError, main_config, upstream_config
-from tests.helpers import free_port
+from ciserver.deploy.router import Backend, NginxRouter, RouterError, upstream_config
+from tests.helpers import free_port, start_nginx
 
 pytestmark = pytest.mark.e2e
 
@@ -48,16 +47,9 @@ def backend(answer: str) -> tuple[ThreadingHTTPServer, str]:
 @pytest.fixture
 def nginx(tmp_path: Path) -> Iterator[NginxRouter]:
     root = tmp_path / "nginx"
-    for sub in ("logs", "temp", "environments"):
-        (root / sub).mkdir(parents=True)
-    (root / "nginx.conf").write_text(main_config(root))
-    command = ["nginx", "-p", str(root), "-c", str(root / "nginx.conf")]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while not (root / "nginx.pid").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    proc, reload = start_nginx(root)
     try:
-        yield NginxRouter(root, " ".join([*command, "-s", "reload"]))
+        yield NginxRouter(root, reload)
     finally:
         proc.terminate()
         proc.wait(10)
