@@ -12,6 +12,7 @@ from ciserver.pipeline.environments import (
     DeployConfig,
     DeployedService,
     Environment,
+    Recreate,
     Strategy,
 )
 from ciserver.pipeline.loader import PipelineError, load_pipeline
@@ -51,6 +52,7 @@ __all__ = [
     "Pipeline",
     "PipelineError",
     "PlannedJob",
+    "Recreate",
     "Resources",
     "Retry",
     "Rules",

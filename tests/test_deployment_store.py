@@ -1,0 +1,204 @@
+"""Releases and deployments in a real SQLite database: which builds become releases, which
+environments deploy by themselves, and what promote, rollback, pause, resume and abort allow."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session
+
+from ciserver.pipeline import load_pipeline
+from ciserver.store import deployments as store
+from ciserver.store.db import session_scope
+from ciserver.store.models import Build, Deployment, DeploymentStatus, Job, Project, Status
+from ciserver.store.projects import add_project
+
+PIPELINE = """\
+image: busybox
+jobs:
+  package: {image_build: {context: .}}
+environments:
+  staging: {auto: true, listen: "127.0.0.1:9001", branches: [main, "release/*"]}
+  production: {after: staging, listen: "127.0.0.1:9002", strategy: {canary: {}}}
+  qa: {auto: true, after: staging, listen: "127.0.0.1:9003", branches: ["release/*"]}
+service: {port: 8000, health: /healthz}
+"""
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[Session]:
+    with session_scope(f"sqlite:///{tmp_path / 'db.sqlite'}") as session:
+        yield session
+
+
+@pytest.fixture
+def project(session: Session) -> Project:
+    return add_project(session, name="octo/app", forge="github", repo_url="https://x.test/r.git", secret="s")
+
+
+def green_build(
+    session: Session, project: Project, branch: str = "main", status: Status = Status.success
+) -> int:
+    pipeline = load_pipeline(PIPELINE)
+    build = Build(
+        project_id=project.id,
+        ref=f"refs/heads/{branch}",
+        branch=branch,
+        sha=f"{len(session.query(Build).all()):040d}",
+        default_branch="main",
+        status=status.value,
+        deploy=pipeline.model_dump(mode="json", include={"environments", "service"}, exclude_none=True),
+    )
+    session.add(build)
+    session.flush()
+    session.add(
+        Job(
+            build_id=build.id,
+            position=0,
+            name="package",
+            stage="test",
+            image="",
+            script=[],
+            env={},
+            timeout=60,
+            after=[],
+            status=Status.success.value,
+            image_tag="ciserver/octo-app:x",
+            image_id="sha256:" + "1" * 64,
+            image_digest="sha256:" + "1" * 64,
+        )
+    )
+    session.flush()
+    return build.id
+
+
+def deployed(session: Session, deployment_id: int) -> None:
+    """What a deploy worker does with a deployment that goes well."""
+    assert store.claim(session, deployment_id, "worker-1") is not None
+    store.save_progress(session, deployment_id, color="blue", address="127.0.0.1:32768", weight=100)
+    store.finish(session, deployment_id, DeploymentStatus.succeeded)
+
+
+def test_a_green_build_becomes_a_release_and_auto_environments_deploy_it(
+    session: Session, project: Project
+) -> None:
+    build_id = green_build(session, project)
+    started = store.release_build(session, build_id)
+    assert len(started) == 1
+    deployment = session.get(Deployment, started[0])
+    assert deployment is not None
+    assert (deployment.environment.name, deployment.action, deployment.strategy) == (
+        "staging",
+        "auto",
+        "blue_green",
+    )
+    assert deployment.release.image_id == "sha256:" + "1" * 64
+    assert store.release_build(session, build_id) == []  # once only
+    # After staging succeeds, nothing follows automatically: production waits for a promote, and qa
+    # (auto, after staging) takes only release/* branches.
+    assert store.finish(session, started[0], DeploymentStatus.succeeded) == []
+
+
+def test_failed_builds_and_branches_no_environment_takes_make_no_release(
+    session: Session, project: Project
+) -> None:
+    assert store.release_build(session, green_build(session, project, status=Status.failed)) == []
+    assert store.release_build(session, green_build(session, project, branch="feature")) == []
+    assert store.list_releases(session, project.id) == []
+
+
+def test_an_environment_with_auto_and_after_follows_once_its_predecessor_succeeded(
+    session: Session, project: Project
+) -> None:
+    [staging] = store.release_build(session, green_build(session, project, branch="release/2"))
+    assert store.claim(session, staging, "w") is not None
+    [qa] = store.finish(session, staging, DeploymentStatus.succeeded)
+    follower = session.get(Deployment, qa)
+    assert follower is not None and follower.environment.name == "qa"
+    assert follower.triggered_by == "auto: after staging"
+
+
+def test_promote_checks_the_build_the_environment_and_its_after(session: Session, project: Project) -> None:
+    build_id = green_build(session, project)
+    [staging] = store.release_build(session, build_id)
+    with pytest.raises(store.DeployRefused, match="has not yet succeeded in 'staging'") as early:
+        store.promote(session, project, "production", build_id, "token:1 (ops)")
+    assert early.value.status == 409
+    deployed(session, staging)
+    deployment = store.promote(session, project, "production", build_id, "token:1 (ops)")
+    assert (deployment.action, deployment.strategy, deployment.triggered_by) == (
+        "promote",
+        "canary",
+        "token:1 (ops)",
+    )
+    with pytest.raises(store.DeployRefused, match=r"deployment \d+ of 'production' is progressing") as busy:
+        assert store.claim(session, deployment.id, "w") is not None
+        store.promote(session, project, "production", build_id, "token:1 (ops)")
+    assert busy.value.status == 409
+    refusals = [
+        (404, "has no build 999", lambda: store.promote(session, project, "production", 999, "x")),
+        (404, "'nowhere' is not in build", lambda: store.promote(session, project, "nowhere", build_id, "x")),
+        (
+            409,
+            "takes branches \\[release/\\*\\]",
+            lambda: store.promote(session, project, "qa", build_id, "x"),
+        ),
+    ]
+    for status, message, action in refusals:
+        with pytest.raises(store.DeployRefused, match=message) as refused:
+            action()
+        assert refused.value.status == status
+    failed = green_build(session, project, status=Status.failed)
+    with pytest.raises(store.DeployRefused, match="is failed: only a succeeded build"):
+        store.promote(session, project, "staging", failed, "x")
+
+
+def test_rollback_deploys_the_release_before_the_current_one(session: Session, project: Project) -> None:
+    with pytest.raises(store.DeployRefused, match="no environment 'staging'"):
+        store.rollback(session, project, "staging", "x")
+    first = green_build(session, project)
+    [one] = store.release_build(session, first)
+    deployed(session, one)
+    with pytest.raises(store.DeployRefused, match="no earlier release"):
+        store.rollback(session, project, "staging", "x")
+    [two] = store.release_build(session, green_build(session, project))
+    deployed(session, two)
+    back = store.rollback(session, project, "staging", "token:2 (ops)")
+    assert back.action == "rollback" and back.release.build_id == first
+
+
+def test_a_newer_pending_deployment_supersedes_an_older_one(session: Session, project: Project) -> None:
+    [one] = store.release_build(session, green_build(session, project))
+    assert store.claim(session, one, "w") is not None
+    [two] = store.release_build(session, green_build(session, project))
+    [three] = store.release_build(session, green_build(session, project))
+    assert store.claim(session, three, "w2") is None  # waits for the one under way
+    older = session.get(Deployment, two)
+    assert older is not None and (older.status, older.reason) == (
+        "failed",
+        f"superseded by deployment {three}",
+    )
+    assert store.finish(session, one, DeploymentStatus.succeeded) == [three]
+
+
+def test_pause_resume_and_abort_follow_the_deployment_state(session: Session, project: Project) -> None:
+    [one] = store.release_build(session, green_build(session, project))
+    deployment = session.get(Deployment, one)
+    assert deployment is not None
+    with pytest.raises(store.DeployRefused, match="is pending: it cannot be paused now"):
+        store.request_control(session, deployment, "pause", "x")
+    assert store.claim(session, one, "w") is not None
+    assert store.request_control(session, deployment, "pause", "ops") is False  # the worker acts on it
+    assert store.control_of(session, one) == ("pause", "ops")
+    store.pause(session, one)
+    assert deployment.status == "paused" and deployment.worker is None
+    assert store.request_control(session, deployment, "resume", "ops") is True  # back to a worker
+    assert store.claim(session, one, "w2") is not None
+    assert store.claim(session, one, "w3") is None  # one worker at a time
+    assert store.request_control(session, deployment, "abort", "ops") is False
+    assert store.control_of(session, one) == ("abort", "ops")
+    store.finish(session, one, DeploymentStatus.rolled_back, "aborted by ops")
+    with pytest.raises(store.DeployRefused, match="is rolled_back: it cannot be resumed now"):
+        store.request_control(session, deployment, "resume", "ops")
