@@ -251,3 +251,49 @@ def test_continuous_deployment_then_delivery_with_canary_and_rollback(deployer: 
     with sqlite3.connect(server.root / "data" / "ciserver.db") as db:
         actions = [row[0] for row in db.execute("select action from audit_log")]
     assert actions.count("environment.promote") == 3 and actions.count("environment.rollback") == 1
+
+
+SCRIPT_PIPELINE = """\
+image: ciserver-test/busybox:latest
+jobs:
+  unit: {script: ["true"]}
+environments:
+  cloud:
+    auto: true
+    script:
+      - echo "deploying to $DEPLOY_ENV: $DEPLOY_WEIGHT% at step $DEPLOY_STEP of $CI_COMMIT_SHA"
+      - LAST
+    strategy: {canary: {steps: [50], interval: 1s}}
+"""
+
+
+def test_a_script_deploy_runs_at_each_step_with_what_to_deploy(deployer: Deployer, tmp_path: Path) -> None:
+    server = deployer.server
+    repo = tmp_path / "cloud"
+    sha = make_repo(repo, {"pipelines.yml": SCRIPT_PIPELINE.replace("LAST", "true")})
+    server.add_project("acme/cloud", repo)
+    response = server.push_github("acme/cloud", sha)
+    assert server.wait_build(response.json()["build_id"])["status"] == "success"
+    deployments = "/api/v1/projects/acme/cloud/environments"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        latest = server.http.get(deployments).json()[0]["latest_deployment"]
+        if latest and latest["status"] in ("succeeded", "failed"):
+            break
+        time.sleep(0.2)
+    assert latest["status"] == "succeeded", latest
+    assert [(s["weight"], s["exit_code"]) for s in latest["steps"]] == [(50, 0), (100, 0)]
+    assert f"deploying to cloud: 50% at step 1 of {sha}" in latest["steps"][0]["output"]
+    assert f"deploying to cloud: 100% at step 2 of {sha}" in latest["steps"][1]["output"]
+
+    broken = commit(repo, {"pipelines.yml": SCRIPT_PIPELINE.replace("LAST", "exit 3")}, "a failing deploy")
+    response = server.push_github("acme/cloud", broken)
+    assert server.wait_build(response.json()["build_id"])["status"] == "success"
+    while time.monotonic() < deadline + 60:
+        latest = server.http.get(deployments).json()[0]["latest_deployment"]
+        if latest["sha"] == broken and latest["status"] in ("succeeded", "failed"):
+            break
+        time.sleep(0.2)
+    assert (latest["status"], latest["reason"]) == ("failed", "the deploy script exited 3 at step 1")
+    assert len(latest["steps"]) == 1
+    assert server.http.get(deployments).json()[0]["release"]["sha"] == sha

@@ -24,6 +24,7 @@ from ciserver.store.db import session_scope
 from ciserver.store.models import DeploymentStatus, Environment, Project
 from ciserver.store.secrets import SecretError, secret_values
 from workers.context import WorkerContext, current
+from workers.deploy_script import run_script_deploy
 from workers.executors.base import ExecutorError
 from workers.executors.docker_service import DEPLOY_LABEL, DockerServiceTarget, ServiceRelease
 from workers.jobspec import limits_for
@@ -55,26 +56,28 @@ def run_deployment(deployment_id: int) -> None:
 def _roll_out(ctx: WorkerContext, claimed: store.Claimed) -> Outcome:
     config = claimed.config
     environment = config.environments[claimed.environment]
+    secrets: dict[str, str] = {}
+    if environment.secrets:
+        with session_scope(ctx.settings.db_url) as session:
+            fernet = load_fernet(ctx.settings)
+            secrets = secret_values(session, claimed.project_id, environment.secrets, fernet)
+    journal = _Journal(ctx, claimed.id)
+    variables = {**environment.env, "CI_COMMIT_SHA": claimed.sha, "CI_PROJECT": claimed.project}
+    if environment.script is not None:
+        return run_script_deploy(ctx, claimed, environment, variables, secrets, journal)
     service = config.service
-    if environment.script is not None or service is None:
-        return Outcome("failed", "script deploys are not run by this worker yet")
+    assert service is not None and claimed.listen is not None  # the pipeline loader requires both
     if claimed.image is None:
         return Outcome(
             "failed", "the release has no image: its pipeline has no image_build job that succeeded"
         )
-    assert claimed.listen is not None
-    with session_scope(ctx.settings.db_url) as session:
-        secrets = {}
-        if environment.secrets:
-            fernet = load_fernet(ctx.settings)
-            secrets = secret_values(session, claimed.project_id, environment.secrets, fernet)
     release = ServiceRelease(
         project=claimed.project,
         environment=claimed.environment,
         image=claimed.image,
         port=service.port,
         health=service.health,
-        env={**service.env, **environment.env, **secrets, "CISERVER_ENVIRONMENT": claimed.environment},
+        env={**service.env, **variables, **secrets, "CISERVER_ENVIRONMENT": claimed.environment},
         command=service.command,
         labels={DEPLOY_LABEL: str(ctx.settings.data_dir), "ciserver.project": claimed.project},
         limits=limits_for({}, ctx.settings),
@@ -86,7 +89,7 @@ def _roll_out(ctx: WorkerContext, claimed: store.Claimed) -> Outcome:
         health_timeout=service.health_timeout,
         target=DockerServiceTarget(release),
         routing=_Route(router, name, claimed.listen),
-        journal=_Journal(ctx, claimed.id),
+        journal=journal,
         log=AccessLog(router.access_log(name)),
         place=Place(
             step=claimed.step,

@@ -80,7 +80,7 @@ def _run_build(ctx: WorkerContext, build_id: int) -> None:
         build = session.get(Build, push.id)
         if build is not None and pipeline.environments:
             build.deploy = pipeline.model_dump(
-                mode="json", include={"environments", "service"}, exclude_none=True
+                mode="json", include={"environments", "service", "image"}, exclude_none=True
             )
         dispatched = advance(session, push.id, ctx.settings.project_concurrency)
     _enqueue(ctx, dispatched)

@@ -137,7 +137,7 @@ class Rollout:
         if weight < 100 and place.previous_address:
             backends.insert(0, Backend(place.previous_address, 100 - weight))
         since = self.log.position()
-        started = _now()
+        started = now_text()
         self.routing.set_weights(backends)
         self.journal.save(weight=weight)
         entry: dict[str, Any] = {"step": index + 1, "weight": weight, "started_at": started}
@@ -145,12 +145,12 @@ class Rollout:
         if canary is not None and weight < 100 and place.previous_address:
             verdict = self._analyse(since, canary.interval, canary.max_error_rate, canary.min_requests, entry)
             if verdict is not None:
-                entry["finished_at"] = _now()
+                entry["finished_at"] = now_text()
                 self.journal.add_step(entry)
                 return verdict
         else:
             entry["healthy"] = self.target.healthy(place.address) is None
-        entry["finished_at"] = _now()
+        entry["finished_at"] = now_text()
         self.journal.add_step(entry)
         return None
 
@@ -211,5 +211,5 @@ class Rollout:
         return Outcome("failed", reason)
 
 
-def _now() -> str:
+def now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -205,8 +205,10 @@ class DeployedService(Strict):
 
 
 class DeployConfig(Strict):
-    """A release's `environments` and `service`, as its build stored them (Build.deploy)."""
+    """A release's `environments` and `service` (and the top-level `image`, for deploy scripts), as
+    its build stored them (Build.deploy)."""
 
+    image: str | None = None
     environments: dict[EnvironmentName, Environment] = Field(default_factory=dict)
     service: DeployedService | None = None
 

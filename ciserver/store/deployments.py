@@ -245,6 +245,7 @@ class Claimed:
     listen: str | None
     config: DeployConfig
     image: str | None  # the release image's id (or tag)
+    image_tag: str | None
     sha: str
     release_id: int
     strategy: str
@@ -289,6 +290,7 @@ def claim(session: Session, deployment_id: int, worker: str) -> Claimed | None:
         listen=environment.listen,
         config=config_of(release),
         image=release.image_id or release.image_tag,
+        image_tag=release.image_tag,
         sha=release.sha,
         release_id=release.id,
         strategy=deployment.strategy,

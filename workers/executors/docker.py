@@ -56,7 +56,7 @@ OOM_EXIT = 137  # 128 + SIGKILL: what a shell reports for a child the kernel's O
 
 
 def container_name(spec: JobSpec) -> str:
-    return f"ciserver-job-{spec.job_id}"
+    return spec.container or f"ciserver-job-{spec.job_id}"
 
 
 def network_name(spec: JobSpec) -> str:
