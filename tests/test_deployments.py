@@ -261,7 +261,7 @@ environments:
   cloud:
     auto: true
     script:
-      - echo "deploying to $DEPLOY_ENV: $DEPLOY_WEIGHT% at step $DEPLOY_STEP of $CI_COMMIT_SHA"
+      - 'echo "deploying to $DEPLOY_ENV: $DEPLOY_WEIGHT% at step $DEPLOY_STEP of $CI_COMMIT_SHA"'
       - LAST
     strategy: {canary: {steps: [50], interval: 1s}}
 """
