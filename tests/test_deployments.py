@@ -262,7 +262,7 @@ environments:
     auto: true
     script:
       - 'echo "deploying to $DEPLOY_ENV: $DEPLOY_WEIGHT% at step $DEPLOY_STEP of $CI_COMMIT_SHA"'
-      - LAST
+      - "LAST"
     strategy: {canary: {steps: [50], interval: 1s}}
 """
 
