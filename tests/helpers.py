@@ -188,6 +188,9 @@ class CiServer:
             CISERVER_REDIS_URL=redis_url,
             CISERVER_ALLOW_LOCAL_REPOS="true",
             CISERVER_OUTBOX_INTERVAL="0.5",
+            # No nginx for these servers: a deployment fails at once and cleanly (test_deployments
+            # starts one and sets the real command).
+            CISERVER_ROUTER_RELOAD="false",
         )
         self.api: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
