@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, status
 from sqlalchemy.orm import Session
 
 from ciserver.api.builds import not_found
-from ciserver.api.deps import MAX_ROW, DatabaseDep, Ops, RedisDep, RowId, Viewer
+from ciserver.api.deps import MAX_ROW, DatabaseDep, Ops, RowId, SettingsDep, Viewer
 from ciserver.api.releases import enqueue, refusal_as_http
 from ciserver.api.schemas import DeploymentOut
 from ciserver.store import audit
@@ -59,7 +59,7 @@ def control(
     action: Literal["pause", "resume", "abort"],
     caller: Ops,
     db: DatabaseDep,
-    redis: RedisDep,
+    settings: SettingsDep,
 ) -> DeploymentOut:
     with db.session() as session:
         found = _get(session, deployment_id)
@@ -72,7 +72,7 @@ def control(
         session.flush()
         answer = DeploymentOut.of(found, project)
     if hand_over:
-        enqueue(redis, deployment_id)
+        enqueue(settings, deployment_id)
     return answer
 
 

@@ -10,14 +10,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from fastapi import APIRouter, HTTPException, status
-from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from ciserver import queue
 from ciserver.api.builds import not_found
-from ciserver.api.deps import DatabaseDep, Ops, RedisDep, Viewer
+from ciserver.api.deps import DatabaseDep, Ops, SettingsDep, Viewer
 from ciserver.api.schemas import DeploymentOut, EnvironmentOut, PromoteIn, ReleaseOut
+from ciserver.config import Settings
 from ciserver.store import audit
 from ciserver.store import deployments as store
 from ciserver.store.artifacts import artifacts_of_build
@@ -68,7 +68,7 @@ def environments(name: str, _: Viewer, db: DatabaseDep) -> list[EnvironmentOut]:
     summary="Deploy a build's release to the environment (continuous delivery)",
 )
 def promote(
-    name: str, environment: str, body: PromoteIn, caller: Ops, db: DatabaseDep, redis: RedisDep
+    name: str, environment: str, body: PromoteIn, caller: Ops, db: DatabaseDep, settings: SettingsDep
 ) -> DeploymentOut:
     with db.session() as session:
         project = _project(session, name)
@@ -76,7 +76,7 @@ def promote(
             deployment = store.promote(session, project, environment, body.build_id, caller.actor)
         _audit(session, caller.actor, "environment.promote", project, deployment, build_id=body.build_id)
         answer = DeploymentOut.of(deployment, project.name)
-    enqueue(redis, deployment.id)
+    enqueue(settings, deployment.id)
     return answer
 
 
@@ -87,14 +87,16 @@ def promote(
     responses=_REFUSALS,
     summary="Deploy the release the environment ran before, with its strategy",
 )
-def rollback(name: str, environment: str, caller: Ops, db: DatabaseDep, redis: RedisDep) -> DeploymentOut:
+def rollback(
+    name: str, environment: str, caller: Ops, db: DatabaseDep, settings: SettingsDep
+) -> DeploymentOut:
     with db.session() as session:
         project = _project(session, name)
         with refusal_as_http():
             deployment = store.rollback(session, project, environment, caller.actor)
         _audit(session, caller.actor, "environment.rollback", project, deployment)
         answer = DeploymentOut.of(deployment, project.name)
-    enqueue(redis, deployment.id)
+    enqueue(settings, deployment.id)
     return answer
 
 
@@ -114,9 +116,12 @@ def _audit(
     audit.record(session, actor, action, target, {"deployment_id": deployment.id, **detail})
 
 
-def enqueue(redis: Redis, deployment_id: int) -> None:
+def enqueue(settings: Settings, deployment_id: int) -> None:
+    """Hand the deployment to a worker now if Redis answers; it is recorded either way."""
+    if not settings.redis_url:
+        return
     try:
-        queue.enqueue_deployments(redis, [deployment_id])
+        queue.enqueue_deployments(queue.connect(settings.redis_url), [deployment_id])
     except RedisError:
         pass  # recorded as pending: the outbox enqueues it once Redis answers
 
