@@ -37,7 +37,7 @@ environments:
   staging:
     auto: true
     listen: 127.0.0.1:{staging}
-    strategy: blue_green
+    strategy: {{blue_green: {{keep_previous: 3s}}}}
   production:
     after: staging
     branches: [main, "feature/*"]
@@ -102,6 +102,15 @@ class Deployer:
             json={"build_id": self.build_id(sha)},
             headers=headers,
         )
+
+
+def running(prefix: str) -> list[str]:
+    names = subprocess.run(
+        ["docker", "ps", "--format", "{{.Names}}", "--filter", f"name={prefix}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return sorted(names)
 
 
 def answer(url: str) -> str:
@@ -212,6 +221,8 @@ def test_continuous_deployment_then_delivery_with_canary_and_rollback(deployer: 
     assert [step["weight"] for step in done_canary["steps"]] == [5, 100]
     assert done_canary["steps"][0]["requests"] >= 30 and done_canary["steps"][0]["errors"] == 0
     assert answer(deployer.production) == version(v2)
+    # Staging's previous color (v1, blue) was removed once its keep_previous had passed.
+    assert running("ciserver-acme-hello-staging-") == ["ciserver-acme-hello-staging-green"]
 
     # Promoting a release that has not succeeded in staging (its branch does not go there) is a 409.
     feature = deployer.push("feature work", branch="feature/x")
