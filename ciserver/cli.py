@@ -80,11 +80,15 @@ def serve(host: Host = "127.0.0.1", port: Port = 8080) -> None:
 @app.command()
 def worker(
     queues: Annotated[
-        list[str] | None, typer.Option("--queues", "-q", help="Queues to take work from.")
+        list[str] | None,
+        typer.Option(
+            "--queues", "-q", help="Queues to take work from: builds, jobs, deploys (default: all three)."
+        ),
     ] = None,
     burst: Annotated[bool, typer.Option(help="Stop when the queues are empty.")] = False,
 ) -> None:
-    """Run one worker: plans builds and runs jobs in containers. SIGTERM finishes the current job first."""
+    """Run one worker: plans builds, runs jobs in containers, rolls out deployments. SIGTERM finishes
+    the current task first."""
     from workers.runner import run_worker
 
     settings = get_settings()
