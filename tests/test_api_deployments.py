@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from redis import Redis
+from rq import Queue
 
+import ciserver.outbox as outbox
 from ciserver.app import create_app
 from ciserver.config import Settings
 from ciserver.store import deployments as store
@@ -122,3 +125,24 @@ def test_unknown_projects_and_environments_are_404(
     assert rollback.status_code == 404 and "no environment 'nowhere'" in rollback.json()["detail"]
     with session_scope(settings.db_url) as session:
         assert session.query(Project).count() == 1
+
+
+def test_the_outbox_hands_recorded_deployments_to_the_queue(
+    client: TestClient, settings: Settings, build_id: int, redis_url: str
+) -> None:
+    promoted = client.post(
+        f"{BASE}/environments/production/promote",
+        json={"build_id": build_id},
+        headers=bearer(settings, Role.ops),
+    ).json()["id"]
+    quiet = redis_url.rsplit("/", 1)[0] + "/4"  # a database no worker takes work from
+    redis = Redis.from_url(quiet)
+    redis.flushdb()
+    with_redis = settings.model_copy(update={"redis_url": quiet})
+    grace, outbox.GRACE = outbox.GRACE, outbox.GRACE * 0
+    try:
+        assert outbox.enqueue_lost_deployments(with_redis) == [promoted]
+        assert outbox.enqueue_lost_deployments(with_redis) == [], "one on the queue is not enqueued twice"
+    finally:
+        outbox.GRACE = grace
+    assert Queue("deploys", connection=redis).job_ids == [f"deploy-{promoted}"]

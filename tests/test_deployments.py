@@ -127,7 +127,8 @@ def deployer(
 ) -> Iterator[Deployer]:
     root = tmp_path_factory.mktemp("deploy")
     nginx, reload = start_nginx(root / "data" / "nginx")
-    server = CiServer(root, redis_url)
+    # A Redis database of its own: the session's other server has workers on the same queue names.
+    server = CiServer(root, redis_url.rsplit("/", 1)[0] + "/3")
     server.env["CISERVER_ROUTER_RELOAD"] = reload
     repo = root / "repo"
     make_repo(repo, {name: (EXAMPLE / name).read_text() for name in ("app.py", "Dockerfile")})
