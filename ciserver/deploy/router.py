@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,21 @@ class NginxRouter:
             raise
 
     def reload(self) -> None:
+        """Reload nginx and, when it runs on this host, wait until the old worker processes have
+        handed over: `nginx -s reload` only signals the master, which applies the change a moment later."""
+        master = _nginx_master(self.root / "nginx.pid")
+        before = _children(master) if master else set()
+        self._signal_reload()
+        if master is None:
+            return
+        deadline = time.monotonic() + RELOAD_WAIT
+        while time.monotonic() < deadline:
+            now = _children(master)
+            if now and not (now & before):
+                return
+            time.sleep(0.01)
+
+    def _signal_reload(self) -> None:
         try:
             result = subprocess.run(
                 shlex.split(self.reload_command), capture_output=True, text=True, timeout=30
@@ -105,6 +121,35 @@ class NginxRouter:
             raise RouterError(
                 f"{self.reload_command!r} failed: {result.stderr.strip() or result.stdout.strip()}"
             )
+
+
+RELOAD_WAIT = 10.0  # seconds; old workers finish their requests in flight first
+
+
+def _nginx_master(pid_file: Path) -> int | None:
+    """The pid of the nginx master whose pid file this is, when it runs in this process namespace."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, ValueError):
+        return None
+    return pid if comm == "nginx" else None
+
+
+def _children(parent: int) -> set[int]:
+    """Live processes whose parent is `parent` (nginx's workers), from /proc."""
+    found = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1] == str(parent) and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
 
 
 def upstream_config(
