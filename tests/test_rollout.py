@@ -199,3 +199,16 @@ def test_a_router_that_refuses_the_weights_fails_the_deployment_cleanly(tmp_path
     outcome = rollout(CANARY, tmp_path, previous=False, target=target, routing=Routing(fail=True)).run()
     assert outcome.status == "failed" and "bind()" in (outcome.reason or "")
     assert target.removed == ["blue"]  # no container left behind
+
+
+def test_an_engine_error_after_the_switch_began_puts_the_traffic_back(tmp_path: Path) -> None:
+    class Failing(Target):
+        def healthy(self, address: str) -> str | None:
+            if len(self.started) and routing.weights:
+                raise OSError("the Docker Engine is unreachable")
+            return None
+
+    routing, target = Routing(), Failing()
+    outcome = rollout(CANARY, tmp_path, routing=routing, target=target).run()
+    assert (outcome.status, outcome.reason) == ("rolled_back", "the Docker Engine is unreachable")
+    assert routing.weights == [{OLD: 95, NEW: 5}, {OLD: 100}] and target.removed == ["green"]

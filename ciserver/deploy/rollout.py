@@ -96,13 +96,16 @@ class Rollout:
         return canary.steps
 
     def run(self) -> Outcome:
+        """The deployment to its end (or its pause). Whatever fails on the way (nginx refusing the
+        weights, the engine refusing a container) puts the traffic back on the previous version."""
         try:
             return self._run()
-        except RouterError as exc:
+        except Exception as exc:
+            reason = f"the router refused the weights: {exc}" if isinstance(exc, RouterError) else str(exc)
             try:
-                return self._undo(f"the router refused the weights: {exc}")
-            except RouterError as again:
-                return Outcome("failed", f"the router refused the weights: {exc}; and going back: {again}")
+                return self._undo(reason or type(exc).__name__)
+            except Exception as again:
+                return Outcome("failed", f"{reason}; and going back failed too: {again}")
 
     def _run(self) -> Outcome:
         place = self.place
