@@ -202,3 +202,15 @@ def test_pause_resume_and_abort_follow_the_deployment_state(session: Session, pr
     store.finish(session, one, DeploymentStatus.rolled_back, "aborted by ops")
     with pytest.raises(store.DeployRefused, match="is rolled_back: it cannot be resumed now"):
         store.request_control(session, deployment, "resume", "ops")
+
+
+def test_a_previous_color_is_retired_only_when_nothing_may_use_it(session: Session, project: Project) -> None:
+    [one] = store.release_build(session, green_build(session, project))
+    deployed(session, one)  # staging serves blue
+    assert not store.retirable(session, "octo/app", "staging", "blue")
+    assert store.retirable(session, "octo/app", "staging", "green")
+    [two] = store.release_build(session, green_build(session, project))
+    assert not store.retirable(session, "octo/app", "staging", "green")  # deployment two may reuse it
+    store.finish(session, two, DeploymentStatus.failed, "no")
+    assert store.retirable(session, "octo/app", "staging", "green")
+    assert not store.retirable(session, "octo/app", "nowhere", "green")

@@ -12,7 +12,6 @@ import logging
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import select
 
 from ciserver import queue
 from ciserver.crypto import load_fernet
@@ -21,7 +20,7 @@ from ciserver.deploy.router import Backend, NginxRouter, route_name
 from ciserver.deploy.traffic_log import AccessLog
 from ciserver.store import deployments as store
 from ciserver.store.db import session_scope
-from ciserver.store.models import DeploymentStatus, Environment, Project
+from ciserver.store.models import DeploymentStatus
 from ciserver.store.secrets import SecretError, secret_values
 from workers.context import WorkerContext, current
 from workers.deploy_script import run_script_deploy
@@ -147,15 +146,10 @@ def _finish(ctx: WorkerContext, deployment_id: int, outcome: Outcome, claimed: s
 
 
 def retire(project: str, environment: str, color: str) -> None:
-    """Remove a previous color once its keep_previous has passed, unless it serves again (a rollback)."""
+    """Remove a previous color once its keep_previous has passed, unless it serves again (a rollback)
+    or a deployment of the environment waits or runs (it may reuse the container)."""
     ctx = current()
     with session_scope(ctx.settings.db_url) as session:
-        row = session.scalar(
-            select(Environment)
-            .join(Project, Project.id == Environment.project_id)
-            .where(Project.name == project, Environment.name == environment)
-        )
-        if row is None or row.color == color or store.under_way(session, row.id):
-            return
-    release = ServiceRelease(project=project, environment=environment, image="", port=0, health="/")
-    DockerServiceTarget(release).remove(color)
+        if store.retirable(session, project, environment, color):
+            release = ServiceRelease(project=project, environment=environment, image="", port=0, health="/")
+            DockerServiceTarget(release).remove(color)

@@ -132,13 +132,32 @@ def _end(deployment: Deployment, status: DeploymentStatus, reason: str | None) -
     deployment.finished_at, deployment.worker = utcnow(), None
 
 
-def under_way(session: Session, environment_id: int, but: int | None = None) -> Deployment | None:
+def _under_way(session: Session, environment_id: int, but: int | None = None) -> Deployment | None:
     query = select(Deployment).where(
         Deployment.environment_id == environment_id, Deployment.status.in_(UNDER_WAY)
     )
     if but is not None:
         query = query.where(Deployment.id != but)
     return session.scalars(query.order_by(Deployment.id)).first()
+
+
+def retirable(session: Session, project: str, environment: str, color: str) -> bool:
+    """Whether a previous color may be removed now: the environment does not serve it and has no
+    deployment waiting or under way (which might reuse it). Locks the environment's row, so none
+    starts before the caller's transaction ends: remove the container inside it."""
+    row = session.scalar(
+        select(Environment)
+        .join(Project, Project.id == Environment.project_id)
+        .where(Project.name == project, Environment.name == environment)
+        .with_for_update()
+    )
+    if row is None or row.color == color:
+        return False
+    waiting = select(Deployment.id).where(
+        Deployment.environment_id == row.id,
+        Deployment.status.in_((DeploymentStatus.pending, *UNDER_WAY)),
+    )
+    return session.scalar(waiting.limit(1)) is None
 
 
 def release_of_build(session: Session, project: Project, build_id: int) -> Release:
@@ -182,7 +201,7 @@ def promote(session: Session, project: Project, name: str, build_id: int, actor:
             f"which {name!r} comes after",
         )
     row = _environment_row(session, project.id, name, environment.listen)
-    _refuse_whenunder_way(session, row)
+    _refuse_when_under_way(session, row)
     return _new_deployment(session, release, row, "promote", actor)
 
 
@@ -193,7 +212,7 @@ def rollback(session: Session, project: Project, name: str, actor: str) -> Deplo
     )
     if row is None:
         raise DeployRefused(404, f"project {project.name} has no environment {name!r}")
-    _refuse_whenunder_way(session, row)
+    _refuse_when_under_way(session, row)
     earlier = session.scalars(
         select(Deployment)
         .where(
@@ -224,8 +243,8 @@ def _succeeded_in(session: Session, release: Release, environment: str) -> bool:
     )
 
 
-def _refuse_whenunder_way(session: Session, environment: Environment) -> None:
-    busy = under_way(session, environment.id)
+def _refuse_when_under_way(session: Session, environment: Environment) -> None:
+    busy = _under_way(session, environment.id)
     if busy is not None:
         raise DeployRefused(
             409,
@@ -265,7 +284,7 @@ def claim(session: Session, deployment_id: int, worker: str) -> Claimed | None:
     environment = _environment_row(session, deployment.project_id, deployment.environment.name, None)
     session.refresh(deployment)
     if deployment.status == DeploymentStatus.pending:
-        if under_way(session, environment.id, but=deployment.id) is not None:
+        if _under_way(session, environment.id, but=deployment.id) is not None:
             return None  # started when the one under way ends
         conflict = _listen_taken(session, environment, config_of(deployment.release))
         if conflict:
