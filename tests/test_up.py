@@ -62,7 +62,12 @@ def test_up_starts_a_private_nginx_that_routes_and_stops_with_it(tmp_path: Path)
                 time.sleep(0.05)
         else:
             raise AssertionError("nginx never routed to the environment")
-        assert api in (root / "logs" / "staging.access.log").read_text()
+        # nginx logs a request once its answer has gone out: the client may read it a moment sooner.
+        log = root / "logs" / "staging.access.log"
+        deadline = time.monotonic() + 5
+        while api not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert api in log.read_text()
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(30)
