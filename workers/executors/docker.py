@@ -151,6 +151,14 @@ def service_config(spec: JobSpec, service: ServiceSpec) -> dict[str, Any]:
     return config
 
 
+def connect_engine() -> docker.DockerClient:
+    """A client of the engine DOCKER_HOST names (the local one by default)."""
+    try:
+        return docker.from_env(timeout=120)
+    except DockerException as exc:
+        raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
+
+
 class DockerExecutor:
     """Runs jobs on the Docker Engine named by DOCKER_HOST (the local one by default)."""
 
@@ -161,10 +169,7 @@ class DockerExecutor:
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            try:
-                self._client = docker.from_env(timeout=120)
-            except DockerException as exc:
-                raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
+            self._client = connect_engine()
         return self._client
 
     # -- jobs ---------------------------------------------------------------------------------------

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, ImageNotFound, NotFound
 from docker.models.containers import Container
 
 from workers.executors.base import ExecutorError, Limits
-from workers.executors.docker import SERVICE_CAPABILITIES, hardening
+from workers.executors.docker import SERVICE_CAPABILITIES, connect_engine, hardening
 
 DEPLOY_LABEL = "ciserver.deploy"  # the data dir of the installation that started it
 HEALTH_TIMEOUT = 2.0  # seconds for one health request
@@ -55,10 +55,7 @@ class DockerServiceTarget:
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            try:
-                self._client = docker.from_env(timeout=120)
-            except DockerException as exc:
-                raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
+            self._client = connect_engine()
         return self._client
 
     def name(self, color: str) -> str:
