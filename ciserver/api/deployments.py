@@ -10,12 +10,12 @@ from sqlalchemy.orm import Session
 
 from ciserver.api.builds import not_found
 from ciserver.api.deps import MAX_ROW, DatabaseDep, Ops, RowId, SettingsDep, Viewer
+from ciserver.api.projects import project_or_404
 from ciserver.api.releases import enqueue, refusal_as_http
 from ciserver.api.schemas import DeploymentOut
 from ciserver.store import audit
 from ciserver.store import deployments as store
 from ciserver.store.models import Deployment, Project
-from ciserver.store.projects import get_project
 
 router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
 
@@ -32,10 +32,7 @@ def deployments(
     with db.session() as session:
         project_id = None
         if project is not None:
-            found = get_project(session, project)
-            if found is None:
-                raise not_found("project", repr(project))
-            project_id = found.id
+            project_id = project_or_404(session, project).id
         rows = store.list_deployments(session, project_id, environment, limit, offset)
         return [DeploymentOut.of(d, _project_name(session, d)) for d in rows]
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
+from sqlalchemy.orm import Session
 
 from ciserver.api.builds import not_found
 from ciserver.api.deps import Admin, DatabaseDep, SettingsDep, Viewer
 from ciserver.api.schemas import ProjectIn, ProjectOut
 from ciserver.clone_urls import CloneURLError, check_clone_url
 from ciserver.store import audit
+from ciserver.store.models import Project
 from ciserver.store.projects import ProjectError, add_project, get_project, list_projects
 
 router = APIRouter(prefix="/api/v1/projects", tags=["projects"])
@@ -49,7 +51,12 @@ def projects(_: Viewer, db: DatabaseDep) -> list[ProjectOut]:
 @router.get("/{name:path}", response_model=ProjectOut, summary="One project, by OWNER/NAME")
 def project(name: str, _: Viewer, db: DatabaseDep) -> ProjectOut:
     with db.session() as session:
-        found = get_project(session, name)
-        if found is None:
-            raise not_found("project", repr(name))
-        return ProjectOut.of(found)
+        return ProjectOut.of(project_or_404(session, name))
+
+
+def project_or_404(session: Session, name: str) -> Project:
+    """The project named OWNER/NAME, or the 404 that names it."""
+    found = get_project(session, name)
+    if found is None:
+        raise not_found("project", repr(name))
+    return found

@@ -14,15 +14,14 @@ from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from ciserver import queue
-from ciserver.api.builds import not_found
 from ciserver.api.deps import DatabaseDep, Ops, SettingsDep, Viewer
+from ciserver.api.projects import project_or_404
 from ciserver.api.schemas import DeploymentOut, EnvironmentOut, PromoteIn, ReleaseOut
 from ciserver.config import Settings
 from ciserver.store import audit
 from ciserver.store import deployments as store
 from ciserver.store.artifacts import artifacts_of_build
 from ciserver.store.models import Deployment, Project, Release
-from ciserver.store.projects import get_project
 
 router = APIRouter(prefix="/api/v1/projects", tags=["releases"])
 
@@ -35,7 +34,7 @@ _REFUSALS = {
 @router.get("/{name:repo_path}/releases", response_model=list[ReleaseOut], summary="Releases, newest first")
 def releases(name: str, _: Viewer, db: DatabaseDep) -> list[ReleaseOut]:
     with db.session() as session:
-        project = _project(session, name)
+        project = project_or_404(session, name)
         return [_release(session, r) for r in store.list_releases(session, project.id)]
 
 
@@ -46,7 +45,7 @@ def releases(name: str, _: Viewer, db: DatabaseDep) -> list[ReleaseOut]:
 )
 def environments(name: str, _: Viewer, db: DatabaseDep) -> list[EnvironmentOut]:
     with db.session() as session:
-        project = _project(session, name)
+        project = project_or_404(session, name)
         return [
             EnvironmentOut(
                 name=row.name,
@@ -71,7 +70,7 @@ def promote(
     name: str, environment: str, body: PromoteIn, caller: Ops, db: DatabaseDep, settings: SettingsDep
 ) -> DeploymentOut:
     with db.session() as session:
-        project = _project(session, name)
+        project = project_or_404(session, name)
         with refusal_as_http():
             deployment = store.promote(session, project, environment, body.build_id, caller.actor)
         _audit(session, caller.actor, "environment.promote", project, deployment, build_id=body.build_id)
@@ -91,7 +90,7 @@ def rollback(
     name: str, environment: str, caller: Ops, db: DatabaseDep, settings: SettingsDep
 ) -> DeploymentOut:
     with db.session() as session:
-        project = _project(session, name)
+        project = project_or_404(session, name)
         with refusal_as_http():
             deployment = store.rollback(session, project, environment, caller.actor)
         _audit(session, caller.actor, "environment.rollback", project, deployment)
@@ -124,13 +123,6 @@ def enqueue(settings: Settings, deployment_id: int) -> None:
         queue.enqueue_deployments(queue.connect(settings.redis_url), [deployment_id])
     except RedisError:
         pass  # recorded as pending: the outbox enqueues it once Redis answers
-
-
-def _project(session: Session, name: str) -> Project:
-    project = get_project(session, name)
-    if project is None:
-        raise not_found("project", repr(name))
-    return project
 
 
 def _release(session: Session, release: Release) -> ReleaseOut:

@@ -14,15 +14,14 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.orm import Session
 
 from ciserver.api.builds import not_found
 from ciserver.api.deps import DatabaseDep, Developer, Ops, SettingsDep
+from ciserver.api.projects import project_or_404
 from ciserver.config import Settings
 from ciserver.crypto import SecretKeyError, load_fernet
 from ciserver.store import audit
 from ciserver.store.models import Project, Secret
-from ciserver.store.projects import get_project
 from ciserver.store.secrets import SecretError, delete_secret, get_secret, list_secrets, set_secret
 
 
@@ -76,7 +75,7 @@ class SecretOut(BaseModel):
 )
 def secrets(name: str, _: Developer, db: DatabaseDep) -> list[SecretOut]:
     with db.session() as session:
-        return [SecretOut.of(s) for s in list_secrets(session, _project(session, name))]
+        return [SecretOut.of(s) for s in list_secrets(session, project_or_404(session, name))]
 
 
 @router.put(
@@ -96,7 +95,7 @@ def put(
 ) -> SecretOut:
     fernet = _fernet(settings)
     with db.session() as session:
-        project = _project(session, name)
+        project = project_or_404(session, name)
         try:
             created = set_secret(session, project, key, body.value, fernet)
         except SecretError as exc:
@@ -113,7 +112,7 @@ def put(
 )
 def delete(name: str, key: str, caller: Ops, db: DatabaseDep) -> Response:
     with db.session() as session:
-        project = _project(session, name)
+        project = project_or_404(session, name)
         try:
             deleted = delete_secret(session, project, key)
         except SecretError as exc:
@@ -122,13 +121,6 @@ def delete(name: str, key: str, caller: Ops, db: DatabaseDep) -> Response:
             raise not_found("secret", f"{key!r} of project {project.name!r}")
         audit.record(session, caller.actor, "secret.delete", _target(project, key))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-def _project(session: Session, name: str) -> Project:
-    project = get_project(session, name)
-    if project is None:
-        raise not_found("project", repr(name))
-    return project
 
 
 def _fernet(settings: Settings) -> Fernet:
