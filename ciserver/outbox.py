@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TypeVar
 
+from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from ciserver import queue
 from ciserver.config import Settings
@@ -20,55 +24,68 @@ from ciserver.store.artifacts import expired_artifacts, forget_artifacts
 from ciserver.store.builds import queued_build_ids
 from ciserver.store.db import session_scope
 from ciserver.store.deployments import lost_deployments
-from ciserver.store.dispatch import lost_dispatches
+from ciserver.store.dispatch import Dispatched, lost_dispatches
 from ciserver.store.models import utcnow
 
 log = logging.getLogger(__name__)
 
 # A build younger than this is still on its way from the webhook to the queue.
 GRACE = timedelta(seconds=5)
+_T = TypeVar("_T")
 
 
 def enqueue_lost_builds(settings: Settings) -> list[int]:
     """One pass over builds: returns the ids enqueued again."""
-    with session_scope(settings.db_url) as session:
-        candidates = queued_build_ids(session, created_before=utcnow() - GRACE)
-    if not candidates:
-        return []
-    redis = queue.connect(settings.redis_url or "")
-    lost = queue.builds_not_on_queue(redis, candidates)
-    for build_id in lost:
-        queue.enqueue_build(redis, build_id)
-    if lost:
-        log.info("outbox: enqueued again builds %s", lost)
-    return lost
+
+    def enqueue(redis: Redis, lost: list[int]) -> None:
+        for build_id in lost:
+            queue.enqueue_build(redis, build_id)
+
+    def find(session: Session, before: datetime) -> list[int]:
+        return queued_build_ids(session, created_before=before)
+
+    return _enqueue_lost(settings, "builds", find, queue.builds_not_on_queue, enqueue)
 
 
 def enqueue_lost_jobs(settings: Settings) -> list[int]:
     """One pass over dispatched jobs no worker has started: returns the ids enqueued again."""
-    with session_scope(settings.db_url) as session:
-        candidates = lost_dispatches(session, dispatched_before=utcnow() - GRACE)
-    if not candidates:
-        return []
-    redis = queue.connect(settings.redis_url or "")
-    lost = queue.jobs_not_on_queue(redis, candidates)
-    queue.enqueue_jobs(redis, lost)
-    if lost:
-        log.info("outbox: enqueued again jobs %s", [job.job_id for job in lost])
+
+    def find(session: Session, before: datetime) -> list[Dispatched]:
+        return lost_dispatches(session, dispatched_before=before)
+
+    lost = _enqueue_lost(settings, "jobs", find, queue.jobs_not_on_queue, queue.enqueue_jobs)
     return [job.job_id for job in lost]
 
 
 def enqueue_lost_deployments(settings: Settings) -> list[int]:
     """One pass over deployments waiting for a worker: returns the ids enqueued again."""
+
+    def find(session: Session, before: datetime) -> list[int]:
+        return lost_deployments(session, before=before)
+
+    return _enqueue_lost(
+        settings, "deployments", find, queue.deployments_not_on_queue, queue.enqueue_deployments
+    )
+
+
+def _enqueue_lost(
+    settings: Settings,
+    kind: str,
+    find: Callable[[Session, datetime], list[_T]],
+    not_on_queue: Callable[[Redis, list[_T]], list[_T]],
+    enqueue: Callable[[Redis, list[_T]], None],
+) -> list[_T]:
+    """What the database holds as waiting for the queue (older than GRACE) but the queue does not
+    have: enqueued again."""
     with session_scope(settings.db_url) as session:
-        candidates = lost_deployments(session, before=utcnow() - GRACE)
+        candidates = find(session, utcnow() - GRACE)
     if not candidates:
         return []
     redis = queue.connect(settings.redis_url or "")
-    lost = queue.deployments_not_on_queue(redis, candidates)
-    queue.enqueue_deployments(redis, lost)
+    lost = not_on_queue(redis, candidates)
+    enqueue(redis, lost)
     if lost:
-        log.info("outbox: enqueued again deployments %s", lost)
+        log.info("outbox: enqueued again %s %s", kind, lost)
     return lost
 
 

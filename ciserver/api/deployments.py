@@ -15,7 +15,7 @@ from ciserver.api.releases import enqueue, refusal_as_http
 from ciserver.api.schemas import DeploymentOut
 from ciserver.store import audit
 from ciserver.store import deployments as store
-from ciserver.store.models import Deployment, Project
+from ciserver.store.models import Deployment
 
 router = APIRouter(prefix="/api/v1/deployments", tags=["deployments"])
 
@@ -34,14 +34,14 @@ def deployments(
         if project is not None:
             project_id = project_or_404(session, project).id
         rows = store.list_deployments(session, project_id, environment, limit, offset)
-        return [DeploymentOut.of(d, _project_name(session, d)) for d in rows]
+        return [DeploymentOut.of(d) for d in rows]
 
 
 @router.get("/{deployment_id}", response_model=DeploymentOut, summary="A deployment: steps, weights, status")
 def deployment(deployment_id: RowId, _: Viewer, db: DatabaseDep) -> DeploymentOut:
     with db.session() as session:
         found = _get(session, deployment_id)
-        return DeploymentOut.of(found, _project_name(session, found))
+        return DeploymentOut.of(found)
 
 
 @router.post(
@@ -62,12 +62,14 @@ def control(
         found = _get(session, deployment_id)
         with refusal_as_http():
             hand_over = store.request_control(session, found, action, caller.actor)
-        project = _project_name(session, found)
         audit.record(
-            session, caller.actor, f"deployment.{action}", f"project:{project}/deployment:{deployment_id}"
+            session,
+            caller.actor,
+            f"deployment.{action}",
+            f"project:{found.project.name}/deployment:{deployment_id}",
         )
         session.flush()
-        answer = DeploymentOut.of(found, project)
+        answer = DeploymentOut.of(found)
     if hand_over:
         enqueue(settings, deployment_id)
     return answer
@@ -78,8 +80,3 @@ def _get(session: Session, deployment_id: int) -> Deployment:
     if found is None:
         raise not_found("deployment", deployment_id)
     return found
-
-
-def _project_name(session: Session, deployment: Deployment) -> str:
-    project = session.get(Project, deployment.project_id)
-    return project.name if project else str(deployment.project_id)

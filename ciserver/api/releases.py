@@ -53,7 +53,7 @@ def environments(name: str, _: Viewer, db: DatabaseDep) -> list[EnvironmentOut]:
                 release=_release(session, row.release) if row.release else None,
                 since=row.deployed_at,
                 deployed_by=row.deployed_by,
-                latest_deployment=DeploymentOut.of(latest, project.name) if latest else None,
+                latest_deployment=DeploymentOut.of(latest) if latest else None,
             )
             for row, latest in store.list_environments(session, project.id)
         ]
@@ -74,7 +74,7 @@ def promote(
         with refusal_as_http():
             deployment = store.promote(session, project, environment, body.build_id, caller.actor)
         _audit(session, caller.actor, "environment.promote", project, deployment, build_id=body.build_id)
-        answer = DeploymentOut.of(deployment, project.name)
+        answer = DeploymentOut.of(deployment)
     enqueue(settings, deployment.id)
     return answer
 
@@ -94,7 +94,7 @@ def rollback(
         with refusal_as_http():
             deployment = store.rollback(session, project, environment, caller.actor)
         _audit(session, caller.actor, "environment.rollback", project, deployment)
-        answer = DeploymentOut.of(deployment, project.name)
+        answer = DeploymentOut.of(deployment)
     enqueue(settings, deployment.id)
     return answer
 

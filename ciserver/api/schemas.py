@@ -249,10 +249,10 @@ class DeploymentOut(BaseModel):
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, deployment: Deployment, project: str) -> DeploymentOut:
+    def of(cls, deployment: Deployment) -> DeploymentOut:
         return cls(
             id=deployment.id,
-            project=project,
+            project=deployment.project.name,
             environment=deployment.environment.name,
             release_id=deployment.release_id,
             build_id=deployment.release.build_id,

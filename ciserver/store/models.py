@@ -275,6 +275,7 @@ class Deployment(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
+    project: Mapped[Project] = relationship(lazy="joined")
     environment: Mapped[Environment] = relationship(lazy="joined")
     release: Mapped[Release] = relationship(lazy="joined", foreign_keys=[release_id])
 
