@@ -86,12 +86,25 @@ def worker(
         ),
     ] = None,
     burst: Annotated[bool, typer.Option(help="Stop when the queues are empty.")] = False,
+    grace: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Seconds a SIGTERM lets the current task run on before it is handed back to the queue "
+            "(default: CISERVER_STOP_GRACE, 10).",
+        ),
+    ] = None,
 ) -> None:
-    """Run one worker: plans builds, runs jobs in containers, rolls out deployments. SIGTERM finishes
-    the current task first."""
+    """Run one worker: plans builds, runs jobs in containers, rolls out deployments.
+
+    SIGTERM takes no new task and lets the current one run for the grace period; then, or at a second
+    SIGTERM, its container is stopped and the job handed back to the queue for another worker. A worker
+    killed outright is found by the others within CISERVER_WORKER_TTL seconds."""
     from workers.runner import run_worker
 
     settings = get_settings()
+    if grace is not None:
+        settings = settings.model_copy(update={"stop_grace": grace})
     if not settings.redis_url:
         raise _fail("CISERVER_REDIS_URL is not set (or use `ciserver up`, which starts its own Redis)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -29,7 +29,16 @@ class Settings(BaseSettings):
     pull_images: bool = Field(True, description="Pull a job's image when the engine does not have it.")
     outbox_interval: float = Field(2.0, description="Seconds between scans for builds not yet enqueued.")
     stop_grace: float = Field(
-        10.0, description="Seconds `ciserver up` lets workers finish before stopping them."
+        10.0,
+        ge=0,
+        description="Seconds a worker told to stop (SIGTERM) lets its current job run on before it "
+        "stops the job and hands it back to the queue for another worker.",
+    )
+    worker_ttl: int = Field(
+        20,
+        ge=3,
+        description="Seconds a worker stays registered without a heartbeat (it sends one every third "
+        "of this); a worker silent longer is lost, and its jobs are ended or retried.",
     )
     project_concurrency: int = Field(
         0, ge=0, description="Jobs of one project that may run at once; 0: as many as there are workers."

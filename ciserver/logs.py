@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +28,16 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 64 * 1024
 # A stream keeps about this many entries; an older part of a huge log is read from the store.
 STREAM_MAXLEN = 20_000
+# Seconds between tries of a live stream that failed (Redis restarting).
+STREAM_RETRY = 2.0
 
 
 def stream_key(job_id: int) -> str:
     return f"ciserver:log:{job_id}"
+
+
+class LogStoreError(Exception):
+    """The log store cannot keep a job's output (a full disk, a write error): the job ends in error."""
 
 
 class LogStore(Protocol):
@@ -51,12 +58,27 @@ class FileLogStore:
         return self.root / str(job_id // 1000) / f"{job_id}.log"
 
     def append(self, job_id: int, data: bytes) -> None:
+        """One chunk, whole or not at all: a short write (a full disk) is cut back off, so the log
+        holds only what the stream announced."""
         path = self.path(job_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # O_APPEND: one write per chunk, so a reader never sees half of one at the end.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         try:
-            os.write(fd, data)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # O_APPEND: one write per chunk, so a reader never sees half of one at the end.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        except OSError as exc:
+            raise LogStoreError(f"the log store could not keep the output: {exc.strerror} ({path})") from None
+        try:
+            before = os.fstat(fd).st_size
+            try:
+                written = os.write(fd, data)
+            except OSError as exc:
+                written, reason = 0, exc.strerror
+            else:
+                reason = "No space left on device"
+            if written < len(data):
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, before)
+                raise LogStoreError(f"the log store could not keep the output: {reason} ({path})")
         finally:
             os.close(fd)
 
@@ -94,7 +116,8 @@ class LogWriter:
         self.offset = store.size(job_id)
         self._masker = Masker(secrets)
         self._pending = b""
-        self._stream_ok = redis is not None
+        self._stream_down_until = 0.0  # after a failure the stream is tried again from then on
+        self.store_error: str | None = None  # set once the store failed; the job ends with it
 
     def write(self, data: bytes) -> None:
         self._pending += self._masker.feed(data)
@@ -118,29 +141,42 @@ class LogWriter:
 
     def close(self, status: str) -> None:
         """Flush what is left and mark the stream's end with the job's final status."""
-        self.flush()
-        self._xadd({"end": status})
-        if self._stream_ok and self.redis is not None:
+        with contextlib.suppress(LogStoreError):  # the job's error already says so
+            self.flush()
+        if self._xadd({"end": status}, now=True) and self.redis is not None:
             with contextlib.suppress(RedisError):
                 self.redis.expire(stream_key(self.job_id), self.stream_ttl)
 
     def _publish(self, chunk: bytes) -> None:
         # The store first: a chunk in the stream is always in the store too, once the job ends.
-        self.store.append(self.job_id, chunk)
+        if self.store_error is not None:
+            return  # nothing more is kept once the store failed, so the log stays whole up to there
+        try:
+            self.store.append(self.job_id, chunk)
+        except LogStoreError as exc:
+            self.store_error = str(exc)
+            raise
         self._xadd({"o": self.offset, "d": chunk})
         self.offset += len(chunk)
 
-    def _xadd(self, fields: dict[str, int | bytes | str]) -> None:
-        if not self._stream_ok or self.redis is None:
-            return
+    def _xadd(self, fields: dict[str, int | bytes | str], *, now: bool = False) -> bool:
+        """Add to the live stream; while Redis is away the store alone has the chunks (readers read
+        them there) and the stream is tried again every STREAM_RETRY seconds."""
+        if self.redis is None or (not now and time.monotonic() < self._stream_down_until):
+            return False
         try:
             self.redis.xadd(stream_key(self.job_id), fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
         except RedisError as exc:
-            # The log store still has every byte; readers fall back to it.
-            log.warning(
-                "job %s: live log stream unavailable, keeping the log store only: %s", self.job_id, exc
-            )
-            self._stream_ok = False
+            if not self._stream_down_until:
+                log.warning(
+                    "job %s: live log stream unavailable, the log store has it all: %s", self.job_id, exc
+                )
+            self._stream_down_until = time.monotonic() + STREAM_RETRY
+            return False
+        if self._stream_down_until:
+            log.info("job %s: live log stream back", self.job_id)
+            self._stream_down_until = 0.0
+        return True
 
 
 @dataclass(frozen=True)

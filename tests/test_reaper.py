@@ -1,24 +1,42 @@
-"""A worker that dies leaves its job's container behind; the next worker to start removes it and
-ends the job, so its build can finish (real Docker, Redis and SQLite)."""
+"""The reaper hands on the work of workers that are gone: their containers removed, their jobs
+retried or ended, their unplanned builds queued again; the work of live workers is left alone
+(real Docker, Redis, RQ registrations and SQLite; the killed-process version is in test_faults)."""
 
 from __future__ import annotations
 
 import subprocess
+import time
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from redis import Redis
+from rq import Queue, Worker
 
+from ciserver import queue
 from ciserver.config import Settings
 from ciserver.store.db import session_scope
-from ciserver.store.models import Build, Job, Status
+from ciserver.store.models import Build, Job, Status, utcnow
 from ciserver.store.projects import add_project
 from workers.context import WorkerContext
-from workers.reaper import reap_orphans
+from workers.reaper import Reaper
 
 pytestmark = pytest.mark.e2e
 
+TTL = 3
 
-def running_job(settings: Settings) -> int:
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str) -> Iterator[Settings]:
+    redis = Redis.from_url(redis_url)
+    while int(redis.info("server")["uptime_in_seconds"]) < TTL:  # the reaper judges no one before
+        time.sleep(0.2)
+    yield Settings(data_dir=tmp_path, redis_url=redis_url, worker_ttl=TTL)
+
+
+def running_build(settings: Settings, *, jobs: dict[str, dict[str, object]]) -> list[int]:
+    """A running build whose jobs (name -> options) run on the worker each names."""
     with session_scope(settings.db_url) as session:
         project = add_project(
             session, name="octo/reaped", forge="github", repo_url="https://x.test/r.git", secret="s"
@@ -28,55 +46,125 @@ def running_job(settings: Settings) -> int:
         )
         session.add(build)
         session.flush()
-        job = Job(
-            build_id=build.id, position=0, name="slow", stage="test", image="x", script=[], env={},
-            timeout=60, after=[], status="running", worker="gone.1",
-        )  # fmt: skip
-        session.add(job)
+        rows = [
+            Job(
+                build_id=build.id,
+                position=n,
+                name=name,
+                stage="test",
+                image="x",
+                script=[],
+                env={},
+                timeout=60,
+                after=[],
+                status="running",
+                worker=str(options.pop("worker")),
+                options=options,
+            )  # fmt: skip
+            for n, (name, options) in enumerate(jobs.items())
+        ]
+        session.add_all(rows)
         session.flush()
-        return job.id
+        return [row.id for row in rows]
 
 
-def test_a_container_whose_worker_is_gone_is_removed_and_its_job_ends(
-    tmp_path: Path, redis_url: str, busybox_image: str
-) -> None:
-    settings = Settings(data_dir=tmp_path, redis_url=redis_url)
-    job_id = running_job(settings)
+def job_row(settings: Settings, job_id: int) -> Job:
+    with session_scope(settings.db_url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        session.expunge(job)
+        return job
+
+
+def container_of(settings: Settings, job_id: int, worker: str, image: str) -> str:
     labels = {
         "ciserver.data_dir": str(settings.data_dir),
         "ciserver.job": str(job_id),
-        "ciserver.worker": "gone.1",
+        "ciserver.worker": worker,
     }
     flags = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
-    container = subprocess.run(
-        ["docker", "run", "-d", *flags, busybox_image, "sleep", "60"],
-        check=True,
-        capture_output=True,
-        text=True,
+    return subprocess.run(
+        ["docker", "run", "-d", *flags, image, "sleep", "60"], check=True, capture_output=True, text=True
     ).stdout.strip()
+
+
+def exists(container: str) -> bool:
+    return subprocess.run(["docker", "inspect", container], capture_output=True).returncode == 0
+
+
+def test_a_gone_workers_container_is_removed_and_its_job_ends_or_is_retried(
+    settings: Settings, busybox_image: str
+) -> None:
+    retry = {"retry": {"max": 1, "when": ["runner_failure"]}}
+    lost, retried = running_build(
+        settings, jobs={"lost": {"worker": "gone.1"}, "retried": {"worker": "gone.2", **retry}}
+    )
+    container = container_of(settings, lost, "gone.1", busybox_image)
     try:
-        assert reap_orphans(WorkerContext(settings)) == [job_id]
-        assert subprocess.run(["docker", "inspect", container], capture_output=True).returncode != 0
-        with session_scope(settings.db_url) as session:
-            job = session.get(Job, job_id)
-            assert job is not None
-            assert (job.status, job.error) == (Status.error, "the worker running it was lost")
-            assert job.build.status == Status.error
+        Reaper(WorkerContext(settings)).run_once()
+        assert not exists(container)
+        job = job_row(settings, lost)
+        assert (job.status, job.error) == (Status.error, "the worker running it (gone.1) was lost")
+        again = job_row(settings, retried)
+        assert (again.status, again.attempt, again.worker) == (Status.queued, 2, None)
+        redis = Redis.from_url(settings.redis_url or "")
+        assert redis.hget(f"rq:job:{queue.job_job_id(retried, 2)}", "status") == b"queued"
+        log = (settings.logs_dir / "0" / f"{lost}.log").read_text()
+        assert "ciserver: the worker running it (gone.1) was lost" in log
     finally:
         subprocess.run(["docker", "rm", "-f", container], capture_output=True)
 
 
-def test_containers_of_another_data_dir_are_left_alone(
-    tmp_path: Path, redis_url: str, busybox_image: str
-) -> None:
-    settings = Settings(data_dir=tmp_path, redis_url=redis_url)
+def test_the_work_of_a_live_worker_is_left_alone(settings: Settings, busybox_image: str) -> None:
+    redis = Redis.from_url(settings.redis_url or "")
+    live = Worker([Queue(queue.JOBS, connection=redis)], name="alive.1", connection=redis)
+    live.register_birth()
+    (job_id,) = running_build(settings, jobs={"busy": {"worker": "alive.1"}})
+    container = container_of(settings, job_id, "alive.1", busybox_image)
+    try:
+        Reaper(WorkerContext(settings)).run_once()
+        assert exists(container)
+        assert job_row(settings, job_id).status == Status.running
+    finally:
+        live.register_death()
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+
+
+def test_no_one_is_judged_before_redis_has_been_up_a_whole_ttl(settings: Settings) -> None:
+    # As after a Redis restart that lost the registry: live workers register at their next heartbeat.
+    patient = settings.model_copy(update={"worker_ttl": 10**6})
+    (job_id,) = running_build(settings, jobs={"busy": {"worker": "not-registered-yet.1"}})
+    Reaper(WorkerContext(patient)).run_once()
+    assert job_row(settings, job_id).status == Status.running
+
+
+def test_a_build_whose_planning_was_lost_is_queued_again(settings: Settings) -> None:
+    with session_scope(settings.db_url) as session:
+        project = add_project(
+            session, name="octo/planned", forge="github", repo_url="https://x.test/r.git", secret="s"
+        )
+        build = Build(
+            project_id=project.id, ref="refs/heads/main", branch="main", sha="b" * 40, status="running",
+            started_at=utcnow() - timedelta(seconds=TTL + 1),
+        )  # fmt: skip
+        session.add(build)
+        session.flush()
+        build_id = build.id
+    Reaper(WorkerContext(settings)).run_once()  # no RQ task runs it: its worker died while planning
+    with session_scope(settings.db_url) as session:
+        row = session.get(Build, build_id)
+        assert row is not None
+        assert (row.status, row.started_at) == (Status.queued, None)
+
+
+def test_containers_of_another_data_dir_are_left_alone(settings: Settings, busybox_image: str) -> None:
     other = subprocess.run(
         ["docker", "run", "-d", "--label", "ciserver.data_dir=/elsewhere", "--label", "ciserver.job=1",
          busybox_image, "sleep", "60"],
         check=True, capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
     try:
-        assert reap_orphans(WorkerContext(settings)) == []
-        assert subprocess.run(["docker", "inspect", other], capture_output=True).returncode == 0
+        Reaper(WorkerContext(settings)).run_once()
+        assert exists(other)
     finally:
         subprocess.run(["docker", "rm", "-f", other], capture_output=True)

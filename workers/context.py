@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 from redis import Redis
@@ -17,6 +18,8 @@ from workers.executors.base import Executor
 @dataclass
 class WorkerContext:
     settings: Settings
+    # Set when the worker stops and its task's grace is over: the task hands itself back.
+    hand_back: threading.Event = field(default_factory=threading.Event)
 
     @cached_property
     def redis(self) -> Redis:

@@ -116,6 +116,7 @@ class _Journal:
 
     def __init__(self, ctx: WorkerContext, deployment_id: int) -> None:
         self.db, self.id = ctx.settings.db_url, deployment_id
+        self.ctx = ctx
 
     def save(self, **values: Any) -> None:
         with session_scope(self.db) as session:
@@ -127,13 +128,19 @@ class _Journal:
 
     def control(self) -> tuple[str | None, str | None]:
         with session_scope(self.db) as session:
-            return store.control_of(session, self.id)
+            action, by = store.control_of(session, self.id)
+        if action is None and self.ctx.hand_back.is_set():
+            return "hand_over", f"worker {self.ctx.worker_name}, told to stop"
+        return action, by
 
 
 def _finish(ctx: WorkerContext, deployment_id: int, outcome: Outcome, claimed: store.Claimed) -> None:
     with session_scope(ctx.settings.db_url) as session:
         if outcome.status == "paused":
             store.pause(session, deployment_id)
+            return
+        if outcome.status == "handed_over":
+            store.let_go(session, deployment_id)  # the outbox hands it to another worker
             return
         start = store.finish(session, deployment_id, DeploymentStatus(outcome.status), outcome.reason)
     try:

@@ -7,6 +7,7 @@ open, and the caller writes the outcome (see workers.tasks.run_job).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from ciserver import queue
 from ciserver.crypto import SecretKeyError, load_fernet
-from ciserver.logs import LogWriter
+from ciserver.logs import LogStoreError, LogWriter
 from ciserver.masking import mask_text
 from ciserver.store.artifacts import artifacts_for_job
 from ciserver.store.models import Job, Status
@@ -40,6 +41,7 @@ from workers.jobspec import (
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPIRE_IN = 30 * 24 * 3600
+HANDED_BACK = "its worker was told to stop and the grace period ran out: handed back to the queue"
 
 Outcome = tuple[Status, int | None, str | None]
 
@@ -120,6 +122,8 @@ class JobRun:
             outcome = _stopped(watch) or (Status.error, None, str(exc))
         except (artifacts.ArtifactError, BuildFailed) as exc:
             outcome = (Status.failed, None, str(exc))
+        except LogStoreError as exc:
+            outcome = (Status.error, None, str(exc))
         except Exception as exc:
             log.exception("job %s: internal error", self.job_id)
             outcome = (Status.error, None, f"internal error: {type(exc).__name__}: {exc}")
@@ -135,12 +139,15 @@ class JobRun:
         self.writer.close(status.value)
 
     def note(self, text: str) -> None:
-        self.writer.line(f"ciserver: {text}")
+        """A line of ours in the job's log; a failing log store is reported by the job's output."""
+        with contextlib.suppress(LogStoreError):
+            self.writer.line(f"ciserver: {text}")
 
     def hand_over(self, text: str) -> None:
         """This attempt is over but the job is not (a retry follows): the stream stays open."""
         self.note(text)
-        self.writer.flush()
+        with contextlib.suppress(LogStoreError):
+            self.writer.flush()
 
     def _run(self, watch: StopWatch) -> Outcome:
         executor = self.ctx.executor
@@ -214,6 +221,7 @@ class StopWatch:
 
     def __init__(self, ctx: WorkerContext, job_id: int, timeout: int) -> None:
         self.redis, self.key, self.timeout = ctx.redis, queue.cancel_key(job_id), timeout
+        self.hand_back = ctx.hand_back
         self.stop = threading.Event()
         self.reason: str | None = None
         self._done = threading.Event()
@@ -228,6 +236,9 @@ class StopWatch:
             left = deadline - time.monotonic()
             if left <= 0:
                 self._request("timeout")
+                return
+            if self.hand_back.is_set():
+                self._request("handed back")
                 return
             try:
                 # A short block, so a finished job's watcher ends soon without anyone waking it.
@@ -246,6 +257,8 @@ class StopWatch:
         self._done.set()
 
     def outcome(self, exit_code: int) -> tuple[Status, str | None]:
+        if self.reason == "handed back":
+            return Status.queued, HANDED_BACK
         if self.reason == "canceled":
             return Status.canceled, "canceled"
         if self.reason == "timeout":

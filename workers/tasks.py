@@ -164,7 +164,9 @@ def _run_job(ctx: WorkerContext, job_id: int) -> None:
         job = session.get(Job, job_id)
         assert job is not None
         attempt = job.attempt
-        if should_retry(job, status, error) and requeue_for_retry(session, job_id):
+        if status == Status.queued and requeue_for_retry(session, job_id):
+            run.hand_over(f"attempt {attempt}: {error}")
+        elif should_retry(job, status, error) and requeue_for_retry(session, job_id):
             run.hand_over(f"attempt {attempt} ended {status} ({error}); retrying, as its retry policy says")
         else:
             end_job(session, job_id, status, exit_code=exit_code, error=error)

@@ -71,7 +71,7 @@ class Place:
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # succeeded, failed, rolled_back, paused
+    status: str  # succeeded, failed, rolled_back, paused, handed_over
     reason: str | None = None
     retire: str | None = None  # the previous color, to remove once keep_previous has passed
 
@@ -170,6 +170,8 @@ class Rollout:
             action, by = self.journal.control()
             if action == "pause":
                 return Outcome("paused", f"paused by {by}")
+            if action == "hand_over":  # the worker stops: another one goes on from this step
+                return Outcome("handed_over", f"handed over by {by}")
             if action == "abort":
                 return self._undo(f"aborted by {by}")
             figures = self.log.figures(since, self.place.address)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -130,6 +131,34 @@ def queued_build_ids(session: Session, *, created_before: Any) -> list[int]:
     """Builds recorded but not yet picked up by a worker, oldest first: the outbox."""
     query = select(Build.id).where(Build.status == Status.queued, Build.created_at < created_before)
     return list(session.scalars(query.order_by(Build.id).limit(1000)))
+
+
+def unplanned_running_build_ids(session: Session, *, started_before: Any) -> list[int]:
+    """Builds taken by a worker that have no jobs yet: planning, or planning lost with its worker."""
+    has_jobs = select(Job.build_id).where(Job.build_id == Build.id).exists()
+    query = select(Build.id).where(
+        Build.status == Status.running, Build.started_at < started_before, ~has_jobs
+    )
+    return list(session.scalars(query.order_by(Build.id).limit(1000)))
+
+
+def requeue_builds(session: Session, build_ids: Sequence[int]) -> list[int]:
+    """running -> queued for builds whose planning was lost (planning commits its jobs at once, so
+    a build without jobs has nothing half done); the outbox enqueues them. Returns those changed."""
+    changed = []
+    for build_id in build_ids:
+        done = session.execute(
+            update(Build)
+            .where(
+                Build.id == build_id,
+                Build.status == Status.running,
+                ~select(Job.id).where(Job.build_id == build_id).exists(),
+            )
+            .values(status=Status.queued, started_at=None)
+        ).rowcount
+        if done:
+            changed.append(build_id)
+    return changed
 
 
 def auto_cancel_older(session: Session, build: Build) -> list[int]:

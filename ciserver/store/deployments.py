@@ -438,6 +438,25 @@ def _past(action: str) -> str:
     return {"pause": "paused", "resume": "resumed", "abort": "aborted"}[action]
 
 
+def let_go(session: Session, deployment_id: int) -> None:
+    """A progressing deployment its worker leaves (it stops): the outbox hands it to another
+    worker, which goes on from the recorded step."""
+    deployment = session.get(Deployment, deployment_id)
+    if deployment is not None and deployment.status == DeploymentStatus.progressing:
+        deployment.worker = None
+
+
+def release_deployments_of(session: Session, alive: set[str]) -> list[int]:
+    """Let go of the progressing deployments whose worker is not among `alive` (it was lost)."""
+    query = select(Deployment.id, Deployment.worker).where(
+        Deployment.status == DeploymentStatus.progressing, Deployment.worker.is_not(None)
+    )
+    lost = [deployment_id for deployment_id, worker in session.execute(query) if worker not in alive]
+    for deployment_id in lost:
+        let_go(session, deployment_id)
+    return lost
+
+
 def lost_deployments(session: Session, *, before: datetime) -> list[int]:
     """Deployments waiting for a worker a while: pending with nothing under way in their environment,
     or resumed (progressing, no worker). The queue may have lost them."""

@@ -171,6 +171,30 @@ def requeue_for_retry(session: Session, job_id: int) -> bool:
     )
 
 
+def jobs_of_lost_workers(session: Session, alive: set[str]) -> list[tuple[int, str]]:
+    """(job id, worker) of every running job whose worker is not among `alive`."""
+    query = select(Job.id, Job.worker).where(Job.status == Status.running, Job.worker.is_not(None))
+    return [(job_id, worker) for job_id, worker in session.execute(query) if worker not in alive]
+
+
+def end_lost_job(
+    session: Session, job_id: int, reason: str, concurrency: int = 0
+) -> tuple[Status | None, list[Dispatched]]:
+    """A running job whose worker is gone: another attempt if its retry policy gives one (a lost
+    worker counts as runner_failure), else `error` with the reason. Returns the job's new status
+    (None when it was no longer running) and what the dispatcher hands out next."""
+    job = session.get(Job, job_id)
+    if job is None or job.status != Status.running:
+        return None, []
+    if should_retry(job, Status.error, reason) and requeue_for_retry(session, job_id):
+        status = Status.queued
+    elif end_job(session, job_id, Status.error, error=reason):
+        status = Status.error
+    else:
+        return None, []
+    return status, advance(session, job.build_id, concurrency)
+
+
 def play_manual(session: Session, job: Job) -> bool:
     """Start a manual job that waits: it, and every skipped job after it, are queued again (the
     dispatcher decides each anew), and the build runs again. False when the job does not wait."""

@@ -31,7 +31,7 @@ from workers.executors.base import (
     ServiceSpec,
     shell_script,
 )
-from workers.executors.docker_build import ImageBuilder
+from workers.executors.docker_build import ENGINE_UNREACHABLE, ImageBuilder
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def connect_engine() -> docker.DockerClient:
     """A client of the engine DOCKER_HOST names (the local one by default)."""
     try:
         return docker.from_env(timeout=120)
-    except DockerException as exc:
+    except ENGINE_UNREACHABLE as exc:
         raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
 
 
@@ -193,6 +193,8 @@ class DockerExecutor:
             return exit_code
         except APIError as exc:
             raise ExecutorError(f"the Docker Engine refused the job: {exc.explanation or exc}") from None
+        except ENGINE_UNREACHABLE as exc:
+            raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
         finally:
             cleanup.close()
 
@@ -274,7 +276,7 @@ class DockerExecutor:
             raise ExecutorError(
                 f"the Docker Engine could not create the job's network: {exc.explanation}"
             ) from None
-        except DockerException as exc:
+        except ENGINE_UNREACHABLE as exc:
             raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
 
     def _create(self, image: str, config: dict[str, Any]) -> Container:
@@ -287,7 +289,7 @@ class DockerExecutor:
             raise ExecutorError(
                 f"the Docker Engine could not create the container {config['name']}: {exc.explanation}"
             ) from None
-        except DockerException as exc:
+        except ENGINE_UNREACHABLE as exc:
             raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
 
     def _pull(self, image: str) -> None:
@@ -295,7 +297,7 @@ class DockerExecutor:
             raise ExecutorError(f"image {image!r} is not on this worker's Docker Engine")
         try:
             self.client.images.pull(image)
-        except DockerException as exc:
+        except ENGINE_UNREACHABLE as exc:
             raise ExecutorError(
                 f"image {image!r} is not on this worker's Docker Engine and could not be pulled: "
                 f"{getattr(exc, 'explanation', None) or exc}"
@@ -333,7 +335,7 @@ class DockerExecutor:
             container.remove(force=True, v=True)
         except NotFound:
             pass
-        except DockerException as exc:
+        except ENGINE_UNREACHABLE as exc:
             log.warning("could not remove container %s: %s", container.name, exc)
 
     def _remove_network(self, network: Network, *, force: bool = False) -> None:
@@ -349,7 +351,7 @@ class DockerExecutor:
                 return
             except NotFound:
                 return
-            except DockerException as exc:
+            except ENGINE_UNREACHABLE as exc:
                 if pause is None:
                     log.warning("could not remove network %s: %s", network.name, exc)
                     return
@@ -361,16 +363,19 @@ class DockerExecutor:
     ) -> list[Mapping[str, str]]:
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
         removed: list[Mapping[str, str]] = []
-        for container in self.client.containers.list(all=True, filters=filters):
-            if not keep(container.labels):
-                self._remove(container)
-                removed.append(container.labels)
-        # After the containers, or a network would still have endpoints.
-        for network in self.client.networks.list(filters=filters):
-            network_labels = network.attrs.get("Labels") or {}
-            if not keep(network_labels):
-                self._remove_network(network, force=True)
-                removed.append(network_labels)
+        try:
+            for container in self.client.containers.list(all=True, filters=filters):
+                if not keep(container.labels):
+                    self._remove(container)
+                    removed.append(container.labels)
+            # After the containers, or a network would still have endpoints.
+            for network in self.client.networks.list(filters=filters):
+                network_labels = network.attrs.get("Labels") or {}
+                if not keep(network_labels):
+                    self._remove_network(network, force=True)
+                    removed.append(network_labels)
+        except ENGINE_UNREACHABLE as exc:
+            raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
         return _once_per_job(removed)
 
     def build_image(self, spec: ImageBuildSpec, output: OutputSink, stop: threading.Event) -> BuiltImage:

@@ -15,11 +15,15 @@ from typing import Any
 import docker
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import CancellableStream
+from requests.exceptions import RequestException
 
 from workers.executors.base import BuildFailed, BuiltImage, ExecutorError, ImageBuildSpec, OutputSink
 
 _RUNNING_IN = re.compile(r" ---> Running in ([0-9a-f]{12,64})")
 _BUILT = re.compile(r"Successfully built ([0-9a-f]{12,64})")
+
+# What the docker SDK raises when the engine cannot be reached: not every requests error is wrapped.
+ENGINE_UNREACHABLE = (DockerException, RequestException)
 
 
 def build_kwargs(spec: ImageBuildSpec) -> dict[str, Any]:
@@ -70,7 +74,7 @@ class ImageBuilder:
             if exc.status_code == 400:  # the engine rejected the Dockerfile itself (a parse error)
                 raise BuildFailed(exc.explanation or str(exc)) from None
             raise ExecutorError(f"the Docker Engine refused the build: {exc.explanation or exc}") from None
-        except DockerException as exc:
+        except ENGINE_UNREACHABLE as exc:
             raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
         except OSError as exc:  # packing the context: a file the worker may not read
             raise ExecutorError(f"could not pack the build context: {exc}") from None
