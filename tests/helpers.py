@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -10,12 +11,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
+from redis import Redis
+from redis.exceptions import RedisError
 
 from ciserver.config import Settings
 from ciserver.deploy.router import main_config
@@ -178,7 +182,7 @@ def gitlab_headers(token: str, *, event: str = "Push Hook", delivery: str | None
 class CiServer:
     """`ciserver serve` and `ciserver worker` processes on one data dir, driven over HTTP and the CLI."""
 
-    def __init__(self, root: Path, redis_url: str) -> None:
+    def __init__(self, root: Path, redis_url: str, **env: str) -> None:
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -191,6 +195,7 @@ class CiServer:
             # No nginx for these servers: a deployment fails at once and cleanly (test_deployments
             # starts one and sets the real command).
             CISERVER_ROUTER_RELOAD="false",
+            **env,
         )
         self.api: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -210,6 +215,14 @@ class CiServer:
         return result
 
     def start(self, workers: int) -> None:
+        for n in range(workers):
+            self.start_worker(f"test-worker-{n + 1}")
+        self.start_api()
+        self.token = self.cli("token", "create", "--role", "admin").stdout.strip().splitlines()[-1]
+        self.http.headers["Authorization"] = f"Bearer {self.token}"
+
+    def start_api(self) -> None:
+        """`ciserver serve` on this server's port, once it answers."""
         with open(self.root / "api.log", "ab") as log:
             self.api = subprocess.Popen(
                 [sys.executable, "-m", "ciserver", "serve", "--port", str(self.port)],
@@ -217,8 +230,6 @@ class CiServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        for n in range(workers):
-            self.start_worker(f"test-worker-{n + 1}")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -230,16 +241,17 @@ class CiServer:
             raise AssertionError(
                 "ciserver serve did not answer within 30 s: " + (self.root / "api.log").read_text()
             )
-        self.token = self.cli("token", "create", "--role", "admin").stdout.strip().splitlines()[-1]
-        self.http.headers["Authorization"] = f"Bearer {self.token}"
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        """`ciserver worker` in a process group of its own (with RQ's scheduler, its child), so a
+        test can kill the whole of it."""
         with open(self.root / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "ciserver", "worker"],
                 env=dict(self.env, CISERVER_WORKER_NAME=name),
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.workers.append(proc)
         return proc
@@ -255,6 +267,9 @@ class CiServer:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        for proc in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # RQ's scheduler, if it outlived its worker
         self.http.close()
 
     def add_project(self, name: str, repo: Path, forge: str = "github", secret: str = "s3cret") -> None:
@@ -335,3 +350,125 @@ def start_nginx(root: Path) -> tuple[subprocess.Popen[bytes], str]:
             raise AssertionError(f"nginx did not start: {proc.stderr.read() if proc.stderr else ''!r}")
         time.sleep(0.05)
     return proc, " ".join([*command, "-s", "reload"])
+
+
+class RedisServer:
+    """A redis-server of a test's own, with an append-only file, that can be killed and started again
+    on the same port with the same data (as a restart of a production Redis)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory, self.port = directory, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+                "--appendonly", "yes", "--save", ""]  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+        client = Redis.from_url(self.url, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return self
+            except RedisError:
+                if time.monotonic() > deadline:
+                    raise AssertionError("redis-server did not start") from None
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class LogFollower(threading.Thread):
+    """A client of a job's log stream that behaves as a browser's EventSource: when the connection
+    drops it connects again with Last-Event-ID, until the stream says the job ended."""
+
+    def __init__(self, base_url: str, token: str, job_id: int) -> None:
+        super().__init__(daemon=True)
+        self.url = f"{base_url}/api/v1/jobs/{job_id}/log/stream"
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.text, self.last_id, self.status = "", "", None
+        self.reconnects = 0
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 120
+        while self.status is None and time.monotonic() < deadline:
+            headers = dict(self.headers, **({"Last-Event-ID": self.last_id} if self.last_id else {}))
+            try:
+                with httpx.stream("GET", self.url, headers=headers, timeout=30) as response:
+                    self._read(response)
+            except httpx.TransportError:
+                pass
+            if self.status is None:
+                self.reconnects += 1
+                time.sleep(0.2)
+
+    def _read(self, response: httpx.Response) -> None:
+        event: dict[str, str] = {}
+        for line in response.iter_lines():
+            if line:
+                key, _, value = line.partition(":")
+                event[key] = value.removeprefix(" ")
+                continue
+            if event.get("event") == "log":
+                self.text += json.loads(event["data"])["text"]
+                self.last_id = event["id"]
+            elif event.get("event") == "end":
+                self.status = json.loads(event["data"])["status"]
+                return
+            event = {}
+
+
+class EngineProxy:
+    """The Docker Engine's socket relayed through one of ours, which a test can take away and bring
+    back: to the worker it is the engine becoming unreachable for a moment."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        self.engine = host.removeprefix("unix://")
+        self.listener: socket.socket | None = None
+        self.conns: list[socket.socket] = []
+
+    def up(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(str(self.path))
+        self.listener.listen(64)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def down(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        self.path.unlink(missing_ok=True)
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        self.conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            engine = socket.socket(socket.AF_UNIX)
+            engine.connect(self.engine)
+            self.conns += [client, engine]
+            for a, b in ((client, engine), (engine, client)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)

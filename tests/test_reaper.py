@@ -60,7 +60,7 @@ def running_build(settings: Settings, *, jobs: dict[str, dict[str, object]]) -> 
                 status="running",
                 worker=str(options.pop("worker")),
                 options=options,
-            )  # fmt: skip
+            )
             for n, (name, options) in enumerate(jobs.items())
         ]
         session.add_all(rows)

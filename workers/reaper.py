@@ -140,9 +140,12 @@ class ReaperThread(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
-            try:
-                self.reaper.run_once()
-            except (RedisError, SQLAlchemyError, ExecutorError) as exc:
-                log.info("reaper: will try again: %s", exc)
-            except Exception:
-                log.exception("reaper: unexpected error")
+            self.once()
+
+    def once(self) -> None:
+        try:
+            self.reaper.run_once()
+        except (RedisError, SQLAlchemyError, ExecutorError) as exc:
+            log.info("reaper: will try again: %s", exc)
+        except Exception:
+            log.exception("reaper: unexpected error")

@@ -38,23 +38,22 @@ def run_worker(settings: Settings, queues: list[str] | None = None, *, burst: bo
     connection = Redis.from_url(settings.redis_url or "", socket_connect_timeout=5, health_check_interval=30)
     names = queues or list(queue.ALL_QUEUES)
     ctx = current()
-    reaper = Reaper(ctx)
-    reaper.remove_containers_of_dead_workers()
+    reaper = ReaperThread(Reaper(ctx), interval=settings.worker_ttl / 2)
+    reaper.once()  # what workers lost while none ran
     worker = CiWorker(
         [Queue(name, connection=connection) for name in names],
         connection=connection,
         ctx=ctx,
         grace=settings.stop_grace,
     )
-    reaper_thread = ReaperThread(reaper, interval=settings.worker_ttl / 2)
     if not burst:
-        reaper_thread.start()
+        reaper.start()
     try:
         # The scheduler moves delayed tasks (removing a previous color after keep_previous) onto the
         # queue; every worker may run it, RQ lets one hold the lock at a time.
         worker.work(burst=burst, with_scheduler=True)
     finally:
-        reaper_thread.stopped.set()
+        reaper.stopped.set()
 
 
 class CiWorker(SimpleWorker):
