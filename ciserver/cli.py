@@ -135,6 +135,7 @@ def project_add(
 ) -> None:
     """Register a project, so its forge's webhooks are accepted and built."""
     from ciserver.clone_urls import CloneURLError, check_clone_url
+    from ciserver.crypto import SecretKeyError, load_fernet
     from ciserver.store.db import session_scope
     from ciserver.store.projects import ProjectError, add_project
 
@@ -143,12 +144,18 @@ def project_add(
         url = check_clone_url(repo, allow_local=settings.allow_local_repos)
         with session_scope(settings.db_url) as session:
             project = add_project(
-                session, name=name, forge=forge.value, repo_url=url, secret=secret, auto_cancel=auto_cancel
+                session,
+                name=name,
+                forge=forge.value,
+                repo_url=url,
+                secret=secret,
+                fernet=load_fernet(settings),
+                auto_cancel=auto_cancel,
             )
             typer.echo(
                 f"project {project.name} added; point its {forge.value} webhook at /webhooks/{forge.value}"
             )
-    except (CloneURLError, ProjectError) as exc:
+    except (CloneURLError, ProjectError, SecretKeyError) as exc:
         raise _fail(str(exc)) from None
 
 

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="Shared Redis; unset: `ciserver up` starts its own.")
     allow_local_repos: bool = Field(False, description="Accept file:// and plain paths as clone URLs.")
     max_body_bytes: int = Field(25 * 1024 * 1024, description="Largest webhook body accepted (GitHub's cap).")
+    api_max_body_bytes: Bytes = Field(
+        1024 * 1024, description="Largest request body the API accepts (webhooks have their own)."
+    )
     job_timeout: int = Field(3600, description="Seconds a job may run when its pipeline sets no timeout.")
     log_stream_ttl: int = Field(3600, description="Seconds a finished job's live stream stays in Redis.")
     pull_images: bool = Field(True, description="Pull a job's image when the engine does not have it.")

@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography.fernet import Fernet
 from redis import Redis
 from redis.exceptions import RedisError
+from sqlalchemy.orm import Session
 
 from ciserver.config import Settings
+from ciserver.crypto import load_fernet
 from ciserver.deploy.router import main_config
 from ciserver.store.db import session_scope
 from ciserver.store.models import Role
@@ -328,6 +331,13 @@ def containers_of_job(job_id: int) -> list[str]:
         ["docker", "ps", "-aq", "--filter", f"label=ciserver.job={job_id}"], capture_output=True, text=True
     ).stdout
     return out.split()
+
+
+def fernet_of(session: Session) -> Fernet:
+    """The key of the data dir this session's database is in, as the server loads it."""
+    database = session.get_bind().url.database
+    assert database is not None
+    return load_fernet(Settings(data_dir=Path(database).parent))
 
 
 def bearer(settings: Settings, role: Role) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from fastapi.testclient import TestClient
 from ciserver.app import create_app
 from ciserver.config import Settings
 from ciserver.store.db import session_scope
-from ciserver.store.models import AuditEntry, Role, Token
+from ciserver.store.models import AuditEntry, Role, Token, utcnow
 from ciserver.store.tokens import hash_token
 from tests.helpers import bearer
 
@@ -109,3 +110,36 @@ def test_a_project_registers_with_its_auto_cancel_choice(client: TestClient, set
         "/api/v1/projects", json={**body, "name": "o/x", "auto_cancel": "sometimes"}, headers=admin
     )
     assert wrong.status_code == 422 and "auto_cancel" in wrong.text
+
+
+def test_a_bad_request_names_the_field_and_never_echoes_what_was_sent(
+    client: TestClient, settings: Settings
+) -> None:
+    admin = bearer(settings, Role.admin)
+    sent = {"name": "octo/app", "forge": "github", "secret": "webhook-secret-value"}  # no repo
+    response = client.post("/api/v1/projects", json=sent, headers=admin)
+    assert response.status_code == 422
+    assert response.json() == {"detail": "repo: Field required"}
+    assert "webhook-secret-value" not in response.text
+
+
+def test_a_body_over_the_api_limit_gets_413_before_it_is_read(client: TestClient, settings: Settings) -> None:
+    admin = bearer(settings, Role.admin)
+    huge = {"name": "octo/app", "repo": "https://x.test/" + "a" * (2 * 1024 * 1024), "forge": "github"}
+    response = client.post("/api/v1/projects", json=huge, headers=admin)
+    assert response.status_code == 413
+    assert response.json() == {"detail": "body: larger than 1,048,576 bytes"}
+
+
+def test_an_expired_token_gets_401(client: TestClient, settings: Settings) -> None:
+    admin = bearer(settings, Role.admin)
+    created = client.post("/api/v1/tokens", json={"role": "viewer"}, headers=admin).json()
+    viewer = {"Authorization": f"Bearer {created['token']}"}
+    assert client.get("/api/v1/builds", headers=viewer).status_code == 200
+    with session_scope(settings.db_url) as session:
+        token = session.get(Token, created["id"])
+        assert token is not None
+        token.expires_at = utcnow() - timedelta(seconds=1)
+    response = client.get("/api/v1/builds", headers=viewer)
+    assert response.status_code == 401
+    assert response.json()["detail"] == "Authorization: the token is unknown, revoked or expired"

@@ -18,7 +18,7 @@ from ciserver.store import deployments as store
 from ciserver.store.db import session_scope
 from ciserver.store.models import AuditEntry, Project, Role
 from ciserver.store.projects import add_project
-from tests.helpers import bearer
+from tests.helpers import bearer, fernet_of
 from tests.test_deployment_store import green_build
 
 BASE = "/api/v1/projects/octo/app"
@@ -40,7 +40,12 @@ def build_id(client: TestClient, settings: Settings) -> int:
     """A green build of octo/app whose release staging deployed."""
     with session_scope(settings.db_url) as session:
         project = add_project(
-            session, name="octo/app", forge="github", repo_url="https://x.test/r", secret="s"
+            session,
+            name="octo/app",
+            forge="github",
+            repo_url="https://x.test/r",
+            secret="s",
+            fernet=fernet_of(session),
         )
         build_id = green_build(session, project)
         [staging] = store.release_build(session, build_id)

@@ -20,13 +20,20 @@ from ciserver.config import Settings
 from ciserver.store.db import session_scope
 from ciserver.store.models import Role
 from ciserver.store.projects import add_project
-from tests.helpers import bearer
+from tests.helpers import bearer, fernet_of
 
 DATA = Path(tempfile.mkdtemp(prefix="ciserver-fuzz-"))
 atexit.register(shutil.rmtree, DATA, ignore_errors=True)
 CONFIG = Settings(data_dir=DATA, redis_url="redis://127.0.0.1:1/0")
 with session_scope(CONFIG.db_url) as _session:
-    add_project(_session, name="octo/app", forge="github", repo_url="https://x.test/a.git", secret="s")
+    add_project(
+        _session,
+        name="octo/app",
+        forge="github",
+        repo_url="https://x.test/a.git",
+        secret="s",
+        fernet=fernet_of(_session),
+    )
 HEADERS = bearer(CONFIG, Role.admin)
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(CONFIG, outbox=False))

@@ -11,15 +11,17 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue
+from sqlalchemy import select
 
 from ciserver.app import create_app
 from ciserver.config import Settings
 from ciserver.outbox import enqueue_lost_builds
 from ciserver.store.db import session_scope
-from ciserver.store.models import Build
+from ciserver.store.models import Build, Project
 from ciserver.store.projects import add_project
 from tests.helpers import (
     ZERO_SHA,
+    fernet_of,
     github_headers,
     github_push_body,
     gitlab_headers,
@@ -40,10 +42,20 @@ def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings, outbox=False)) as client:
         with session_scope(settings.db_url) as session:
             add_project(
-                session, name="octo/hello", forge="github", repo_url="https://x.test/h.git", secret="s3cret"
+                session,
+                name="octo/hello",
+                forge="github",
+                repo_url="https://x.test/h.git",
+                secret="s3cret",
+                fernet=fernet_of(session),
             )
             add_project(
-                session, name="group/sub/app", forge="gitlab", repo_url="https://x.test/a.git", secret="tok"
+                session,
+                name="group/sub/app",
+                forge="gitlab",
+                repo_url="https://x.test/a.git",
+                secret="tok",
+                fernet=fernet_of(session),
             )
         yield client
 
@@ -201,7 +213,12 @@ def test_a_push_while_redis_is_down_is_recorded_and_enqueued_by_the_outbox(
     with TestClient(create_app(down, outbox=False)) as client:
         with session_scope(down.db_url) as session:
             add_project(
-                session, name="octo/hello", forge="github", repo_url="https://x.test/h.git", secret="s3cret"
+                session,
+                name="octo/hello",
+                forge="github",
+                repo_url="https://x.test/h.git",
+                secret="s3cret",
+                fernet=fernet_of(session),
             )
         response = github(client, github_push_body("octo/hello", SHA))
     assert response.status_code == 202
@@ -217,3 +234,50 @@ def test_a_push_while_redis_is_down_is_recorded_and_enqueued_by_the_outbox(
     finally:
         outbox.GRACE = outbox_grace
     assert Queue("builds", connection=Redis.from_url(redis_url)).job_ids == [f"build-{build_id}"]
+
+
+def test_a_signed_body_replayed_under_a_new_delivery_id_builds_nothing_new(
+    client: TestClient, settings: Settings
+) -> None:
+    body = github_push_body("octo/hello", SHA)
+    first = github(client, body, delivery="d-1")
+    replay = github(client, body, delivery="d-2")
+    assert first.status_code == 202
+    assert replay.status_code == 200
+    assert replay.json()["build_id"] == first.json()["build_id"] and replay.json()["duplicate"] is True
+    assert len(builds(settings)) == 1
+    moved_on = github(client, github_push_body("octo/hello", "b" * 40, before=SHA))
+    assert moved_on.status_code == 202, "the next push of the branch still builds"
+
+
+@pytest.mark.parametrize("nesting", [b'{"a":' * 10_000 + b"1" + b"}" * 10_000, b"[" * 20_000 + b"]" * 20_000])
+def test_deeply_nested_json_is_a_422_not_a_crash(
+    client: TestClient, settings: Settings, nesting: bytes
+) -> None:
+    response = github(client, nesting)
+    assert response.status_code == 422 and response.json()["message"] == "body: not valid JSON"
+    assert builds(settings) == []
+
+
+def test_webhook_secrets_are_kept_encrypted_and_clear_ones_from_before_are_sealed_at_start(
+    tmp_path: Path, redis_url: str
+) -> None:
+    settings = Settings(data_dir=tmp_path, redis_url=redis_url)
+    with TestClient(create_app(settings, outbox=False)):
+        pass  # the tables
+    with session_scope(settings.db_url) as session:  # a row as an earlier release wrote it
+        session.add(
+            Project(name="octo/old", forge="github", repo_url="https://x.test/o.git", secret="clear-one")
+        )
+        add_project(
+            session, name="octo/new", forge="github", repo_url="https://x.test/n.git", secret="new-one",
+            fernet=fernet_of(session),
+        )  # fmt: skip
+    with TestClient(create_app(settings, outbox=False)) as client:
+        with session_scope(settings.db_url) as session:
+            stored = {name: secret for name, secret in session.execute(select(Project.name, Project.secret))}
+        assert "clear-one" not in stored["octo/old"] and "new-one" not in stored["octo/new"]
+        for name, secret in (("octo/old", "clear-one"), ("octo/new", "new-one")):
+            body = github_push_body(name, SHA)
+            assert github(client, body, secret=secret).status_code == 202
+            assert github(client, github_push_body(name, "b" * 40), secret="wrong").status_code == 401

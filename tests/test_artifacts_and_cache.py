@@ -142,12 +142,18 @@ def test_expired_artifacts_are_removed_with_their_files_and_no_longer_served(tmp
     from ciserver.store.db import session_scope
     from ciserver.store.models import Build, Job
     from ciserver.store.projects import add_project
+    from tests.helpers import fernet_of
 
     settings = Settings(data_dir=tmp_path / "data")
     root = workspace(tmp_path, {"dist/a.whl": "A", "dist/b.whl": "B"})
     with session_scope(settings.db_url) as session:
         project = add_project(
-            session, name="octo/x", forge="github", repo_url="https://x.test/x.git", secret="s"
+            session,
+            name="octo/x",
+            forge="github",
+            repo_url="https://x.test/x.git",
+            secret="s",
+            fernet=fernet_of(session),
         )
         build = Build(project_id=project.id, ref="refs/heads/main", branch="main", sha="a" * 40)
         session.add(build)

@@ -14,6 +14,7 @@ from ciserver.store import deployments as store
 from ciserver.store.db import session_scope
 from ciserver.store.models import Build, Deployment, DeploymentStatus, Job, Project, Status
 from ciserver.store.projects import add_project
+from tests.helpers import fernet_of
 
 PIPELINE = """\
 image: busybox
@@ -35,7 +36,14 @@ def session(tmp_path: Path) -> Iterator[Session]:
 
 @pytest.fixture
 def project(session: Session) -> Project:
-    return add_project(session, name="octo/app", forge="github", repo_url="https://x.test/r.git", secret="s")
+    return add_project(
+        session,
+        name="octo/app",
+        forge="github",
+        repo_url="https://x.test/r.git",
+        secret="s",
+        fernet=fernet_of(session),
+    )
 
 
 def green_build(

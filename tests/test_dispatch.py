@@ -16,6 +16,7 @@ from ciserver.store.dispatch import advance, play_manual, requeue_for_retry, sho
 from ciserver.store.models import Build, Job, Status
 from ciserver.store.projects import add_project, get_project
 from ciserver.store.transitions import add_jobs, end_job, start_build, start_job
+from tests.helpers import fernet_of
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,12 @@ def session(tmp_path: Path) -> Iterator[Session]:
 def new_build(session: Session, plan: list[Planned], concurrency: int = 0) -> tuple[int, list[str]]:
     """A running build of one project with these jobs; its id and the names dispatched at once."""
     project = get_project(session, "octo/app") or add_project(
-        session, name="octo/app", forge="github", repo_url="https://x.test/r.git", secret="s"
+        session,
+        name="octo/app",
+        forge="github",
+        repo_url="https://x.test/r.git",
+        secret="s",
+        fernet=fernet_of(session),
     )
     build = Build(project_id=project.id, ref="refs/heads/main", branch="main", sha="a" * 40)
     session.add(build)

@@ -257,3 +257,30 @@ jobs:
     build = ciserver.wait_build(ciserver.push_github(name, pushed).json()["build_id"], timeout=120)
     assert build["status"] == "success", build
     assert "1 passed" in ciserver.log(build["jobs"][0]["id"])
+
+
+def test_shell_metacharacters_in_a_branch_and_a_message_reach_no_shell(
+    ciserver: CiServer, tmp_path: Path
+) -> None:
+    marker = f"/tmp/ciserver-pwned-{uuid.uuid4().hex[:8]}"
+    branch = f"x/$(touch${{IFS}}{marker})`touch${{IFS}}{marker}`;touch${{IFS}}{marker}"
+    message = f'"; touch {marker}; echo "$(touch {marker})'
+    pipeline = f"""\
+image: {BUSYBOX}
+jobs:
+  echo:
+    script:
+      - 'echo "branch=[$CI_COMMIT_BRANCH]"'
+      - test ! -e {marker}
+"""
+    name = project_name()
+    repo = tmp_path / "repo"
+    sha = make_repo(repo, {"pipelines.yml": pipeline}, branch=branch)
+    ciserver.add_project(name, repo)
+    response = ciserver.push_github(name, sha, ref=f"refs/heads/{branch}", message=message)
+    assert response.status_code == 202, response.text
+    build = ciserver.wait_build(response.json()["build_id"])
+    assert build["status"] == "success", build
+    assert (build["branch"], build["message"]) == (branch, message)
+    assert f"branch=[{branch}]" in ciserver.log(build["jobs"][0]["id"])
+    assert not Path(marker).exists()

@@ -19,6 +19,7 @@ from ciserver.config import Settings
 from ciserver.store.db import session_scope
 from ciserver.store.models import Build, Job, Status, utcnow
 from ciserver.store.projects import add_project
+from tests.helpers import fernet_of
 from workers.context import WorkerContext
 from workers.reaper import Reaper
 
@@ -29,17 +30,24 @@ TTL = 3
 
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str) -> Iterator[Settings]:
-    redis = Redis.from_url(redis_url)
+    own_db = redis_url.rsplit("/", 1)[0] + "/8"  # no other test's worker takes what is enqueued here
+    redis = Redis.from_url(own_db)
+    redis.flushdb()
     while int(redis.info("server")["uptime_in_seconds"]) < TTL:  # the reaper judges no one before
         time.sleep(0.2)
-    yield Settings(data_dir=tmp_path, redis_url=redis_url, worker_ttl=TTL)
+    yield Settings(data_dir=tmp_path, redis_url=own_db, worker_ttl=TTL)
 
 
 def running_build(settings: Settings, *, jobs: dict[str, dict[str, object]]) -> list[int]:
     """A running build whose jobs (name -> options) run on the worker each names."""
     with session_scope(settings.db_url) as session:
         project = add_project(
-            session, name="octo/reaped", forge="github", repo_url="https://x.test/r.git", secret="s"
+            session,
+            name="octo/reaped",
+            forge="github",
+            repo_url="https://x.test/r.git",
+            secret="s",
+            fernet=fernet_of(session),
         )
         build = Build(
             project_id=project.id, ref="refs/heads/main", branch="main", sha="a" * 40, status="running"
@@ -141,7 +149,12 @@ def test_no_one_is_judged_before_redis_has_been_up_a_whole_ttl(settings: Setting
 def test_a_build_whose_planning_was_lost_is_queued_again(settings: Settings) -> None:
     with session_scope(settings.db_url) as session:
         project = add_project(
-            session, name="octo/planned", forge="github", repo_url="https://x.test/r.git", secret="s"
+            session,
+            name="octo/planned",
+            forge="github",
+            repo_url="https://x.test/r.git",
+            secret="s",
+            fernet=fernet_of(session),
         )
         build = Build(
             project_id=project.id, ref="refs/heads/main", branch="main", sha="b" * 40, status="running",

@@ -24,7 +24,7 @@ from ciserver.store.db import session_scope
 from ciserver.store.models import AuditEntry, Role, Secret
 from ciserver.store.projects import add_project, get_project
 from ciserver.store.secrets import SecretError, list_secrets, secret_values, set_secret
-from tests.helpers import bearer
+from tests.helpers import bearer, fernet_of
 
 VALUE = "s3cr3t-deploy-t0ken-VALUE"
 
@@ -33,7 +33,14 @@ VALUE = "s3cr3t-deploy-t0ken-VALUE"
 def settings(tmp_path: Path) -> Settings:
     settings = Settings(data_dir=tmp_path / "data")
     with session_scope(settings.db_url) as session:
-        add_project(session, name="octo/app", forge="github", repo_url="https://x.test/a.git", secret="w")
+        add_project(
+            session,
+            name="octo/app",
+            forge="github",
+            repo_url="https://x.test/a.git",
+            secret="w",
+            fernet=fernet_of(session),
+        )
     return settings
 
 
@@ -235,7 +242,14 @@ def test_secret_paths_reach_the_secrets_router_and_project_paths_still_work(
 ) -> None:
     with session_scope(settings.db_url) as session:
         for name in ("octo/secrets", "group/sub/app"):
-            add_project(session, name=name, forge="gitlab", repo_url="https://x.test/r.git", secret="w")
+            add_project(
+                session,
+                name=name,
+                forge="gitlab",
+                repo_url="https://x.test/r.git",
+                secret="w",
+                fernet=fernet_of(session),
+            )
     admin = bearer(settings, Role.admin)
     assert client.get(SECRETS, headers=admin).json() == []
     assert client.get("/api/v1/projects/octo/app", headers=admin).json()["name"] == "octo/app"
@@ -248,7 +262,14 @@ def test_secret_paths_reach_the_secrets_router_and_project_paths_still_work(
 def test_a_broken_server_key_answers_503_saying_which_setting(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, secret_key="bad-key")
     with session_scope(settings.db_url) as session:
-        add_project(session, name="octo/app", forge="github", repo_url="https://x.test/a.git", secret="w")
+        add_project(
+            session,
+            name="octo/app",
+            forge="github",
+            repo_url="https://x.test/a.git",
+            secret="w",
+            fernet=fernet_of(session),
+        )
     with TestClient(create_app(settings, outbox=False)) as client:
         response = client.put(f"{SECRETS}/KEY", json={"value": VALUE}, headers=bearer(settings, Role.ops))
     assert response.status_code == 503 and "CISERVER_SECRET_KEY" in response.json()["detail"]

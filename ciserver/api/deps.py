@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Annotated
 
+from cryptography.fernet import Fernet
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis import Redis
@@ -15,6 +16,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from ciserver import queue
 from ciserver.config import Settings
+from ciserver.crypto import SecretKeyError, load_fernet
 from ciserver.store.db import session_scope
 from ciserver.store.models import Role
 from ciserver.store.tokens import find_token
@@ -120,3 +122,11 @@ class _RepoPath(Convertor[str]):
 
 
 register_url_convertor("repo_path", _RepoPath())
+
+
+def server_fernet(settings: Settings) -> Fernet:
+    """The key that encrypts secrets at rest; 503 naming the setting when it is broken."""
+    try:
+        return load_fernet(settings)
+    except SecretKeyError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, status
 from sqlalchemy.orm import Session
 
 from ciserver.api.builds import not_found
-from ciserver.api.deps import Admin, DatabaseDep, SettingsDep, Viewer
+from ciserver.api.deps import Admin, DatabaseDep, SettingsDep, Viewer, server_fernet
 from ciserver.api.schemas import ProjectIn, ProjectOut
 from ciserver.clone_urls import CloneURLError, check_clone_url
 from ciserver.store import audit
@@ -27,6 +27,7 @@ def create(body: ProjectIn, caller: Admin, db: DatabaseDep, settings: SettingsDe
                 forge=body.forge,
                 repo_url=url,
                 secret=body.secret,
+                fernet=server_fernet(settings),
                 auto_cancel=body.auto_cancel,
             )
             audit.record(

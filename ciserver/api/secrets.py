@@ -5,50 +5,19 @@ Included before the projects router, whose `/projects/{name:path}` would take th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Any
 
-from cryptography.fernet import Fernet
-from fastapi import APIRouter, HTTPException, Request, Response, status
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, HTTPException, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from ciserver.api.builds import not_found
-from ciserver.api.deps import DatabaseDep, Developer, Ops, SettingsDep
+from ciserver.api.deps import DatabaseDep, Developer, Ops, SettingsDep, server_fernet
 from ciserver.api.projects import project_or_404
-from ciserver.config import Settings
-from ciserver.crypto import SecretKeyError, load_fernet
 from ciserver.store import audit
 from ciserver.store.models import Project, Secret
 from ciserver.store.secrets import SecretError, delete_secret, get_secret, list_secrets, set_secret
 
-
-class _NoEchoRoute(APIRoute):
-    """422 answers name the field but never repeat the input: here the input may be the secret."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, _describe(exc.errors())) from None
-
-        return route
-
-
-def _describe(errors: Any) -> str:
-    parts = []
-    for error in errors:
-        field = ".".join(str(p) for p in error.get("loc", ())[1:]) or "body"
-        parts.append(f"{field}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts)
-
-
-router = APIRouter(prefix="/api/v1/projects", tags=["secrets"], route_class=_NoEchoRoute)
+router = APIRouter(prefix="/api/v1/projects", tags=["secrets"])
 
 
 class SecretIn(BaseModel):
@@ -93,7 +62,7 @@ def put(
     settings: SettingsDep,
     response: Response,
 ) -> SecretOut:
-    fernet = _fernet(settings)
+    fernet = server_fernet(settings)
     with db.session() as session:
         project = project_or_404(session, name)
         try:
@@ -121,13 +90,6 @@ def delete(name: str, key: str, caller: Ops, db: DatabaseDep) -> Response:
             raise not_found("secret", f"{key!r} of project {project.name!r}")
         audit.record(session, caller.actor, "secret.delete", _target(project, key))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-def _fernet(settings: Settings) -> Fernet:
-    try:
-        return load_fernet(settings)
-    except SecretKeyError as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
 
 
 def _target(project: Project, key: str) -> str:

@@ -25,11 +25,12 @@ from ciserver import queue
 from ciserver.api.deps import DatabaseDep, SettingsDep
 from ciserver.api.schemas import WebhookAnswer
 from ciserver.config import Settings
+from ciserver.crypto import SecretKeyError, load_fernet
 from ciserver.forges import FORGES, Forge
 from ciserver.forges.base import Ignored, MalformedPayload, Ping, PushEvent, WebhookError
 from ciserver.store.builds import PushRecord, record_push
 from ciserver.store.db import session_scope
-from ciserver.store.projects import get_project
+from ciserver.store.projects import get_project, webhook_secret
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
@@ -69,6 +70,8 @@ async def receive_webhook(
         return await run_in_threadpool(_handle, forge, request.headers, body, payload, settings, db.url)
     except WebhookError as exc:
         return _answer(exc.status_code, exc.message)
+    except SecretKeyError as exc:
+        return _answer(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc))
     except SQLAlchemyError:
         log.exception("webhook: the database is unavailable")
         return _answer(status.HTTP_503_SERVICE_UNAVAILABLE, "the database is unavailable; redeliver later")
@@ -122,7 +125,7 @@ def _handle(
             return _answer(
                 status.HTTP_404_NOT_FOUND, f"repository: no {forge.name} project {repository!r} is registered"
             )
-        forge.verify(headers, body, project.secret)
+        forge.verify(headers, body, webhook_secret(project, load_fernet(settings)))
         event = forge.parse(headers, payload)
         if isinstance(event, Ping):
             return _answer(status.HTTP_200_OK, f"pong: {project.name} is registered")

@@ -40,6 +40,9 @@ def record_push(
         known = _delivered_build(session, forge, delivery_id)
         if known is not None:
             return known, False
+    replayed = _same_push(session, project.id, push)
+    if replayed is not None:
+        return replayed, False
     build = Build(project_id=project.id, **asdict(push))
     try:
         with session.begin_nested():
@@ -54,6 +57,25 @@ def record_push(
             raise
         return known, False
     return build, True
+
+
+def _same_push(session: Session, project_id: int, push: PushRecord) -> Build | None:
+    """The build of an identical push (ref, before and after): a signed body replayed under a new
+    delivery id is the same push, not a new one. A rebuild is POST /builds/{id}/retry."""
+    if push.before is None:
+        return None
+    return session.scalar(
+        select(Build)
+        .where(
+            Build.project_id == project_id,
+            Build.ref == push.ref,
+            Build.sha == push.sha,
+            Build.before == push.before,
+            Build.retry_of.is_(None),
+        )
+        .order_by(Build.id)
+        .limit(1)
+    )
 
 
 def _delivered_build(session: Session, forge: str, delivery_id: str) -> Build | None:

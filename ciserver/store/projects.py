@@ -1,12 +1,14 @@
-"""Projects: a forge repository path, where to clone it from and the webhook secret."""
+"""Projects: a forge repository path, where to clone it from and the webhook secret (encrypted)."""
 
 from __future__ import annotations
 
 import re
 
+from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ciserver.crypto import SecretKeyError
 from ciserver.store.models import Project
 
 FORGE_NAMES = ("github", "gitlab")
@@ -31,6 +33,7 @@ def add_project(
     forge: str,
     repo_url: str,
     secret: str,
+    fernet: Fernet,
     auto_cancel: bool | None = None,
 ) -> Project:
     """Register a project; the caller has already checked `repo_url` (see ciserver.clone_urls)."""
@@ -41,10 +44,34 @@ def add_project(
         raise ProjectError("secret: must not be empty (it signs the forge's webhooks)")
     if get_project(session, name) is not None:
         raise ProjectError(f"name: project {name!r} already exists")
-    project = Project(name=name, forge=forge, repo_url=repo_url, secret=secret, auto_cancel=auto_cancel)
+    sealed = fernet.encrypt(secret.encode()).decode()
+    project = Project(name=name, forge=forge, repo_url=repo_url, secret=sealed, auto_cancel=auto_cancel)
     session.add(project)
     session.flush()
     return project
+
+
+def webhook_secret(project: Project, fernet: Fernet) -> str:
+    """The project's webhook secret, kept encrypted with the server's key (as its job secrets are)."""
+    try:
+        return fernet.decrypt(project.secret.encode()).decode()
+    except InvalidToken:
+        raise SecretKeyError(
+            f"the server's secret key cannot read the webhook secret of {project.name}: was "
+            "CISERVER_SECRET_KEY or secret.key changed?"
+        ) from None
+
+
+def seal_clear_webhook_secrets(session: Session, fernet: Fernet) -> list[str]:
+    """Encrypt the webhook secrets earlier releases kept in clear; returns those projects' names."""
+    sealed = []
+    for project in session.scalars(select(Project)):
+        try:
+            fernet.decrypt(project.secret.encode())
+        except InvalidToken:
+            project.secret = fernet.encrypt(project.secret.encode()).decode()
+            sealed.append(project.name)
+    return sealed
 
 
 def get_project(session: Session, name: str) -> Project | None:
