@@ -97,9 +97,8 @@ def worker(
 ) -> None:
     """Run one worker: plans builds, runs jobs in containers, rolls out deployments.
 
-    SIGTERM takes no new task and lets the current one run for the grace period; then, or at a second
-    SIGTERM, its container is stopped and the job handed back to the queue for another worker. A worker
-    killed outright is found by the others within CISERVER_WORKER_TTL seconds."""
+    SIGTERM: no new task; the current one runs on for the grace period, then is handed back.
+    A worker killed outright is found by the others within CISERVER_WORKER_TTL seconds."""
     from workers.runner import run_worker
 
     settings = get_settings()
