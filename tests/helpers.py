@@ -326,11 +326,12 @@ class CiServer:
         return self.http.get("/api/v1/builds", params={"project": project}).json()
 
 
-def containers_of_job(job_id: int) -> list[str]:
-    out = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=ciserver.job={job_id}"], capture_output=True, text=True
-    ).stdout
-    return out.split()
+def containers_of_job(job_id: int, data_dir: Path | None = None) -> list[str]:
+    """Containers labelled with this job (of this data dir: ids repeat across test servers)."""
+    filters = ["--filter", f"label=ciserver.job={job_id}"]
+    if data_dir is not None:
+        filters += ["--filter", f"label=ciserver.data_dir={data_dir}"]
+    return subprocess.run(["docker", "ps", "-aq", *filters], capture_output=True, text=True).stdout.split()
 
 
 def fernet_of(session: Session) -> Fernet:

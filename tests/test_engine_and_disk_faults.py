@@ -119,7 +119,7 @@ def test_a_log_store_that_cannot_write_ends_the_job_in_error_and_leaves_no_conta
     noisy = job(settings, ids["noisy"])
     assert noisy.status == "error"
     assert str(noisy.error).startswith("the log store could not keep the output: No space left on device")
-    assert containers_of_job(ids["noisy"]) == []
+    assert containers_of_job(ids["noisy"], settings.data_dir) == []
     with session_scope(settings.db_url) as session:
         build = session.get(Build, noisy.build_id)
         assert build is not None and build.status == "error"

@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
@@ -75,6 +76,10 @@ def wait_for(condition: object, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def containers(server: CiServer, job: dict[str, Any]) -> list[str]:
+    return containers_of_job(int(job["id"]), Path(server.env["CISERVER_DATA_DIR"]))
+
+
 def jobs_of(server: CiServer, build_id: int) -> dict[str, dict[str, object]]:
     return {job["name"]: job for job in server.build(build_id)["jobs"]}
 
@@ -89,7 +94,7 @@ def test_jobs_of_a_killed_worker_are_retried_or_ended_and_their_containers_remov
     retried = server.wait_job_status(build_id, "retried", "running")
     wait_for(lambda: "attempt 1\n" in server.log(int(retried["id"])), 30, "attempt 1 under way")
     wait_for(lambda: "started\n" in server.log(int(doomed["id"])), 30, "the doomed job under way")
-    assert containers_of_job(int(doomed["id"])) and containers_of_job(int(retried["id"]))
+    assert containers(server, doomed) and containers(server, retried)
     server.start_worker("rescuer")
     for victim in victims:  # the worker and all it started (RQ's scheduler); not the containers
         os.killpg(victim.pid, signal.SIGKILL)
@@ -103,7 +108,7 @@ def test_jobs_of_a_killed_worker_are_retried_or_ended_and_their_containers_remov
     assert jobs["retried"]["status"] == "success" and jobs["retried"]["attempt"] == 2
     assert build["status"] == "error"
     assert found_in < 6 * TTL, f"the lost worker's jobs were handed on only after {found_in:.1f} s"
-    assert containers_of_job(int(doomed["id"])) == [] and containers_of_job(int(retried["id"])) == []
+    assert containers(server, doomed) == [] and containers(server, retried) == []
     log = server.log(int(retried["id"]))
     assert "attempt 1\n" in log and "was lost; retrying, as its retry policy says" in log
     assert "attempt 2\n" in log
@@ -159,7 +164,7 @@ jobs:
     assert worker.wait(20) == 0  # its grace is 3 s
     handed = jobs_of(server, build_id)["long"]
     assert (handed["status"], handed["attempt"]) == ("queued", 2)
-    assert containers_of_job(int(job["id"])) == []
+    assert containers(server, job) == []
     server.start_worker("taker")
     assert server.wait_build(build_id)["status"] == "success"
     log = server.log(int(job["id"]))

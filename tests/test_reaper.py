@@ -138,6 +138,27 @@ def test_the_work_of_a_live_worker_is_left_alone(settings: Settings, busybox_ima
         subprocess.run(["docker", "rm", "-f", container], capture_output=True)
 
 
+def test_a_deployed_service_is_never_taken_for_a_lost_jobs_container(
+    settings: Settings, busybox_image: str
+) -> None:
+    # Its image was built by a job, whose labels it carries; the deploy label says what it is.
+    (job_id,) = running_build(settings, jobs={"built": {"worker": "gone.3"}})
+    labels = {"ciserver.data_dir": str(settings.data_dir), "ciserver.job": str(job_id),
+              "ciserver.worker": "gone.3", "ciserver.deploy": str(settings.data_dir)}  # fmt: skip
+    flags = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+    service = subprocess.run(
+        ["docker", "run", "-d", *flags, busybox_image, "sleep", "60"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    try:
+        Reaper(WorkerContext(settings)).run_once()
+        assert exists(service)
+    finally:
+        subprocess.run(["docker", "rm", "-f", service], capture_output=True)
+
+
 def test_no_one_is_judged_before_redis_has_been_up_a_whole_ttl(settings: Settings) -> None:
     # As after a Redis restart that lost the registry: live workers register at their next heartbeat.
     patient = settings.model_copy(update={"worker_ttl": 10**6})

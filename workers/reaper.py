@@ -38,6 +38,7 @@ from ciserver.store.dispatch import Dispatched, end_lost_job, jobs_of_lost_worke
 from ciserver.store.models import Status, utcnow
 from workers.context import WorkerContext
 from workers.executors.base import ExecutorError
+from workers.executors.docker_service import DEPLOY_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,8 @@ class Reaper:
         """Remove this data dir's job containers whose worker is not alive; returns their job ids."""
         removed = self.ctx.executor.remove_leftovers(
             {"ciserver.data_dir": str(self.settings.data_dir)},
-            keep=lambda labels: labels.get("ciserver.worker") in alive,
+            # A deployed service is never a job's leftover, whatever labels its image carries.
+            keep=lambda labels: bool(labels.get(DEPLOY_LABEL)) or labels.get("ciserver.worker") in alive,
         )
         job_ids = [
             int(labels["ciserver.job"]) for labels in removed if labels.get("ciserver.job", "").isdigit()

@@ -21,6 +21,7 @@ from workers.executors.base import ExecutorError, Limits
 from workers.executors.docker import SERVICE_CAPABILITIES, connect_engine, hardening
 
 DEPLOY_LABEL = "ciserver.deploy"  # the data dir of the installation that started it
+JOB_LABELS = ("ciserver.job", "ciserver.build", "ciserver.worker", "ciserver.data_dir")
 HEALTH_TIMEOUT = 2.0  # seconds for one health request
 
 
@@ -92,6 +93,9 @@ class DockerServiceTarget:
             "environment": dict(release.env),
             "ports": {f"{release.port}/tcp": ("127.0.0.1", None)},
             "labels": {
+                # The release image carries the labels of the job that built it; blanked here, so
+                # the reaper of job containers never takes a deployed service for a lost job's.
+                **dict.fromkeys(JOB_LABELS, ""),
                 **release.labels,
                 "ciserver.environment": release.environment,
                 "ciserver.color": color,
