@@ -68,7 +68,6 @@ class FileLogStore:
         except OSError as exc:
             raise LogStoreError(f"the log store could not keep the output: {exc.strerror} ({path})") from None
         try:
-            before = os.fstat(fd).st_size
             try:
                 written = os.write(fd, data)
             except OSError as exc:
@@ -77,7 +76,7 @@ class FileLogStore:
                 reason = "No space left on device"
             if written < len(data):
                 with contextlib.suppress(OSError):
-                    os.ftruncate(fd, before)
+                    os.ftruncate(fd, os.fstat(fd).st_size - written)
                 raise LogStoreError(f"the log store could not keep the output: {reason} ({path})")
         finally:
             os.close(fd)

@@ -4,6 +4,7 @@ environments deploy by themselves, and what promote, rollback, pause, resume and
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from ciserver.pipeline import load_pipeline
 from ciserver.store import deployments as store
 from ciserver.store.db import session_scope
-from ciserver.store.models import Build, Deployment, DeploymentStatus, Job, Project, Status
+from ciserver.store.models import Build, Deployment, DeploymentStatus, Job, Project, Status, utcnow
 from ciserver.store.projects import add_project
 from tests.helpers import fernet_of
 
@@ -222,3 +223,17 @@ def test_a_previous_color_is_retired_only_when_nothing_may_use_it(session: Sessi
     store.finish(session, two, DeploymentStatus.failed, "no")
     assert store.retirable(session, "octo/app", "staging", "green")
     assert not store.retirable(session, "octo/app", "nowhere", "green")
+
+
+def test_a_deployment_of_a_lost_worker_is_let_go_for_the_outbox_and_resumed_elsewhere(
+    session: Session, project: Project
+) -> None:
+    [one] = store.release_build(session, green_build(session, project))
+    assert store.claim(session, one, "w-lost") is not None
+    assert store.release_deployments_of(session, alive={"w-lost"}) == []
+    assert store.release_deployments_of(session, alive={"w-other"}) == [one]
+    session.expire_all()
+    deployment = session.get(Deployment, one)
+    assert deployment is not None and (deployment.status, deployment.worker) == ("progressing", None)
+    assert store.lost_deployments(session, before=utcnow() + timedelta(seconds=1)) == [one]
+    assert store.claim(session, one, "w-other") is not None  # goes on from its recorded step

@@ -27,6 +27,7 @@ def test_an_older_database_gains_the_new_columns_and_keeps_its_rows(tmp_path: Pa
         for table, columns in NEW_IN_THIS_RELEASE.items():
             for column in columns:
                 db.execute(f'ALTER TABLE {table} DROP COLUMN "{column}"')
+        db.execute("DROP INDEX ix_builds_project_sha")  # new in this release too
         db.execute(
             "INSERT INTO projects (name, forge, repo_url, secret, created_at)"
             " VALUES ('o/r', 'github', 'u', 's', '2026-01-01')"
@@ -53,6 +54,9 @@ def test_an_older_database_gains_the_new_columns_and_keeps_its_rows(tmp_path: Pa
             1,
         )
         assert job.build.project.auto_cancel is None
+    with sqlite3.connect(path) as db:
+        indexes = {row[1] for row in db.execute("PRAGMA index_list(builds)")}
+    assert "ix_builds_project_sha" in indexes
 
 
 def test_a_new_required_column_without_a_default_is_refused_with_a_clear_message() -> None:

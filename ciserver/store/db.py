@@ -11,7 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from ciserver.store.models import Base
-from ciserver.store.upgrade import add_missing_columns
+from ciserver.store.upgrade import add_missing_columns_and_indexes
 
 
 def make_engine(url: str) -> Engine:
@@ -48,7 +48,7 @@ def engine_for(url: str) -> Engine:
     """The process-wide engine for `url`, with its tables created and brought up to date."""
     engine = make_engine(url)
     Base.metadata.create_all(engine)
-    add_missing_columns(engine)
+    add_missing_columns_and_indexes(engine)
     return engine
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ciserver.pipeline import DeployConfig, accepted_refs, accepts_release
@@ -452,8 +452,16 @@ def release_deployments_of(session: Session, alive: set[str]) -> list[int]:
         Deployment.status == DeploymentStatus.progressing, Deployment.worker.is_not(None)
     )
     lost = [deployment_id for deployment_id, worker in session.execute(query) if worker not in alive]
-    for deployment_id in lost:
-        let_go(session, deployment_id)
+    if lost:
+        session.execute(
+            update(Deployment)
+            .where(
+                Deployment.id.in_(lost),
+                Deployment.status == DeploymentStatus.progressing,
+                Deployment.worker.not_in(alive),
+            )
+            .values(worker=None)
+        )
     return lost
 
 

@@ -108,7 +108,11 @@ class Project(Base):
 
 class Build(Base):
     __tablename__ = "builds"
-    __table_args__ = (Index("ix_builds_project_id", "project_id", "id"),)
+    __table_args__ = (
+        Index("ix_builds_project_id", "project_id", "id"),
+        # A webhook looks for the same push (a replay) by its commit.
+        Index("ix_builds_project_sha", "project_id", "sha"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))

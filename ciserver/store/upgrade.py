@@ -2,7 +2,8 @@
 
 create_all makes missing tables but never touches existing ones, so a data dir from an earlier
 release would fail at its first query. Columns are only ever added (nullable, or with a server
-default), which needs no data migration; anything else is refused with a clear message.
+default), which needs no data migration, and so are indexes; anything else is refused with a clear
+message.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ class UpgradeError(RuntimeError):
     """The database cannot be brought up to this release by adding columns."""
 
 
-def add_missing_columns(engine: Engine) -> list[str]:
-    """Add every column the models have and the database lacks; returns "table.column" names."""
+def add_missing_columns_and_indexes(engine: Engine) -> list[str]:
+    """Add every column and index the models have and the database lacks; returns "table.name" names."""
     added: list[str] = []
     with engine.begin() as connection:  # SQLite: BEGIN IMMEDIATE, so concurrent starts take turns
         inspector = inspect(connection)
@@ -31,6 +32,11 @@ def add_missing_columns(engine: Engine) -> list[str]:
                     except DBAPIError as exc:
                         raise UpgradeError(f"could not add {table.name}.{column.name}: {exc}") from None
                     added.append(f"{table.name}.{column.name}")
+            present_indexes = {index["name"] for index in inspector.get_indexes(table.name)}
+            for index in table.indexes:
+                if index.name not in present_indexes:
+                    index.create(connection)
+                    added.append(f"{table.name}.{index.name}")
     return added
 
 
