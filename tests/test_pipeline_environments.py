@@ -60,6 +60,16 @@ def test_a_dumped_release_config_loads_again_as_it_was() -> None:
             "pipelines.yml:6: environments.b.listen: 127.0.0.1:9001 is already the address of environment",
         ),
         (
+            "  a: {listen: '127.0.0.1:9001'}\n  b: {listen: '127.0.0.01:09001'}\n",
+            SERVICE,
+            "pipelines.yml:6: environments.b.listen: 127.0.0.1:9001 is already the address of environment",
+        ),
+        (
+            "  a: {listen: 'localhost:9001'}\n  b: {listen: '0.0.0.0:9001'}\n",
+            SERVICE,
+            "environments.b.listen: 0.0.0.0:9001 is already the address of environment 'a'",
+        ),
+        (
             "  a: {listen: '127.0.0.1:9001', strategy: rolling}\n",
             SERVICE,
             "pipelines.yml:5: environments.a.strategy: unknown strategy 'rolling'",
@@ -138,3 +148,17 @@ def test_which_pushes_an_environment_takes_releases_of() -> None:
     assert not accepts_release(production, branch="main", tag=None, default_branch="main")
     assert accepted_refs(staging, "trunk") == "the default branch 'trunk'"
     assert accepted_refs(production, "main") == "branches [release/*] and tags [v*]"
+
+
+@pytest.mark.parametrize(
+    ("written", "socket"),
+    [
+        ("127.0.0.1:9001", "127.0.0.1:9001"),
+        ("127.0.0.01:09001", "127.0.0.1:9001"),
+        ("localhost:9001", "127.0.0.1:9001"),
+        ("[0:0:0::1]:8080", "[::1]:8080"),
+    ],
+)
+def test_a_listen_address_is_kept_as_the_one_socket_nginx_binds(written: str, socket: str) -> None:
+    pipeline = load(f"  a: {{listen: '{written}'}}\n")
+    assert pipeline.environments["a"].listen == socket

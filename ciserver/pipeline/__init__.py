@@ -14,6 +14,8 @@ from ciserver.pipeline.environments import (
     Environment,
     Recreate,
     Strategy,
+    listens_overlap,
+    normalize_listen,
 )
 from ciserver.pipeline.loader import PipelineError, load_pipeline
 from ciserver.pipeline.models import (
@@ -62,8 +64,10 @@ __all__ = [
     "accepts_release",
     "cache_key_parts",
     "job_runs",
+    "listens_overlap",
     "load_pipeline",
     "matrix_variants",
+    "normalize_listen",
     "pipeline_json_schema",
     "plan_jobs",
     "push_skip_reason",

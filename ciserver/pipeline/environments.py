@@ -4,6 +4,7 @@ what runs there. The deploy worker reads these back from the release (see ciserv
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import re
 from typing import Annotated, Any, Literal
@@ -24,7 +25,7 @@ from ciserver.pipeline.fields import (
 )
 
 ENVIRONMENT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-_LISTEN = re.compile(r"(?:(\d{1,3}(?:\.\d{1,3}){3})|\[([0-9a-fA-F:]+)\]|(localhost)):(\d{1,5})")
+_LISTEN = re.compile(r"(?:(\d{1,3}(?:\.\d{1,3}){3})|\[([0-9a-fA-F:.]+)\]|(localhost)):(\d{1,5})")
 _HEALTH = re.compile(r"/[\x21-\x7e]{0,1023}")
 STRATEGIES = ("recreate", "blue_green", "canary")
 DEFAULT_KEEP_PREVIOUS = 600
@@ -40,12 +41,45 @@ def _environment_name(value: str) -> str:
     return value
 
 
-def _listen(value: str) -> str:
-    """host:port for nginx's `listen`: an address, not a name nginx would have to resolve."""
+def normalize_listen(value: str) -> str:
+    """The one spelling of an nginx `listen` address: `127.0.0.01:09001`, `localhost:9001` and
+    `127.0.0.1:9001` are one socket to nginx, so all become `127.0.0.1:9001` (IPv6 as `[::1]:9001`).
+    ValueError for anything that is not an address and a port."""
     match = _LISTEN.fullmatch(value)
     if not match or not 0 < int(match.group(4)) < 65536:
-        raise invalid("listen", f"invalid listen address {value!r} (write it as 127.0.0.1:9001)")
-    return value
+        raise ValueError(f"invalid listen address {value!r} (write it as 127.0.0.1:9001)")
+    dotted, bracketed, _localhost, port = match.groups()
+    if dotted is not None:
+        # nginx reads each part as a decimal number (never octal), each at most 255.
+        parts = [int(part) for part in dotted.split(".")]
+        if any(part > 255 for part in parts):
+            raise ValueError(f"invalid listen address {value!r} (each part of an IPv4 address is 0-255)")
+        host = ".".join(str(part) for part in parts)
+    elif bracketed is not None:
+        try:
+            host = f"[{ipaddress.IPv6Address(bracketed).compressed}]"
+        except ValueError:
+            raise ValueError(f"invalid listen address {value!r} (not an IPv6 address)") from None
+    else:
+        host = "127.0.0.1"  # what nginx resolves localhost to
+    return f"{host}:{int(port)}"
+
+
+def listens_overlap(a: str, b: str) -> bool:
+    """Whether two listen addresses would compete for one socket: the same address and port, or the
+    same port where either is the wildcard address (0.0.0.0 or [::])."""
+    host_a, _, port_a = normalize_listen(a).rpartition(":")
+    host_b, _, port_b = normalize_listen(b).rpartition(":")
+    wildcard = ("0.0.0.0", "[::]")
+    return port_a == port_b and (host_a == host_b or host_a in wildcard or host_b in wildcard)
+
+
+def _listen(value: str) -> str:
+    """host:port for nginx's `listen`: an address, not a name nginx would have to resolve."""
+    try:
+        return normalize_listen(value)
+    except ValueError as exc:
+        raise invalid("listen", str(exc)) from None
 
 
 def _health(value: str) -> str:
@@ -230,10 +264,8 @@ def environment_problems(
             continue
         if environment.listen is None:
             problems.append((at, "give listen (where nginx serves it) or a deploy script", None))
-        elif environment.listen in claimed:
-            message = (
-                f"{environment.listen} is already the address of environment {claimed[environment.listen]!r}"
-            )
+        elif taken := next((other for other in claimed if listens_overlap(other, environment.listen)), None):
+            message = f"{environment.listen} is already the address of environment {claimed[taken]!r}"
             problems.append(((*at, "listen"), message, environment.listen))
         else:
             claimed[environment.listen] = name
