@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from workers.executors.base import ExecutorError, ImageBuildSpec, JobSpec, Limits, ServiceSpec, shell_script
+from workers.executors.base import ExecutorError, JobSpec, Limits, ServiceSpec, shell_script
 from workers.executors.docker import JOB_CAPABILITIES, container_config, service_config
-from workers.executors.docker_build import build_kwargs
 
 LIMITS = Limits(memory=64 * 1024**2, cpus=1.0, pids=128)
 
@@ -131,20 +130,3 @@ def test_a_service_without_a_command_keeps_its_images_default() -> None:
 def test_services_that_cannot_work_are_refused(changes: dict[str, object], message: str) -> None:
     with pytest.raises(ExecutorError, match=message):
         container_config(spec(**changes))
-
-
-def test_a_build_removes_its_intermediate_containers_and_never_pulls() -> None:
-    build = ImageBuildSpec(
-        job_id=1,
-        context=Path("/data/ws/1"),
-        dockerfile="docker/Dockerfile",
-        tag="ciserver/acme:abc",
-        target="prod",
-        build_args={"V": "1"},
-        labels={"ciserver.job": "1"},
-    )
-    kwargs = build_kwargs(build)
-    assert kwargs["path"] == "/data/ws/1" and kwargs["dockerfile"] == "docker/Dockerfile"
-    assert kwargs["rm"] is True and kwargs["forcerm"] is True and kwargs["pull"] is False
-    assert kwargs["buildargs"] == {"V": "1"} and kwargs["labels"] == {"ciserver.job": "1"}
-    assert kwargs["target"] == "prod" and kwargs["tag"] == "ciserver/acme:abc" and kwargs["decode"] is True
