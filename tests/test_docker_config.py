@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from ciserver.config import Settings
+from ciserver.store.models import Build
 from workers.executors.base import ExecutorError, JobSpec, Limits, ServiceSpec, shell_script
 from workers.executors.docker import JOB_CAPABILITIES, container_config, service_config
+from workers.jobspec import build_cache
 
 LIMITS = Limits(memory=64 * 1024**2, cpus=1.0, pids=128)
 
@@ -130,3 +133,19 @@ def test_a_service_without_a_command_keeps_its_images_default() -> None:
 def test_services_that_cannot_work_are_refused(changes: dict[str, object], message: str) -> None:
     with pytest.raises(ExecutorError, match=message):
         container_config(spec(**changes))
+
+
+def test_an_image_build_reads_its_refs_step_cache_then_the_default_branchs_and_writes_only_its_own(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path)
+    feature = Build(project_id=7, ref="refs/heads/feature/x", default_branch="main")
+    main = Build(project_id=7, ref="refs/heads/main", default_branch="main")
+    on_feature, on_main = build_cache(settings, feature), build_cache(settings, main)
+    assert on_main.read == (on_main.write,)
+    assert on_feature.read == (on_feature.write, on_main.write) and on_feature.write != on_main.write
+    assert (
+        on_feature.write is not None and on_feature.write.parent == tmp_path.resolve() / "build-cache" / "7"
+    )
+    tag = Build(project_id=7, ref="refs/tags/v1", default_branch=None)
+    assert build_cache(settings, tag).read == (build_cache(settings, tag).write,)
