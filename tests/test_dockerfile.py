@@ -9,7 +9,7 @@ import pytest
 
 from workers.executors.dockerfile import DockerfileError, parse_dockerfile, stages_needed
 from workers.executors.dockerfile_words import expand, expand_words, key_values
-from workers.executors.image_config import DEFAULT_PATH, StageState, leaks
+from workers.executors.image_config import DEFAULT_PATH, StageState
 
 
 def stage_state(text: str, config: dict[str, object] | None = None, **build_args: str) -> StageState:
@@ -157,8 +157,6 @@ def test_args_reach_run_steps_but_never_the_image_configuration() -> None:
     argv, extra = state.run_command(exec_run, {})
     assert argv == ["make"] and extra == {"MODE": "fast", "TOKEN": "it's"}
     assert state.config["Env"] == ["PATH=/bin"]
-    committed = {"Env": ["PATH=/bin", "MODE=fast", "TOKEN=it's"]}
-    assert leaks(committed, state.config) == ["MODE=fast", "TOKEN=it's"]
 
 
 def test_an_arg_before_from_is_used_in_from_and_only_inside_a_stage_that_declares_it() -> None:
@@ -178,10 +176,3 @@ def test_only_the_stages_the_target_needs_are_built() -> None:
     assert [s.name for s in stages_needed(dockerfile, "test")] == ["deps", "build", "test"]
     with pytest.raises(DockerfileError, match="target stage 'prod' is not in the Dockerfile"):
         stages_needed(dockerfile, "prod")
-
-
-def test_commit_configuration_blanks_the_step_containers_labels_and_sets_an_empty_entrypoint() -> None:
-    state = StageState({"Labels": {"maintainer": "x"}}, "\\")
-    config = state.commit_config(("ciserver.job", "ciserver.worker"))
-    assert config["Labels"] == {"ciserver.job": "", "ciserver.worker": "", "maintainer": "x"}
-    assert config["Entrypoint"] == []  # Docker's commit would otherwise keep the step's command

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import hashlib
 import io
 import json
@@ -23,7 +24,8 @@ import tarfile
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
-from typing import IO, Any
+from datetime import UTC, datetime
+from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
@@ -48,7 +50,7 @@ from workers.executors.dockerfile import (
     stage_named,
     stages_needed,
 )
-from workers.executors.image_config import StageState, leaks
+from workers.executors.image_config import StageState
 
 NEVER_RUN = ["/.ciserver-step-never-runs"]  # the command of a step container that is only written to
 SCRATCH = "ciserver/scratch:empty"  # FROM scratch: an image of one empty layer, made once per engine
@@ -156,8 +158,6 @@ class _Build:
         self.built: dict[int, tuple[str, StageState]] = {}
         self.used: set[str] = set()
         self.step, self.steps = 0, 0
-        # Labels of the step containers that must not stay on the image (the image's own are kept).
-        self.blank = tuple(key for key in spec.labels if key not in spec.image_labels)
 
     def run(self) -> str:
         outer: dict[str, str] = {}
@@ -350,22 +350,16 @@ class _Build:
         return self._commit(container, state, key)
 
     def _finish(self, image: str, state: StageState) -> str:
-        """The last stage's image with exactly its configuration, and the image's own labels."""
-        for key, value in self.spec.image_labels.items():
-            state.config["Labels"] = {**(state.config.get("Labels") or {}), key: value}
-        wanted = state.commit_config(self.blank)
-        current = self.client.api.inspect_image(image).get("Config") or {}
-        if any(_norm(current.get(key)) != _norm(wanted.get(key)) for key in CONFIG_KEYS):
-            container = self._create(
-                image, entrypoint=NEVER_RUN, environment=state.env(), network_mode="none"
-            )
-            image = self._commit(container, state, None)
-        # An exec-form RUN had ARGs in its container's environment, here or in a stage this one is
-        # built on, and Docker's commit kept them: only a rewritten configuration drops them.
-        committed = self.client.api.inspect_image(image).get("Config") or {}
-        if leaks(committed, state.config):
-            image = _rewrite_config(self.client, image, wanted)
-        return image
+        """The last stage's layers with exactly its configuration and the image's own labels. A step's
+        commit takes its container's configuration (its command, the job's labels, ARGs of an
+        exec-form RUN), so the final one is written whole, as a configuration-only image load."""
+        config = copy.deepcopy(state.config)
+        config["Labels"] = {**(config.get("Labels") or {}), **self.spec.image_labels}
+        attrs = self.client.api.inspect_image(image)
+        current = attrs.get("Config") or {}
+        if all((current.get(key) or None) == (config.get(key) or None) for key in CONFIG_KEYS):
+            return image
+        return _with_config(self.client, attrs, config)
 
     # -- the engine -----------------------------------------------------------------------------
 
@@ -402,7 +396,7 @@ class _Build:
         return container
 
     def _commit(self, container: Container, state: StageState, key: str | None) -> str:
-        image = self.client.api.commit(container.id, conf=state.commit_config(self.blank))["Id"]
+        image = self.client.api.commit(container.id)["Id"]
         self._remove(container)
         self.output(f" ---> {_short(image)}\n".encode())
         if key is not None:
@@ -498,11 +492,6 @@ def _short(image: str) -> str:
     return image.removeprefix("sha256:")[:12]
 
 
-def _norm(value: Any) -> Any:
-    """Docker writes an empty list, map or string and none alike."""
-    return value or None
-
-
 def _explain(exc: BaseException) -> str:
     return str(getattr(exc, "explanation", None) or exc)
 
@@ -518,39 +507,31 @@ def _single_file(stream: Iterator[bytes]) -> str:
             return found.read(1024 * 1024).decode(errors="replace") if found else ""
 
 
-def _rewrite_config(client: docker.DockerClient, image: str, config: Mapping[str, Any]) -> str:
-    """The image with `config` as its configuration, by `docker save`, a new config file and `docker
-    load`: the one way to take out a variable that Docker's commit merged in from a step container."""
-    with tempfile.TemporaryFile() as saved, tempfile.TemporaryFile() as rewritten:
-        for chunk in client.api.get_image(image):
-            saved.write(chunk)
-        saved.seek(0)
-        with tarfile.open(fileobj=saved) as source, tarfile.open(fileobj=rewritten, mode="w") as out:
-            manifest = json.load(_member(source, "manifest.json"))
-            old = manifest[0]["Config"]
-            document = json.load(_member(source, old))
-            document["config"] = dict(config)
-            data = json.dumps(document).encode()
-            new_id = hashlib.sha256(data).hexdigest()
-            manifest[0].update(Config=f"{new_id}.json", RepoTags=None)
-            for member in source:
-                if member.name not in (old, "manifest.json", "repositories"):
-                    out.addfile(member, source.extractfile(member) if member.isfile() else None)
-            for name, content in ((f"{new_id}.json", data), ("manifest.json", json.dumps(manifest).encode())):
-                info = tarfile.TarInfo(name)
-                info.size = len(content)
-                out.addfile(info, _bytes(content))
-        rewritten.seek(0)
-        client.images.load(rewritten)
-    return f"sha256:{new_id}"
-
-
-def _member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
-    found = tar.extractfile(name)
-    if found is None:
-        raise ExecutorError(f"docker save wrote no {name}")
-    return found
-
-
-def _bytes(content: bytes) -> IO[bytes]:
-    return io.BytesIO(content)
+def _with_config(client: docker.DockerClient, image: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+    """An image of `image`'s layers and `config`: loaded as an archive of its configuration alone,
+    which the engine accepts because it already holds every layer the configuration names."""
+    document = {
+        "architecture": image.get("Architecture") or "amd64",
+        "os": image.get("Os") or "linux",
+        # The time of its last layer: the same steps and configuration give the same image id.
+        "created": image.get("Created") or datetime.now(UTC).isoformat(),
+        "config": dict(config),
+        "rootfs": {"type": "layers", "diff_ids": list(image["RootFS"]["Layers"])},
+    }
+    data = json.dumps(document, sort_keys=True).encode()
+    digest = hashlib.sha256(data).hexdigest()
+    layers = [f"{index}/layer.tar" for index in range(len(document["rootfs"]["diff_ids"]))]
+    manifest = json.dumps([{"Config": f"{digest}.json", "RepoTags": None, "Layers": layers}]).encode()
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name, content in ((f"{digest}.json", data), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    try:
+        client.images.load(archive.getvalue())
+    except APIError as exc:
+        raise ExecutorError(
+            f"the Docker Engine did not take the image's configuration: {_explain(exc)}"
+        ) from None
+    return f"sha256:{digest}"

@@ -79,9 +79,10 @@ class StageState:
     ) -> tuple[list[str], dict[str, str]]:
         """What a RUN executes, and the variables its container needs on top of ENV.
 
-        ARG values are not to stay in the image. With a POSIX shell they are exported by the command
-        itself; otherwise (exec form, another shell) they go in the container's environment, and the
-        caller must keep them out of the committed configuration (see `leaks`)."""
+        ARG values are not to stay in the image, nor reach a later stage built on this one. With a
+        POSIX shell the command exports them itself; otherwise (exec form, another shell) they go in
+        the container's environment, which a step's commit keeps in its image (the final image gets
+        its configuration written whole)."""
         env = self.env()
         wanted = {name: value for name, value in self.args.items() if name not in env}
         wanted |= {name: value for name, value in given.items() if name in PROXY_ARGS and name not in env}
@@ -96,15 +97,6 @@ class StageState:
             exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in sorted(wanted.items()))
             return [*shell, f"export {exports}; {instruction.args}"], {}
         return [*shell, instruction.args], wanted
-
-    def commit_config(self, blank: tuple[str, ...] = ()) -> dict[str, Any]:
-        """The configuration to commit a step's image with. Docker merges the step container's own
-        configuration into it, so what must not stay is given explicitly: an empty Entrypoint rather
-        than none, and the `blank` labels (the step container's) as empty values."""
-        config = copy.deepcopy(self.config)
-        config["Entrypoint"] = config.get("Entrypoint") or []
-        config["Labels"] = {**dict.fromkeys(blank, ""), **(config.get("Labels") or {})}
-        return config
 
     # -- instructions that only change the configuration ---------------------------------------
 
@@ -257,10 +249,3 @@ def _duration(instruction: Instruction, flag: str, value: str) -> int:
     if not _DURATION.fullmatch(value):
         raise instruction.error(f"--{flag}: {value!r} is not a duration like 30s or 1m30s")
     return int(sum(float(number) * _NANOSECONDS[unit] for number, unit in _DURATION_PART.findall(value)))
-
-
-def leaks(committed: Mapping[str, Any], intended: Mapping[str, Any]) -> list[str]:
-    """Variables in a committed image's Env that its stage never set: a step container's ARGs that
-    Docker's commit merged in (see StageState.run_command)."""
-    wanted = {item.partition("=")[0] for item in intended.get("Env") or []}
-    return [item for item in committed.get("Env") or [] if item.partition("=")[0] not in wanted]
