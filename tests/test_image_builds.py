@@ -421,3 +421,23 @@ def test_a_reaper_running_during_a_build_leaves_its_step_containers_alone_and_no
         reaper.join()
     assert removed == [] and len(passes) > 10  # the reaper ran all along, and took nothing
     assert_nothing_left(client, labels)
+
+
+def test_an_image_from_scratch_has_only_what_its_dockerfile_put_there(
+    executor: DockerExecutor,
+    client: docker.DockerClient,
+    labels: dict[str, str],
+    image_tags: list[str],
+    tmp_path: Path,
+) -> None:
+    workspace = write_context(
+        tmp_path,
+        "FROM scratch\nCOPY busybox /bin/busybox\n"
+        'RUN ["/bin/busybox", "--install", "-s", "/bin"]\nCMD ["/bin/sh", "-c", "echo from scratch"]\n',
+    )
+    (workspace / "busybox").write_bytes(Path("/bin/busybox").read_bytes())
+    (workspace / "busybox").chmod(0o755)
+    image, _ = build(executor, build_spec(workspace, labels, tag_for(image_tags, "scratch")))
+    assert client.containers.run(image, remove=True) == b"from scratch\n"
+    listed = client.containers.run(image, ["ls", "/"], remove=True).decode().split()
+    assert set(listed) <= {"bin", "dev", "etc", "proc", "sys"}, listed  # the engine's mount points only

@@ -120,12 +120,11 @@ class ImageBuilder:
         try:
             return self.client.api.inspect_image(SCRATCH)["Id"]
         except ImageNotFound:
-            empty = tempfile.SpooledTemporaryFile()  # noqa: SIM115 (closed below)
-            with empty, tarfile.open(fileobj=empty, mode="w"):
-                pass
-            empty.seek(0)
+            empty = io.BytesIO()
+            with tarfile.open(fileobj=empty, mode="w"):
+                pass  # an archive of nothing: one empty layer
             repository, _, tag = SCRATCH.partition(":")
-            self.client.api.import_image_from_data(empty.read(), repository=repository, tag=tag)
+            self.client.api.import_image_from_data(empty.getvalue(), repository=repository, tag=tag)
             return self.client.api.inspect_image(SCRATCH)["Id"]
 
     def _built(self, tag: str, image_id: str) -> BuiltImage:
@@ -353,7 +352,7 @@ class _Build:
         """The last stage's layers with exactly its configuration and the image's own labels. A step's
         commit takes its container's configuration (its command, the job's labels, ARGs of an
         exec-form RUN), so the final one is written whole, as a configuration-only image load."""
-        config = copy.deepcopy(state.config)
+        config = {key: copy.deepcopy(state.config[key]) for key in CONFIG_KEYS if state.config.get(key)}
         config["Labels"] = {**(config.get("Labels") or {}), **self.spec.image_labels}
         attrs = self.client.api.inspect_image(image)
         current = attrs.get("Config") or {}
