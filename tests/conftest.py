@@ -6,13 +6,18 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
+from docker.errors import ImageNotFound
 from redis import Redis
 
+from tests.docker_helpers import PYTHON
 from tests.helpers import BUSYBOX, CiServer, free_port
+from workers.executors.docker import DockerExecutor
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +69,47 @@ def ciserver(
 @pytest.fixture
 def repo_dir(tmp_path: Path) -> Path:
     return tmp_path / "repo"
+
+
+# The Docker Engine, for the executor's and the image builder's tests.
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[docker.DockerClient]:
+    engine = docker.from_env()
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def test_images(busybox_image: str, client: docker.DockerClient) -> None:
+    """Fail at once, with the way out, when the locally built test images are missing."""
+    try:
+        client.images.get(PYTHON)
+    except ImageNotFound:
+        pytest.fail(f"image {PYTHON} is missing: run scripts/build-test-images")
+
+
+@pytest.fixture
+def executor(client: docker.DockerClient) -> DockerExecutor:
+    return DockerExecutor(client, pull=False)
+
+
+@pytest.fixture
+def labels(executor: DockerExecutor) -> Iterator[dict[str, str]]:
+    """This test's own label; whatever a failing test left is removed afterwards."""
+    mine = {"ciserver.test": f"executor-{uuid.uuid4().hex[:12]}"}
+    yield mine
+    executor.remove_leftovers(mine, keep=lambda _: False)
+
+
+@pytest.fixture
+def image_tags(client: docker.DockerClient) -> Iterator[list[str]]:
+    """Tags of images a test builds, removed with their intermediate layers afterwards."""
+    tags: list[str] = []
+    yield tags
+    for tag in tags:
+        try:
+            client.images.remove(tag, force=True)
+        except ImageNotFound:
+            pass

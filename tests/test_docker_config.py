@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from workers.executors.base import ExecutorError, ImageBuildSpec, JobSpec, Limits, ServiceSpec, shell_script
+from ciserver.config import Settings
+from ciserver.store.models import Build
+from workers.executors.base import ExecutorError, JobSpec, Limits, ServiceSpec, shell_script
 from workers.executors.docker import JOB_CAPABILITIES, container_config, service_config
-from workers.executors.docker_build import build_kwargs
+from workers.jobspec import build_cache
 
 LIMITS = Limits(memory=64 * 1024**2, cpus=1.0, pids=128)
 
@@ -133,18 +135,17 @@ def test_services_that_cannot_work_are_refused(changes: dict[str, object], messa
         container_config(spec(**changes))
 
 
-def test_a_build_removes_its_intermediate_containers_and_never_pulls() -> None:
-    build = ImageBuildSpec(
-        job_id=1,
-        context=Path("/data/ws/1"),
-        dockerfile="docker/Dockerfile",
-        tag="ciserver/acme:abc",
-        target="prod",
-        build_args={"V": "1"},
-        labels={"ciserver.job": "1"},
+def test_an_image_build_reads_its_refs_step_cache_then_the_default_branchs_and_writes_only_its_own(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path)
+    feature = Build(project_id=7, ref="refs/heads/feature/x", default_branch="main")
+    main = Build(project_id=7, ref="refs/heads/main", default_branch="main")
+    on_feature, on_main = build_cache(settings, feature), build_cache(settings, main)
+    assert on_main.read == (on_main.write,)
+    assert on_feature.read == (on_feature.write, on_main.write) and on_feature.write != on_main.write
+    assert (
+        on_feature.write is not None and on_feature.write.parent == tmp_path.resolve() / "build-cache" / "7"
     )
-    kwargs = build_kwargs(build)
-    assert kwargs["path"] == "/data/ws/1" and kwargs["dockerfile"] == "docker/Dockerfile"
-    assert kwargs["rm"] is True and kwargs["forcerm"] is True and kwargs["pull"] is False
-    assert kwargs["buildargs"] == {"V": "1"} and kwargs["labels"] == {"ciserver.job": "1"}
-    assert kwargs["target"] == "prod" and kwargs["tag"] == "ciserver/acme:abc" and kwargs["decode"] is True
+    tag = Build(project_id=7, ref="refs/tags/v1", default_branch=None)
+    assert build_cache(settings, tag).read == (build_cache(settings, tag).write,)

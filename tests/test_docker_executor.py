@@ -5,113 +5,27 @@ Every test labels what it starts with its own id and checks that nothing carryin
 
 from __future__ import annotations
 
-import random
 import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import docker
 import pytest
-from docker.errors import ImageNotFound
 
+from tests.docker_helpers import PYTHON, assert_nothing_left, build_spec, job, run, write_context
 from workers.executors.base import (
-    BuildFailed,
     ExecutorError,
-    ImageBuildSpec,
     JobSpec,
     Limits,
     ServiceSpec,
 )
 from workers.executors.docker import DockerExecutor
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120), pytest.mark.usefixtures("test_images")]
 
 MiB = 1024**2
-PYTHON = "ciserver-test/python:3.11"
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[docker.DockerClient]:
-    engine = docker.from_env()
-    yield engine
-    engine.close()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def images(busybox_image: str, client: docker.DockerClient) -> None:
-    """Fail at once, with the way out, when the locally built test images are missing."""
-    try:
-        client.images.get(PYTHON)
-    except ImageNotFound:
-        pytest.fail(f"image {PYTHON} is missing: run scripts/build-test-images")
-
-
-@pytest.fixture
-def executor(client: docker.DockerClient) -> DockerExecutor:
-    return DockerExecutor(client, pull=False)
-
-
-@pytest.fixture
-def labels(executor: DockerExecutor) -> Iterator[dict[str, str]]:
-    """This test's own label; whatever a failing test left is removed afterwards."""
-    mine = {"ciserver.test": f"executor-{uuid.uuid4().hex[:12]}"}
-    yield mine
-    executor.remove_leftovers(mine, keep=lambda _: False)
-
-
-@pytest.fixture
-def image_tags(client: docker.DockerClient) -> Iterator[list[str]]:
-    """Tags of images a test builds, removed with their intermediate layers afterwards."""
-    tags: list[str] = []
-    yield tags
-    for tag in tags:
-        try:
-            client.images.remove(tag, force=True)
-        except ImageNotFound:
-            pass
-
-
-def job_id() -> int:
-    """Far above the ids of any database a concurrent test run creates, so container names never clash."""
-    return random.randrange(10**9, 2 * 10**9)
-
-
-def job(workspace: Path, labels: dict[str, str], *script: str, **changes: object) -> JobSpec:
-    workspace.mkdir(parents=True, exist_ok=True)
-    fields: dict[str, object] = {
-        "job_id": job_id(),
-        "name": "test",
-        "image": "ciserver-test/busybox:latest",
-        "script": script,
-        "env": {},
-        "workspace": workspace,
-        "labels": {**labels, "ciserver.job": "test"},
-    }
-    fields.update(changes)
-    return JobSpec(**fields)  # type: ignore[arg-type]
-
-
-def run(
-    executor: DockerExecutor,
-    spec: JobSpec,
-    stop: threading.Event | None = None,
-    seen: Callable[[bytes], None] | None = None,
-) -> tuple[int, str, float]:
-    """Exit code, output and seconds taken; `seen` is shown the output so far as each chunk comes."""
-    chunks: list[bytes] = []
-
-    def sink(chunk: bytes) -> None:
-        chunks.append(chunk)
-        if seen is not None:
-            seen(b"".join(chunks))
-
-    started = time.monotonic()
-    code = executor.run(spec, sink, stop or threading.Event())
-    return code, b"".join(chunks).decode(errors="replace"), time.monotonic() - started
 
 
 def in_thread(
@@ -136,12 +50,6 @@ def in_thread(
 def pids_now(client: docker.DockerClient, spec: JobSpec) -> int:
     stats = client.containers.get(f"ciserver-job-{spec.job_id}").stats(stream=False, one_shot=True)
     return int(stats["pids_stats"]["current"])
-
-
-def assert_nothing_left(client: docker.DockerClient, labels: dict[str, str]) -> None:
-    filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
-    assert client.containers.list(all=True, filters=filters) == []
-    assert client.networks.list(filters=filters) == []
 
 
 def test_a_job_stopped_before_it_starts_is_killed_at_once(
@@ -353,151 +261,6 @@ def test_a_same_named_container_of_another_installation_is_refused_not_removed(
     theirs.reload()  # still there
     theirs.remove(force=True)
     assert_nothing_left(client, labels)
-
-
-def build_spec(context: Path, labels: dict[str, str], tag: str) -> ImageBuildSpec:
-    return ImageBuildSpec(job_id=job_id(), context=context, dockerfile="Dockerfile", tag=tag, labels=labels)
-
-
-def write_context(path: Path, dockerfile: str, **files: str) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "Dockerfile").write_text(dockerfile)
-    for name, text in files.items():
-        (path / name).write_text(text)
-    return path
-
-
-def test_an_image_build_streams_its_output_and_returns_an_image_that_runs(
-    executor: DockerExecutor,
-    client: docker.DockerClient,
-    labels: dict[str, str],
-    image_tags: list[str],
-    tmp_path: Path,
-) -> None:
-    unique = uuid.uuid4().hex  # a new file each time, so no step comes from the build cache
-    context = write_context(
-        tmp_path / "ctx",
-        "FROM ciserver-test/busybox:latest\n"
-        "ARG FLAVOUR=plain\n"
-        "COPY greeting.txt /greeting.txt\n"
-        'RUN echo "built with $FLAVOUR" > /built.txt && echo "run-step-saw $(cat /greeting.txt)"\n',
-        **{"greeting.txt": f"hello-{unique}\n"},
-    )
-    tag = f"ciserver-test-build/ok:{unique[:12]}"
-    image_tags.append(tag)
-    spec = ImageBuildSpec(
-        job_id=job_id(),
-        context=context,
-        dockerfile="Dockerfile",
-        tag=tag,
-        build_args={"FLAVOUR": "salt"},
-        labels=labels,
-    )
-    chunks: list[bytes] = []
-    built = executor.build_image(spec, chunks.append, threading.Event())
-    output = b"".join(chunks).decode()
-    assert f"run-step-saw hello-{unique}" in output and re.search(r"Step 4/\d : RUN echo", output)
-    assert len(chunks) > 5  # streamed as it came, not handed over at the end
-    image = client.images.get(tag)
-    assert built.tag == tag and built.image_id == image.id and built.image_id.startswith("sha256:")
-    assert built.digest == image.id  # never pushed: the engine has no repo digest for it
-    assert image.labels["ciserver.test"] == labels["ciserver.test"]
-    code, ran, _ = run(executor, job(tmp_path / "ws", labels, "cat /built.txt /greeting.txt", image=tag))
-    assert code == 0 and ran.splitlines()[-2:] == ["built with salt", f"hello-{unique}"]
-    assert_nothing_left(client, labels)
-
-
-def running_container(chunks: list[bytes]) -> str:
-    match = re.search(r"Running in ([0-9a-f]+)", b"".join(chunks).decode())
-    assert match, chunks
-    return match.group(1)
-
-
-def test_a_failing_run_step_raises_build_failed_with_the_engines_message(
-    executor: DockerExecutor,
-    client: docker.DockerClient,
-    labels: dict[str, str],
-    image_tags: list[str],
-    tmp_path: Path,
-) -> None:
-    unique = uuid.uuid4().hex
-    context = write_context(
-        tmp_path, f"FROM ciserver-test/busybox:latest\nRUN echo about-to-fail-{unique} && exit 3\n"
-    )
-    tag = f"ciserver-test-build/fails:{unique[:12]}"
-    image_tags.append(tag)
-    chunks: list[bytes] = []
-    with pytest.raises(BuildFailed, match="returned a non-zero code: 3"):
-        executor.build_image(build_spec(context, labels, tag), chunks.append, threading.Event())
-    assert f"about-to-fail-{unique}" in b"".join(chunks).decode()
-    assert client.containers.list(all=True, filters={"id": running_container(chunks)}) == []
-
-
-def test_a_missing_dockerfile_or_copy_source_fails_the_build_not_the_engine(
-    executor: DockerExecutor, labels: dict[str, str], image_tags: list[str], tmp_path: Path
-) -> None:
-    tag = f"ciserver-test-build/missing:{uuid.uuid4().hex[:12]}"
-    image_tags.append(tag)
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(BuildFailed, match="not in the build context"):
-        executor.build_image(build_spec(tmp_path / "empty", labels, tag), lambda _: None, threading.Event())
-    context = write_context(tmp_path / "copy", "FROM ciserver-test/busybox:latest\nCOPY nothere /x\n")
-    with pytest.raises(BuildFailed, match="nothere"):
-        executor.build_image(build_spec(context, labels, tag), lambda _: None, threading.Event())
-
-
-def test_a_symlink_in_the_context_does_not_bring_a_worker_file_into_the_image(
-    executor: DockerExecutor, labels: dict[str, str], image_tags: list[str], tmp_path: Path
-) -> None:
-    context = write_context(tmp_path, "FROM ciserver-test/busybox:latest\nCOPY leak /leak\n")
-    (context / "leak").symlink_to("/etc/hostname")
-    tag = f"ciserver-test-build/leak:{uuid.uuid4().hex[:12]}"
-    image_tags.append(tag)
-    with pytest.raises(BuildFailed, match="leak"):
-        executor.build_image(build_spec(context, labels, tag), lambda _: None, threading.Event())
-
-
-def test_stopping_a_build_midway_raises_executor_error_and_leaves_no_container(
-    executor: DockerExecutor,
-    client: docker.DockerClient,
-    labels: dict[str, str],
-    image_tags: list[str],
-    tmp_path: Path,
-) -> None:
-    unique = uuid.uuid4().hex
-    context = write_context(
-        tmp_path, f"FROM ciserver-test/busybox:latest\nRUN echo started-{unique} && sleep 60\n"
-    )
-    tag = f"ciserver-test-build/stopped:{unique[:12]}"
-    image_tags.append(tag)
-    stop = threading.Event()
-    chunks: list[bytes] = []
-
-    def sink(chunk: bytes) -> None:
-        chunks.append(chunk)
-        if f"started-{unique}".encode() in chunk:
-            threading.Timer(0.3, stop.set).start()  # mid-step: the step's container is running
-
-    started = time.monotonic()
-    with pytest.raises(ExecutorError, match="build stopped"):
-        executor.build_image(build_spec(context, labels, tag), sink, stop)
-    assert time.monotonic() - started < 15
-    assert client.containers.list(all=True, filters={"id": running_container(chunks)}) == []
-    with pytest.raises(ImageNotFound):
-        client.images.get(tag)
-
-
-def test_a_build_step_that_eats_memory_fails_the_build_within_the_jobs_limit(
-    executor: DockerExecutor, labels: dict[str, str], image_tags: list[str], tmp_path: Path
-) -> None:
-    context = write_context(
-        tmp_path, "FROM ciserver-test/busybox:latest\nRUN x=$(head -c 300000000 /dev/zero | tr '\\0' a)\n"
-    )
-    tag = f"ciserver-test-build/hog:{uuid.uuid4().hex[:12]}"
-    image_tags.append(tag)
-    spec = replace(build_spec(context, labels, tag), limits=Limits(memory=32 * 1024**2, cpus=1, pids=64))
-    with pytest.raises(BuildFailed, match="non-zero code"):
-        executor.build_image(spec, lambda _: None, threading.Event())
 
 
 def test_the_job_starts_once_its_services_answer_on_the_ports_their_images_expose(

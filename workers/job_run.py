@@ -35,7 +35,6 @@ from workers.jobspec import (
     image_build_spec,
     job_spec,
     numeric_owner,
-    release_tag,
 )
 
 log = logging.getLogger(__name__)
@@ -58,7 +57,6 @@ class JobRun:
         self.sha, self.repo_url, self.project_id = build.sha, build.project.repo_url, build.project.id
         self.mirror = self.settings.mirrors_dir / f"{self.project_id}.git"
         self.workspace = self.settings.workspaces_dir / str(build.id) / str(job.id)
-        self.tag = release_tag(build.project.name, build.sha)
         self.problem: str | None = None
         env = {str(k): str(v) for k, v in job.env.items()} | ci_variables(build, job)
         secrets: dict[str, str] = {}
@@ -80,7 +78,7 @@ class JobRun:
         try:
             if "image_build" in self.options:
                 self.build_spec = image_build_spec(
-                    job, self.env, self.workspace, labels, self.tag, self.settings
+                    job, self.env, secrets, self.workspace, labels, self.settings
                 )
             else:
                 self.spec = job_spec(job, self.env, self.workspace, labels, self.settings)

@@ -3,21 +3,22 @@ expanded, the container limits within the server's maximum, the services, the im
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from ciserver.config import Settings
 from ciserver.store.models import Build, Job
-from workers.executors.base import ImageBuildSpec, JobSpec, Limits, ServiceSpec
+from workers.executors.base import BuildCache, ImageBuildSpec, JobSpec, Limits, ServiceSpec
 
 _VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
 class SpecError(Exception):
-    """The job asks for what the server does not give (limits over the maximum, a context outside
-    the workspace); the job ends in error with this message."""
+    """The job asks for what the server does not give (limits over the maximum, a secret in a build
+    arg); the job ends in error with this message."""
 
 
 def ci_variables(build: Build, job: Job) -> dict[str, str]:
@@ -99,32 +100,58 @@ def job_spec(
 
 
 def image_build_spec(
-    job: Job, env: Mapping[str, str], workspace: Path, labels: Mapping[str, str], tag: str, settings: Settings
+    job: Job,
+    env: Mapping[str, str],
+    secrets: Mapping[str, str],
+    workspace: Path,
+    labels: Mapping[str, str],
+    settings: Settings,
 ) -> ImageBuildSpec:
-    build = (job.options or {})["image_build"]
-    context = _inside(workspace, build.get("context") or ".", "image_build.context")
-    dockerfile = build.get("dockerfile") or "Dockerfile"
-    _inside(context, dockerfile, "image_build.dockerfile")
+    """The image build of an `image_build` job. Its context and Dockerfile are resolved only once
+    the workspace is checked out (links in the checkout decide where they lead), by the builder."""
+    build = job.build
+    options = (job.options or {})["image_build"]
+    build_args = {str(k): expand(str(v), env) for k, v in (options.get("build_args") or {}).items()}
+    for name, value in build_args.items():
+        used = sorted(secret for secret, text in secrets.items() if text and text in value)
+        if used:
+            raise SpecError(
+                f"image_build.build_args.{name}: holds the value of secret {used[0]}; a build arg "
+                "stays in the image for anyone who pulls it, so secrets are refused there"
+            )
     return ImageBuildSpec(
         job_id=job.id,
-        context=context,
-        dockerfile=dockerfile,
-        tag=tag,
-        target=build.get("target"),
-        build_args={str(k): expand(str(v), env) for k, v in (build.get("build_args") or {}).items()},
+        workspace=workspace,
+        context=options.get("context") or ".",
+        dockerfile=options.get("dockerfile") or "Dockerfile",
+        tag=release_tag(build.project.name, build.sha),
+        target=options.get("target"),
+        build_args=build_args,
         labels=dict(labels),
+        image_labels={
+            "ciserver.project": build.project.name,
+            "ciserver.build": str(build.id),
+            "org.opencontainers.image.revision": build.sha,
+        },
         limits=limits_for(job.options or {}, settings),
+        network=(job.options or {}).get("network") or "default",
+        cache=build_cache(settings, build),
     )
 
 
-def _inside(root: Path, relative: str, key: str) -> Path:
-    """root/relative, refused when it (after symlinks) is not inside root."""
-    pure = PurePosixPath(relative)
-    path = (root / pure).resolve()
-    base = root.resolve()
-    if pure.is_absolute() or (path != base and base not in path.parents):
-        raise SpecError(f"{key}: {relative!r} leads outside the workspace")
-    return path
+def build_cache(settings: Settings, build: Build) -> BuildCache:
+    """The ref's folder of image build steps, read before the default branch's (never written by
+    another ref): what the cache of files does too."""
+    root = settings.data_dir / "build-cache" / str(build.project_id)
+    own = root / ref_folder(build.ref)
+    fallback = root / ref_folder(f"refs/heads/{build.default_branch}") if build.default_branch else None
+    read = (own,) if fallback is None or fallback == own else (own, fallback)
+    return BuildCache(read=read, write=own)
+
+
+def ref_folder(ref: str) -> str:
+    """A folder name for a ref, which may hold any character git allows."""
+    return hashlib.sha256(ref.encode()).hexdigest()[:32]
 
 
 def numeric_owner(user: str | None) -> tuple[int, int] | None:

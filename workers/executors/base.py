@@ -47,17 +47,31 @@ class JobSpec:
 
 
 @dataclass(frozen=True)
+class BuildCache:
+    """Where an image build keeps the images of its steps, by a key of what made each: one folder
+    per ref, written by builds of that ref only, and read with the default branch's as a fallback
+    (as caches are), so no branch can put a step into another ref's images."""
+
+    read: tuple[Path, ...]
+    write: Path | None
+
+
+@dataclass(frozen=True)
 class ImageBuildSpec:
     """A Dockerfile build whose image is the build's release artifact."""
 
     job_id: int
-    context: Path  # absolute; the caller has already confined it to the workspace
+    workspace: Path  # the checked-out workspace: nothing outside it reaches the build
+    context: str  # relative to the workspace; resolved (after links) when the build starts
     dockerfile: str  # relative to context
     tag: str  # e.g. "ciserver/acme-app:<sha>"
     target: str | None = None
     build_args: Mapping[str, str] = field(default_factory=dict)
-    labels: Mapping[str, str] = field(default_factory=dict)
-    limits: Limits | None = None  # memory of each RUN step (the build API takes no process limit)
+    labels: Mapping[str, str] = field(default_factory=dict)  # of the step containers (the job's)
+    image_labels: Mapping[str, str] = field(default_factory=dict)  # added to the image itself
+    limits: Limits | None = None  # of each RUN step, as of a job
+    network: str = "default"  # or "none": RUN steps get only a loopback interface
+    cache: BuildCache | None = None  # None: every step is run
 
 
 @dataclass(frozen=True)

@@ -31,20 +31,13 @@ from workers.executors.base import (
     ServiceSpec,
     shell_script,
 )
-from workers.executors.docker_build import ENGINE_UNREACHABLE, ImageBuilder
+from workers.executors.docker_build import ImageBuilder
+from workers.executors.docker_run import ENGINE_UNREACHABLE, JOB_CAPABILITIES, follow, hardening
 
 log = logging.getLogger(__name__)
 
 WORKDIR = "/workspace"
 
-# Every capability is dropped; these few are given back because installing packages as root needs them.
-JOB_CAPABILITIES = (
-    "CHOWN",  # dpkg, apk and tar give unpacked files their owners
-    "DAC_OVERRIDE",  # root writes files whose mode forbids it (dpkg's status files, read-only caches)
-    "FOWNER",  # chmod and utime on files root does not own, while unpacking
-    "SETUID",  # apt drops to the _apt user to download; su/gosu switch to a build user
-    "SETGID",  # the same, for groups
-)
 # Services are servers: they may listen below port 1024 even where the engine does not lower
 # net.ipv4.ip_unprivileged_port_start for containers (older engines, other network drivers).
 SERVICE_CAPABILITIES = (*JOB_CAPABILITIES, "NET_BIND_SERVICE")
@@ -65,31 +58,6 @@ def network_name(spec: JobSpec) -> str:
 
 def service_name(spec: JobSpec, service: ServiceSpec) -> str:
     return f"ciserver-job-{spec.job_id}-svc-{service.alias}"
-
-
-def limit_config(limits: Limits | None) -> dict[str, Any]:
-    """Memory without swap on top, CPUs and processes: what keeps one job from starving its siblings."""
-    if limits is None:
-        return {}
-    return {
-        "mem_limit": limits.memory,
-        "memswap_limit": limits.memory,  # equal to mem_limit: no swap, so a hog is killed, not slowed
-        "nano_cpus": int(limits.cpus * 1e9),
-        "pids_limit": limits.pids,
-    }
-
-
-def hardening(capabilities: tuple[str, ...], limits: Limits | None) -> dict[str, Any]:
-    """What every container we start gets: few capabilities, no setuid gains, limits, a reaping init."""
-    return {
-        "cap_drop": ["ALL"],
-        "cap_add": list(capabilities),
-        "security_opt": ["no-new-privileges:true"],
-        "privileged": False,
-        # An init as PID 1 reaps orphaned zombies, which would otherwise count against pids_limit.
-        "init": True,
-        **limit_config(limits),
-    }
 
 
 def check_services(spec: JobSpec) -> None:
@@ -187,7 +155,7 @@ class DockerExecutor:
             services = [self._start_service(spec, service, cleanup) for service in spec.services]
             if services:
                 self._wait_for_services(spec, services, output, stop)
-            exit_code = self._follow(container, output, stop)
+            exit_code = follow(container, output, stop)
             if exit_code == OOM_EXIT:
                 self._note_oom(container, spec.limits, output)
             return exit_code
@@ -197,27 +165,6 @@ class DockerExecutor:
             raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
         finally:
             cleanup.close()
-
-    def _follow(self, container: Container, output: OutputSink, stop: threading.Event) -> int:
-        """Start the container, stream its output until it ends (or `stop` kills it), return its code."""
-        finished = threading.Event()
-        killer = threading.Thread(
-            target=self._kill_when_stopped, args=(container, stop, finished), daemon=True
-        )
-        killer.start()
-        try:
-            # Attached before start, so not a byte is missed; attach streams far faster than logs().
-            stream = container.attach(stdout=True, stderr=True, stream=True, logs=True)
-            container.start()
-            if stop.is_set():
-                self._kill(container)  # stopped before it started, when the killer had nothing to kill
-            for chunk in stream:
-                output(chunk)
-            return int(container.wait()["StatusCode"])
-        finally:
-            finished.set()
-            stop.set()  # wakes the killer, which now sees there is nothing left to kill
-            killer.join()
 
     def _note_oom(self, container: Container, limits: Limits | None, output: OutputSink) -> None:
         """Say why a job died of SIGKILL when the kernel's OOM killer did it: 137 alone puzzles people."""
@@ -316,19 +263,6 @@ class DockerExecutor:
             found.remove(force=True, v=True)
         return self.client.containers.create(**config)
 
-    def _kill_when_stopped(
-        self, container: Container, stop: threading.Event, finished: threading.Event
-    ) -> None:
-        stop.wait()
-        if not finished.is_set():
-            self._kill(container)
-
-    def _kill(self, container: Container) -> None:
-        try:
-            container.kill()
-        except (NotFound, APIError):
-            pass  # not started yet, or it ended on its own meanwhile
-
     def _remove(self, container: Container) -> None:
         """Force-remove; a failure is logged, not raised, so it never hides the job's own outcome."""
         try:
@@ -364,10 +298,12 @@ class DockerExecutor:
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
         removed: list[Mapping[str, str]] = []
         try:
-            for container in self.client.containers.list(all=True, filters=filters):
-                if not keep(container.labels):
+            # Sparse: the list's own data, so a container removed meanwhile (a job ending) is no error.
+            for container in self.client.containers.list(all=True, filters=filters, sparse=True):
+                container_labels = container.attrs.get("Labels") or {}
+                if not keep(container_labels):
                     self._remove(container)
-                    removed.append(container.labels)
+                    removed.append(container_labels)
             # After the containers, or a network would still have endpoints.
             for network in self.client.networks.list(filters=filters):
                 network_labels = network.attrs.get("Labels") or {}
@@ -379,7 +315,7 @@ class DockerExecutor:
         return _once_per_job(removed)
 
     def build_image(self, spec: ImageBuildSpec, output: OutputSink, stop: threading.Event) -> BuiltImage:
-        return ImageBuilder(self.client).build(spec, output, stop)
+        return ImageBuilder(self.client, pull=self.pull).build(spec, output, stop)
 
 
 def _wait_for_port(address: str, port: int, deadline: float, stop: threading.Event) -> bool:
