@@ -1,6 +1,7 @@
 """Releases, environments and deployments: what a green build yields, where it may go, and the
 record of each deployment, decided in the database so that API and workers agree.
 
+Where a release may go, and with which listen and strategy, is the server's to say (store.environments).
 At most one deployment of an environment is under way (progressing or paused); later ones wait
 as `pending`, and a newer pending one supersedes an older. Each function runs in the caller's
 transaction and locks the environment's row before it decides.
@@ -186,8 +187,9 @@ def promote(session: Session, project: Project, name: str, build_id: int, actor:
     assert build is not None
     row = environments.find(session, project.id, name, lock=True)
     why = environments.refusal(row, name, declared, build)
-    if why or row is None:
+    if why:
         raise DeployRefused(409, f"build {build_id} cannot go to {name!r}: {why}")
+    assert row is not None  # refusal says why when there is none
     after = environments.effective(row, declared).after
     if after is not None and not _succeeded_in(session, release, after):
         raise DeployRefused(
@@ -275,15 +277,16 @@ def claim(session: Session, deployment_id: int, worker: str) -> Claimed | None:
     environment = _locked(session, deployment.environment_id)
     session.refresh(deployment)
     release = deployment.release
-    declared = config_of(release).environments[environment.name]
+    config = config_of(release)
+    declared = config.environments[environment.name]
+    used = config.environments[environment.name] = environments.effective(environment, declared)
     if deployment.status == DeploymentStatus.pending:
         if _under_way(session, environment.id, but=deployment.id) is not None:
             return None  # started when the one under way ends
         build = session.get(Build, release.build_id)
         assert build is not None
-        listen = environments.effective(environment, declared).listen
         why = environments.refusal(environment, environment.name, declared, build) or (
-            listen and environments.listen_conflict(session, environment.id, listen)
+            used.listen and environments.listen_conflict(session, environment.id, used.listen)
         )
         if why:
             _end(deployment, DeploymentStatus.failed, why)
@@ -297,9 +300,6 @@ def claim(session: Session, deployment_id: int, worker: str) -> Claimed | None:
     session.flush()
     project = session.get(Project, deployment.project_id)
     assert project is not None
-    config = config_of(release)
-    used = environments.effective(environment, declared)
-    config.environments[environment.name] = used
     return Claimed(
         id=deployment.id,
         project_id=project.id,

@@ -20,9 +20,6 @@ from ciserver.pipeline import Environment as Declared
 from ciserver.pipeline import Strategy, accepted_refs, accepts_release, listens_overlap, normalize_listen
 from ciserver.store.models import Build, Environment, Project, Role, utcnow
 
-PROMOTE_ROLES = (Role.developer, Role.ops, Role.admin)
-RULES = ("branches", "tags", "require_promote", "promote_role")
-
 
 @dataclass(frozen=True)
 class _Refs:
@@ -45,6 +42,10 @@ def default_branch(build: Build) -> str:
 
 def on_default_branch(build: Build) -> bool:
     return build.tag is None and build.branch == default_branch(build)
+
+
+def _ref(build: Build) -> str:
+    return f"branch {build.branch!r}" if build.branch else f"tag {build.tag!r}"
 
 
 def promote_role(row: Environment | None) -> Role:
@@ -75,12 +76,10 @@ def declare(session: Session, build: Build, name: str, declared: Declared) -> st
     return None
 
 
-def refusal(row: Environment | None, name: str, declared: Declared | None, build: Build) -> str | None:
+def refusal(row: Environment | None, name: str, declared: Declared, build: Build) -> str | None:
     """Why the release of `build` may not go to environment `name` (None: it may). `declared` is what
     the build's own file says of it."""
     default = default_branch(build)
-    if declared is None:
-        return f"its pipeline does not declare environment {name!r}"
     if row is None:
         return (
             f"environment {name!r} is not declared on the server: only a build of the default branch "
@@ -91,7 +90,7 @@ def refusal(row: Environment | None, name: str, declared: Declared | None, build
             f"environment {name!r} is not yet declared by the default branch {default!r}: until it is, "
             "only that branch may deploy there"
         )
-    of = "this release is of " + (f"branch {build.branch!r}" if build.branch else f"tag {build.tag!r}")
+    of = f"this release is of {_ref(build)}"
     if not accepts_release(row, branch=build.branch, tag=build.tag, default_branch=default):
         return f"environment {name!r} takes {accepted_refs(row, default)} (its rules on the server); {of}"
     if not accepts_release(declared, branch=build.branch, tag=build.tag, default_branch=default):
@@ -161,11 +160,8 @@ def _overlap(a: str, b: str) -> bool:
 
 
 def protect(session: Session, project: Project, name: str, actor: str, **rules: Any) -> Environment:
-    """Ops set an environment's rules (any of RULES), also before any push declared it; the rules not
-    given stay as they were."""
-    unknown = set(rules) - set(RULES)
-    if unknown:
-        raise ValueError(f"not a rule: {', '.join(sorted(unknown))}")
+    """Ops set an environment's rules (branches, tags, require_promote, promote_role), also before any
+    push declared it; the rules not given stay as they were."""
     row = find(session, project.id, name, lock=True)
     if row is None:
         row = Environment(project_id=project.id, name=name)
@@ -196,8 +192,7 @@ def job_refusal(session: Session, build: Build, name: str) -> str | None:
     default = default_branch(build)
     if accepts_release(rules, branch=build.branch, tag=build.tag, default_branch=default):
         return None
-    ref = f"branch {build.branch!r}" if build.branch else f"tag {build.tag!r}"
     return (
         f"environment {name!r} takes {accepted_refs(rules, default)} (its rules on the server); "
-        f"a job of {ref} may not use it or its secrets"
+        f"a job of {_ref(build)} may not use it or its secrets"
     )
