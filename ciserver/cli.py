@@ -1,4 +1,5 @@
-"""The `ciserver` command: run the server (up, serve, worker), manage it (project, token, secret) and
+"""The `ciserver` command: run the server (up, serve, worker), manage it (project, token, secret,
+environment) and
 help write pipelines (schema)."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from ciserver.cli_environment import environment_app
 from ciserver.cli_secret import secret_app
 from ciserver.config import get_settings
 from ciserver.store.models import Role
@@ -23,6 +25,7 @@ token_app = typer.Typer(help="Create API tokens (works on the data dir's databas
 app.add_typer(project_app, name="project")
 app.add_typer(token_app, name="token")
 app.add_typer(secret_app, name="secret")
+app.add_typer(environment_app, name="environment")
 
 Host = Annotated[str, typer.Option(help="Address to listen on; keep it on loopback behind a proxy.")]
 Port = Annotated[int, typer.Option(help="Port of the HTTP API and webhooks.")]

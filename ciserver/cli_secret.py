@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from ciserver.cli_environment import cli_actor
 from ciserver.config import get_settings
 
 secret_app = typer.Typer(
@@ -19,7 +20,13 @@ secret_app = typer.Typer(
 
 ProjectArg = Annotated[str, typer.Argument(help="The project: OWNER/NAME (GitLab: GROUP/SUB/NAME).")]
 KeyArg = Annotated[str, typer.Argument(help="The environment variable a job receives, e.g. DEPLOY_TOKEN.")]
-ACTOR = "cli"
+ScopeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--environment",
+        help="Only for this environment: its deployments, and jobs with `environment:` of refs it allows.",
+    ),
+]
 
 
 def _fail(message: str) -> typer.Exit:
@@ -27,8 +34,13 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _target(project: str, key: str) -> str:
-    return f"project:{project}/secret:{key}"  # as the API writes it
+def _target(project: str, key: str, environment: str | None) -> str:
+    scope = f"/environment:{environment}" if environment else ""
+    return f"project:{project}{scope}/secret:{key}"  # as the API writes it
+
+
+def _named(key: str, environment: str | None) -> str:
+    return f"{key} (environment {environment})" if environment else key
 
 
 def _read_value() -> str:
@@ -48,8 +60,9 @@ def _read_value() -> str:
 
 
 @secret_app.command("set")
-def secret_set(project: ProjectArg, key: KeyArg) -> None:
-    """Set secret KEY of a project to the value on stdin; jobs that list KEY under `secrets` receive it."""
+def secret_set(project: ProjectArg, key: KeyArg, environment: ScopeOption = None) -> None:
+    """Set secret KEY of a project to the value on stdin; jobs that list KEY under `secrets` receive it
+    (with --environment: only that environment's deployments and jobs, over the project's value)."""
     from ciserver.crypto import SecretKeyError, load_fernet
     from ciserver.store import audit
     from ciserver.store.db import session_scope
@@ -64,16 +77,19 @@ def secret_set(project: ProjectArg, key: KeyArg) -> None:
             found = get_project(session, project)
             if found is None:
                 raise _fail(f"project {project!r} does not exist (see `ciserver project list`)")
-            created = set_secret(session, found, key, value, fernet)
-            audit.record(session, ACTOR, "secret.set", _target(found.name, key), {"created": created})
-            typer.echo(f"secret {key} of {found.name} {'created' if created else 'updated'}")
+            created = set_secret(session, found, key, value, fernet, environment)
+            target = _target(found.name, key, environment)
+            audit.record(session, cli_actor(), "secret.set", target, {"created": created})
+            typer.echo(
+                f"secret {_named(key, environment)} of {found.name} {'created' if created else 'updated'}"
+            )
     except (SecretError, SecretKeyError) as exc:
         raise _fail(str(exc)) from None
 
 
 @secret_app.command("list")
 def secret_list(project: ProjectArg) -> None:
-    """List a project's secrets: names and dates, never values."""
+    """List a project's secrets: names, dates and scopes (the environment, if any), never values."""
     from ciserver.store.db import session_scope
     from ciserver.store.projects import get_project
     from ciserver.store.secrets import list_secrets
@@ -83,15 +99,17 @@ def secret_list(project: ProjectArg) -> None:
         if found is None:
             raise _fail(f"project {project!r} does not exist (see `ciserver project list`)")
         for secret in list_secrets(session, found):
+            scope = f"\tenvironment {secret.environment}" if secret.environment else ""
             typer.echo(
                 f"{secret.name}\tcreated {secret.created_at.isoformat(timespec='seconds')}"
-                f"\tupdated {secret.updated_at.isoformat(timespec='seconds')}"
+                f"\tupdated {secret.updated_at.isoformat(timespec='seconds')}{scope}"
             )
 
 
 @secret_app.command("rm")
-def secret_rm(project: ProjectArg, key: KeyArg) -> None:
-    """Remove secret KEY of a project; jobs that still list it fail with an error naming it."""
+def secret_rm(project: ProjectArg, key: KeyArg, environment: ScopeOption = None) -> None:
+    """Remove secret KEY of a project (with --environment: its value for that environment only); jobs
+    that still list it fail with an error naming it."""
     from ciserver.store import audit
     from ciserver.store.db import session_scope
     from ciserver.store.projects import get_project
@@ -102,10 +120,10 @@ def secret_rm(project: ProjectArg, key: KeyArg) -> None:
             found = get_project(session, project)
             if found is None:
                 raise _fail(f"project {project!r} does not exist (see `ciserver project list`)")
-            if not delete_secret(session, found, key):
-                raise _fail(f"secret {key!r} is not set for {found.name}")
-            audit.record(session, ACTOR, "secret.delete", _target(found.name, key))
-            typer.echo(f"secret {key} of {found.name} removed")
+            if not delete_secret(session, found, key, environment):
+                raise _fail(f"secret {_named(key, environment)!r} is not set for {found.name}")
+            audit.record(session, cli_actor(), "secret.delete", _target(found.name, key, environment))
+            typer.echo(f"secret {_named(key, environment)} of {found.name} removed")
     except SecretError as exc:
         raise _fail(str(exc)) from None
 

@@ -110,17 +110,31 @@ def test_a_green_build_becomes_a_release_and_auto_environments_deploy_it(
     assert store.finish(session, started[0], DeploymentStatus.succeeded) == []
 
 
-def test_failed_builds_and_branches_no_environment_takes_make_no_release(
+def test_a_failed_build_makes_no_release_and_one_no_environment_takes_deploys_nowhere_saying_why(
     session: Session, project: Project
 ) -> None:
     assert store.release_build(session, green_build(session, project, status=Status.failed)) == []
-    assert store.release_build(session, green_build(session, project, branch="feature")) == []
     assert store.list_releases(session, project.id) == []
+    store.release_build(session, green_build(session, project))  # main declares the environments
+    feature = green_build(session, project, branch="feature")
+    assert store.release_build(session, feature) == []
+    release = store.list_releases(session, project.id)[0]
+    assert release.build_id == feature
+    assert release.refused == {
+        "staging": "environment 'staging' takes branches [main, release/*] (its rules on the server); "
+        "this release is of branch 'feature'",
+        "production": "environment 'production' takes the default branch 'main' (its rules on the server); "
+        "this release is of branch 'feature'",
+        "qa": "environment 'qa' takes branches [release/*] (its rules on the server); "
+        "this release is of branch 'feature'",
+    }
 
 
 def test_an_environment_with_auto_and_after_follows_once_its_predecessor_succeeded(
     session: Session, project: Project
 ) -> None:
+    [declared] = store.release_build(session, green_build(session, project))
+    deployed(session, declared)
     [staging] = store.release_build(session, green_build(session, project, branch="release/2"))
     assert store.claim(session, staging, "w") is not None
     [qa] = store.finish(session, staging, DeploymentStatus.succeeded)

@@ -594,3 +594,10 @@ def test_a_plan_only_ever_waits_on_planned_jobs_and_never_in_a_circle(
         ready = {name for name, after in waiting.items() if not after}
         assert ready, f"a circle among {sorted(waiting)}"
         waiting = {name: after - ready for name, after in waiting.items() if name not in ready}
+
+
+def test_a_job_environment_is_in_its_options_for_the_worker_to_check() -> None:
+    job = planned("image: x\njobs:\n  a: {script: [x], environment: production, secrets: [T]}\n")["a"]
+    assert job.options == {"secrets": ["T"], "environment": "production"}
+    with pytest.raises(PipelineError, match=r"pipelines.yml:3: jobs.a.environment: invalid environment name"):
+        load_pipeline("image: x\njobs:\n  a: {script: [x], environment: Prod}\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
 import sqlite3
 import stat
@@ -189,7 +190,7 @@ def test_roles_developers_list_names_ops_set_and_remove(
     assert updated.status_code == 200 and updated.json()["updated_at"] >= created.json()["updated_at"]
     listed = client.get(SECRETS, headers=developer)
     assert [s["name"] for s in listed.json()] == ["DEPLOY_TOKEN"]
-    assert set(listed.json()[0]) == {"name", "created_at", "updated_at"}
+    assert set(listed.json()[0]) == {"name", "environment", "created_at", "updated_at"}
 
     assert client.delete(f"{SECRETS}/DEPLOY_TOKEN", headers=developer).status_code == 403
     assert client.delete(f"{SECRETS}/DEPLOY_TOKEN", headers=ops).status_code == 204
@@ -300,7 +301,7 @@ def test_cli_sets_lists_and_removes_secrets(cli: CliRunner, settings: Settings) 
         values = secret_values(session, project.id, ["DEPLOY_TOKEN"], load_fernet(settings))
         assert values == {"DEPLOY_TOKEN": VALUE + "-2"}, "one trailing newline is stripped, nothing else"
         audit = [(e.actor, e.action) for e in session.query(AuditEntry)]
-    assert audit == [("cli", "secret.set"), ("cli", "secret.set")]
+    assert audit == [(f"cli:{getpass.getuser()}", "secret.set")] * 2
 
     listed = cli.invoke(cli_app, ["secret", "list", "octo/app"])
     assert listed.exit_code == 0 and listed.output.startswith("DEPLOY_TOKEN\tcreated ")

@@ -10,13 +10,25 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
 
 from ciserver.store.db import engine_for, session_scope
-from ciserver.store.models import Base, Job
+from ciserver.store.models import Base, Job, ScopedSecret
 from ciserver.store.upgrade import UpgradeError, _add_column
 
 NEW_IN_THIS_RELEASE = {
     "projects": ["auto_cancel"],
     "builds": ["default_branch"],
     "jobs": ["when", "allow_failure", "options", "attempt", "dispatched_at", "image_tag", "image_id"],
+    "releases": ["refused"],
+    "environments": [
+        "strategy",
+        "after",
+        "declared_at",
+        "declared_by",
+        "branches",
+        "tags",
+        "require_promote",
+        "promote_role",
+        "rules_by",
+    ],
 }
 
 
@@ -28,6 +40,7 @@ def test_an_older_database_gains_the_new_columns_and_keeps_its_rows(tmp_path: Pa
             for column in columns:
                 db.execute(f'ALTER TABLE {table} DROP COLUMN "{column}"')
         db.execute("DROP INDEX ix_builds_project_sha")  # new in this release too
+        db.execute("DROP TABLE scoped_secrets")
         db.execute(
             "INSERT INTO projects (name, forge, repo_url, secret, created_at)"
             " VALUES ('o/r', 'github', 'u', 's', '2026-01-01')"
@@ -54,6 +67,7 @@ def test_an_older_database_gains_the_new_columns_and_keeps_its_rows(tmp_path: Pa
             1,
         )
         assert job.build.project.auto_cancel is None
+        assert session.query(ScopedSecret).count() == 0  # its table made
     with sqlite3.connect(path) as db:
         indexes = {row[1] for row in db.execute("PRAGMA index_list(builds)")}
     assert "ix_builds_project_sha" in indexes

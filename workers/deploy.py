@@ -59,7 +59,9 @@ def _roll_out(ctx: WorkerContext, claimed: store.Claimed) -> Outcome:
     if environment.secrets:
         with session_scope(ctx.settings.db_url) as session:
             fernet = load_fernet(ctx.settings)
-            secrets = secret_values(session, claimed.project_id, environment.secrets, fernet)
+            secrets = secret_values(
+                session, claimed.project_id, environment.secrets, fernet, claimed.environment
+            )
     journal = _Journal(ctx, claimed.id)
     variables = {**environment.env, "CI_COMMIT_SHA": claimed.sha, "CI_PROJECT": claimed.project}
     if environment.script is not None:

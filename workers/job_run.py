@@ -19,10 +19,12 @@ from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from ciserver import queue
+from ciserver.config import Settings
 from ciserver.crypto import SecretKeyError, load_fernet
 from ciserver.logs import LogStoreError, LogWriter
 from ciserver.masking import mask_text
 from ciserver.store.artifacts import artifacts_for_job
+from ciserver.store.environments import job_refusal
 from ciserver.store.models import Job, Status
 from ciserver.store.secrets import SecretError, secret_values
 from workers import artifacts, cache
@@ -61,9 +63,7 @@ class JobRun:
         env = {str(k): str(v) for k, v in job.env.items()} | ci_variables(build, job)
         secrets: dict[str, str] = {}
         try:
-            wanted = self.options.get("secrets") or []
-            if wanted:
-                secrets = secret_values(session, self.project_id, wanted, load_fernet(self.settings))
+            secrets = _secrets(session, job, self.settings)
         except (SecretError, SecretKeyError) as exc:
             self.problem = str(exc)
         self.env = env | secrets
@@ -204,6 +204,21 @@ class JobRun:
         )
         total = sum(f.size for f in self.kept)
         self.note(f"artifacts: kept {len(self.kept)} file(s), {total:,} bytes")
+
+
+def _secrets(session: Session, job: Job, settings: Settings) -> dict[str, str]:
+    """The secrets the job names: with `environment:`, that environment's values over the project's,
+    only for a ref the environment's rules on the server allow (SecretError naming them otherwise)."""
+    wanted = job.options.get("secrets") or []
+    environment = job.options.get("environment")
+    if environment is not None:
+        refused = job_refusal(session, job.build, environment)
+        if refused:
+            field = f"secrets: {', '.join(wanted)}" if wanted else "environment"
+            raise SecretError(f"{field}: {refused}")
+    if not wanted:
+        return {}
+    return secret_values(session, job.build.project_id, wanted, load_fernet(settings), environment)
 
 
 def _stopped(watch: StopWatch) -> Outcome | None:

@@ -1,5 +1,5 @@
-"""Deployments: their steps, weights and analysis; operators pause, resume or abort one (ops role,
-written to the audit log)."""
+"""Deployments: their steps, weights and analysis; operators pause, resume or abort one (the
+environment's promote role, ops unless its rules say otherwise; written to the audit log)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query, status
 from sqlalchemy.orm import Session
 
 from ciserver.api.builds import not_found
-from ciserver.api.deps import MAX_ROW, DatabaseDep, Ops, RowId, SettingsDep, Viewer
+from ciserver.api.deps import MAX_ROW, DatabaseDep, Developer, RowId, SettingsDep, Viewer
 from ciserver.api.projects import project_or_404
-from ciserver.api.releases import enqueue, refusal_as_http
+from ciserver.api.releases import enqueue, refusal_as_http, require_promote_role
 from ciserver.api.schemas import DeploymentOut
 from ciserver.store import audit
 from ciserver.store import deployments as store
@@ -48,18 +48,22 @@ def deployment(deployment_id: RowId, _: Viewer, db: DatabaseDep) -> DeploymentOu
     "/{deployment_id}/{action}",
     response_model=DeploymentOut,
     status_code=status.HTTP_202_ACCEPTED,
-    responses={409: {"description": "The deployment's state does not allow it."}},
+    responses={
+        403: {"description": "The token's role is below the environment's promote_role."},
+        409: {"description": "The deployment's state does not allow it."},
+    },
     summary="pause (between checks), resume (from its step) or abort (back to the previous release)",
 )
 def control(
     deployment_id: RowId,
     action: Literal["pause", "resume", "abort"],
-    caller: Ops,
+    caller: Developer,
     db: DatabaseDep,
     settings: SettingsDep,
 ) -> DeploymentOut:
     with db.session() as session:
         found = _get(session, deployment_id)
+        require_promote_role(session, caller, found.project_id, found.environment.name)
         with refusal_as_http():
             hand_over = store.request_control(session, found, action, caller.actor)
         audit.record(

@@ -1,5 +1,6 @@
-"""Releases and environments of a project: what each environment runs, promote (continuous
-delivery) and rollback. Promote and rollback need the ops role and are written to the audit log.
+"""Releases and environments of a project: what each environment runs, its rules (ops set them),
+promote (continuous delivery) and rollback. Promote and rollback need the environment's promote role
+(ops unless its rules say otherwise); every write is in the audit log.
 
 Included before the projects router, whose `/projects/{name:path}` would take these paths too.
 """
@@ -8,24 +9,41 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Path, status
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from ciserver import queue
-from ciserver.api.deps import DatabaseDep, Ops, SettingsDep, Viewer
+from ciserver.api.deps import Caller, DatabaseDep, Developer, Ops, SettingsDep, Viewer
 from ciserver.api.projects import project_or_404
-from ciserver.api.schemas import DeploymentOut, EnvironmentOut, PromoteIn, ReleaseOut
+from ciserver.api.schemas import (
+    DeploymentOut,
+    EnvironmentOut,
+    PromoteIn,
+    ProtectionIn,
+    ProtectionOut,
+    ReleaseOut,
+)
 from ciserver.config import Settings
+from ciserver.pipeline.environments import ENVIRONMENT_NAME
 from ciserver.store import audit
 from ciserver.store import deployments as store
 from ciserver.store.artifacts import artifacts_of_build
+from ciserver.store.environments import find, promote_role, rules_of
+from ciserver.store.environments import protect as store_protect
 from ciserver.store.models import Deployment, Project, Release
 
 router = APIRouter(prefix="/api/v1/projects", tags=["releases"])
 
+EnvironmentPath = Annotated[
+    str,
+    Path(pattern=f"^{ENVIRONMENT_NAME.pattern}$", description="lowercase letters, digits, '-' and '_'"),
+]
+
 _REFUSALS = {
+    403: {"description": "The token's role is below the environment's promote_role."},
     404: {"description": "No such project, build or environment."},
     409: {"description": "Not allowed now: not yet succeeded in `after`, another deployment under way, ..."},
 }
@@ -41,7 +59,7 @@ def releases(name: str, _: Viewer, db: DatabaseDep) -> list[ReleaseOut]:
 @router.get(
     "/{name:repo_path}/environments",
     response_model=list[EnvironmentOut],
-    summary="Each environment: the release it runs, since when, by whom, and its latest deployment",
+    summary="Each environment: its rules, the release it runs, since when, by whom, its latest deployment",
 )
 def environments(name: str, _: Viewer, db: DatabaseDep) -> list[EnvironmentOut]:
     with db.session() as session:
@@ -50,6 +68,10 @@ def environments(name: str, _: Viewer, db: DatabaseDep) -> list[EnvironmentOut]:
             EnvironmentOut(
                 name=row.name,
                 listen=row.listen,
+                strategy=next(iter(row.strategy or {}), None),
+                after=row.after,
+                declared_by=row.declared_by,
+                protection=ProtectionOut(**rules_of(row)),
                 release=_release(session, row.release) if row.release else None,
                 since=row.deployed_at,
                 deployed_by=row.deployed_by,
@@ -57,6 +79,34 @@ def environments(name: str, _: Viewer, db: DatabaseDep) -> list[EnvironmentOut]:
             )
             for row, latest in store.list_environments(session, project.id)
         ]
+
+
+@router.get(
+    "/{name:repo_path}/environments/{environment}/protection",
+    response_model=ProtectionOut,
+    summary="An environment's rules: the refs that may deploy, whether a promote is required, who may",
+)
+def protection(name: str, environment: EnvironmentPath, _: Viewer, db: DatabaseDep) -> ProtectionOut:
+    with db.session() as session:
+        project = project_or_404(session, name)
+        return ProtectionOut(**rules_of(find(session, project.id, environment)))
+
+
+@router.put(
+    "/{name:repo_path}/environments/{environment}/protection",
+    response_model=ProtectionOut,
+    summary="Set an environment's rules (also before any push declares it); those left out stay",
+)
+def protect(
+    name: str, environment: EnvironmentPath, body: ProtectionIn, caller: Ops, db: DatabaseDep
+) -> ProtectionOut:
+    with db.session() as session:
+        project = project_or_404(session, name)
+        row = store_protect(session, project, environment, caller.actor, **body.rules())
+        rules = rules_of(row)
+        target = f"project:{project.name}/environment:{environment}"
+        audit.record(session, caller.actor, "environment.protect", target, rules)
+        return ProtectionOut(**rules)
 
 
 @router.post(
@@ -67,10 +117,11 @@ def environments(name: str, _: Viewer, db: DatabaseDep) -> list[EnvironmentOut]:
     summary="Deploy a build's release to the environment (continuous delivery)",
 )
 def promote(
-    name: str, environment: str, body: PromoteIn, caller: Ops, db: DatabaseDep, settings: SettingsDep
+    name: str, environment: str, body: PromoteIn, caller: Developer, db: DatabaseDep, settings: SettingsDep
 ) -> DeploymentOut:
     with db.session() as session:
         project = project_or_404(session, name)
+        require_promote_role(session, caller, project.id, environment)
         with refusal_as_http():
             deployment = store.promote(session, project, environment, body.build_id, caller.actor)
         _audit(session, caller.actor, "environment.promote", project, deployment, build_id=body.build_id)
@@ -87,16 +138,28 @@ def promote(
     summary="Deploy the release the environment ran before, with its strategy",
 )
 def rollback(
-    name: str, environment: str, caller: Ops, db: DatabaseDep, settings: SettingsDep
+    name: str, environment: str, caller: Developer, db: DatabaseDep, settings: SettingsDep
 ) -> DeploymentOut:
     with db.session() as session:
         project = project_or_404(session, name)
+        require_promote_role(session, caller, project.id, environment)
         with refusal_as_http():
             deployment = store.rollback(session, project, environment, caller.actor)
         _audit(session, caller.actor, "environment.rollback", project, deployment)
         answer = DeploymentOut.of(deployment)
     enqueue(settings, deployment.id)
     return answer
+
+
+def require_promote_role(session: Session, caller: Caller, project_id: int, environment: str) -> None:
+    """403 unless the caller has the environment's promote role (ops unless its rules say otherwise)."""
+    needed = promote_role(find(session, project_id, environment))
+    if caller.role < needed:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"deployments of environment {environment!r} need the {needed.name} role "
+            f"(its promote_role); the token has {caller.role.name}",
+        )
 
 
 @contextmanager

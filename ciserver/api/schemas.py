@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ciserver.clone_urls import redact
+from ciserver.pipeline.fields import Patterns
 from ciserver.store.models import (
     Artifact,
     Build,
@@ -204,12 +205,18 @@ class ReleaseOut(BaseModel):
     image: str | None = Field(description="The tag its image_build job gave the image.")
     image_id: str | None
     image_digest: str | None
-    environments: list[str] = Field(description="The environments its pipeline names.")
+    environments: list[str] = Field(description="The environments of its pipeline it may be deployed to.")
+    refused: dict[str, str] = Field(
+        description="The environments of its pipeline it may not go to, each with why "
+        "(the server's rules, or a listen or strategy only the default branch may change)."
+    )
     artifacts: list[ArtifactOut] = Field(description="The files its build kept.")
     created_at: datetime
 
     @classmethod
     def of(cls, release: Release, artifacts: list[Artifact]) -> ReleaseOut:
+        refused = dict(release.refused or {})
+        named = (release.config or {}).get("environments") or {}
         return cls(
             id=release.id,
             build_id=release.build_id,
@@ -219,7 +226,8 @@ class ReleaseOut(BaseModel):
             image=release.image_tag,
             image_id=release.image_id,
             image_digest=release.image_digest,
-            environments=list((release.config or {}).get("environments") or {}),
+            environments=[name for name in named if name not in refused],
+            refused=refused,
             artifacts=[ArtifactOut.of(a) for a in artifacts],
             created_at=release.created_at,
         )
@@ -273,9 +281,53 @@ class DeploymentOut(BaseModel):
         )
 
 
+class ProtectionIn(BaseModel):
+    """An environment's rules; those left out stay as they are. Giving `branches` or `tags` replaces
+    both (the one left out then takes no ref of its kind); both null: the default branch only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    branches: Patterns | None = Field(None, description="Globs of the branches whose releases may deploy.")
+    tags: Patterns | None = Field(None, description="Globs of the tags whose releases may deploy.")
+    require_promote: bool = Field(
+        False, description="true: no release deploys by itself (`auto` is ignored); each needs a promote."
+    )
+    promote_role: Literal["developer", "ops", "admin"] = Field(
+        "ops", description="The least role that may promote, roll back, pause, resume and abort here."
+    )
+
+    def rules(self) -> dict[str, Any]:
+        """The rules given, as store.environments.protect takes them."""
+        given = self.model_dump(include=self.model_fields_set)
+        if given.keys() & {"branches", "tags"}:
+            given = {"branches": self.branches, "tags": self.tags, **given}
+        return given
+
+
+class ProtectionOut(BaseModel):
+    """Which refs may deploy to an environment, whether a promote is required, who may promote."""
+
+    branches: list[str] | None = Field(
+        description="Branch globs; with tags null too: the default branch only."
+    )
+    tags: list[str] | None = Field(description="Tag globs.")
+    require_promote: bool
+    promote_role: str
+    set_by: str | None = Field(
+        description="Who set these rules: an API token, `cli:USER`, or the build that first declared it; "
+        "null: none yet (only the default branch may deploy)."
+    )
+
+
 class EnvironmentOut(BaseModel):
     name: str
     listen: str | None = Field(description="Where nginx serves it.")
+    strategy: str | None = Field(
+        description="recreate, blue_green or canary, as the default branch declared."
+    )
+    after: str | None = Field(description="The environment a release must succeed in first.")
+    declared_by: str | None = Field(description="The default-branch build that last declared it.")
+    protection: ProtectionOut
     release: ReleaseOut | None = Field(description="The release it runs.")
     since: datetime | None = Field(description="When that release went live there.")
     deployed_by: str | None

@@ -195,6 +195,9 @@ class Job(Strict):
     """Paths restored before the job and saved after it."""
     secrets: list[EnvName] = Field(default_factory=list)
     """Server-side secrets given to the job as variables, masked in the log."""
+    environment: EnvironmentName | None = None
+    """The environment whose secrets the job gets (over the project's), as GitLab's `environment`:
+    only for refs that environment's rules on the server allow; other refs end the job in error."""
     image_build: ImageBuild | None = None
     """Build a Docker image from the workspace instead of running a script."""
     resources: Resources | None = None

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from ciserver.pipeline.environments import Environment
 from ciserver.pipeline.models import Job, Pipeline, PushFilter, Rules, matrix_variants
 
 
@@ -29,6 +28,7 @@ class PlannedJob:
     - user: str
     - network: "none"  (absent for the default network)
     - retry: {"max": int, "when": ["always" | "script_failure" | "runner_failure" | "timeout"]}  (Retry)
+    - environment: str  (whose scoped secrets the job wants; the worker checks the ref may use them)
     """
 
     name: str  # a matrix job: "unit [PYTHON=3.10, DB=sqlite]"
@@ -43,7 +43,17 @@ class PlannedJob:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-_OPTIONS = ("services", "artifacts", "cache", "secrets", "image_build", "resources", "user", "retry")
+_OPTIONS = (
+    "services",
+    "artifacts",
+    "cache",
+    "secrets",
+    "image_build",
+    "resources",
+    "user",
+    "retry",
+    "environment",
+)
 
 
 def plan_jobs(
@@ -151,25 +161,35 @@ def _ref_matches(patterns: list[str] | None, ref: str | None) -> bool:
     return patterns is not None and ref is not None and matches(patterns, ref)
 
 
+class RefRules(Protocol):
+    """Which refs may deploy to an environment: its file's `branches`/`tags`, or the server's rules."""
+
+    @property
+    def branches(self) -> list[str] | None: ...
+
+    @property
+    def tags(self) -> list[str] | None: ...
+
+
 def accepts_release(
-    environment: Environment, *, branch: str | None, tag: str | None, default_branch: str | None
+    rules: RefRules, *, branch: str | None, tag: str | None, default_branch: str | None
 ) -> bool:
-    """Whether the environment takes releases of this push: its `branches`/`tags` globs, or with
+    """Whether these rules take releases of this push: their `branches`/`tags` globs, or with
     neither, the repository's default branch (main when the forge did not say)."""
-    if environment.branches is None and environment.tags is None:
+    if rules.branches is None and rules.tags is None:
         return branch is not None and branch == (default_branch or "main")
-    return _ref_matches(environment.branches, branch) or _ref_matches(environment.tags, tag)
+    return _ref_matches(rules.branches, branch) or _ref_matches(rules.tags, tag)
 
 
-def accepted_refs(environment: Environment, default_branch: str | None) -> str:
-    """The refs an environment takes, as a person would read them in an error."""
-    if environment.branches is None and environment.tags is None:
+def accepted_refs(rules: RefRules, default_branch: str | None) -> str:
+    """The refs these rules take, as a person would read them in an error."""
+    if rules.branches is None and rules.tags is None:
         return f"the default branch {default_branch or 'main'!r}"
     parts = []
-    if environment.branches is not None:
-        parts.append(f"branches {_listed(environment.branches)}")
-    if environment.tags is not None:
-        parts.append(f"tags {_listed(environment.tags)}")
+    if rules.branches is not None:
+        parts.append(f"branches {_listed(rules.branches)}")
+    if rules.tags is not None:
+        parts.append(f"tags {_listed(rules.tags)}")
     return " and ".join(parts)
 
 

@@ -1,6 +1,7 @@
 """Releases, environments and deployments: what a green build yields, where it may go, and the
 record of each deployment, decided in the database so that API and workers agree.
 
+Where a release may go, and with which listen and strategy, is the server's to say (store.environments).
 At most one deployment of an environment is under way (progressing or paused); later ones wait
 as `pending`, and a newer pending one supersedes an older. Each function runs in the caller's
 transaction and locks the environment's row before it decides.
@@ -15,7 +16,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ciserver.pipeline import DeployConfig, accepted_refs, accepts_release
+from ciserver.pipeline import DeployConfig
+from ciserver.store import environments
+from ciserver.store.environments import on_default_branch
 from ciserver.store.models import (
     Build,
     Deployment,
@@ -44,8 +47,10 @@ def config_of(release: Release) -> DeployConfig:
 
 
 def release_build(session: Session, build_id: int) -> list[int]:
-    """A succeeded build that an environment takes becomes a release; environments with `auto` and
-    no `after` get a deployment at once. Returns the ids of the new deployments. Does nothing twice."""
+    """A succeeded build whose pipeline names environments becomes a release. A build of the default
+    branch first declares them (see store.environments); each environment then takes the release or
+    refuses it, with why, and those deploying by themselves (auto, no after, no promote required) get
+    a deployment at once. Returns the ids of the new deployments. Does nothing twice."""
     build = session.get(Build, build_id)
     if build is None:
         return []
@@ -55,15 +60,16 @@ def release_build(session: Session, build_id: int) -> list[int]:
     if session.scalar(select(Release.id).where(Release.build_id == build_id)) is not None:
         return []
     config = DeployConfig.model_validate(build.deploy)
-    taking = [
-        name
-        for name, environment in config.environments.items()
-        if accepts_release(
-            environment, branch=build.branch, tag=build.tag, default_branch=build.default_branch
-        )
-    ]
-    if not taking:
+    if not config.environments:
         return []
+    refused: dict[str, str] = {}
+    rows: dict[str, Environment | None] = {}
+    for name, declared in config.environments.items():
+        why = environments.declare(session, build, name, declared) if on_default_branch(build) else None
+        rows[name] = environments.find(session, build.project_id, name, lock=True)
+        why = why or environments.refusal(rows[name], name, declared, build)
+        if why:
+            refused[name] = why
     image = session.scalars(
         select(Job)
         .where(Job.build_id == build_id, Job.status == Status.success, Job.image_id.is_not(None))
@@ -79,33 +85,26 @@ def release_build(session: Session, build_id: int) -> list[int]:
         image_id=image.image_id if image else None,
         image_digest=image.image_digest if image else None,
         config=build.deploy,
+        refused=refused,
     )
     session.add(release)
     session.flush()
     started = []
-    for name in taking:
-        environment = _environment_row(session, build.project_id, name, config.environments[name].listen)
-        if config.environments[name].auto and config.environments[name].after is None:
-            started.append(_new_deployment(session, release, environment, "auto", f"auto: build {build.id}"))
+    for name, declared in config.environments.items():
+        row = rows[name]
+        if name in refused or row is None or not environments.auto_deploys(row, declared):
+            continue
+        if environments.effective(row, declared).after is None:
+            started.append(_new_deployment(session, release, row, "auto", f"auto: build {build.id}"))
     return [deployment.id for deployment in started]
-
-
-def _environment_row(session: Session, project_id: int, name: str, listen: str | None) -> Environment:
-    """The environment's row, made on first use, locked for this transaction."""
-    query = select(Environment).where(Environment.project_id == project_id, Environment.name == name)
-    row = session.scalar(query.with_for_update())
-    if row is None:
-        row = Environment(project_id=project_id, name=name, listen=listen)
-        session.add(row)
-        session.flush()
-    return row
 
 
 def _new_deployment(
     session: Session, release: Release, environment: Environment, action: str, triggered_by: str
 ) -> Deployment:
     """A pending deployment; an older pending one of the environment is superseded by it."""
-    strategy = config_of(release).environments[environment.name].strategy.kind
+    declared = config_of(release).environments[environment.name]
+    strategy = environments.effective(environment, declared).strategy.kind
     deployment = Deployment(
         project_id=release.project_id,
         environment_id=environment.id,
@@ -171,45 +170,39 @@ def release_of_build(session: Session, project: Project, build_id: int) -> Relea
         raise DeployRefused(404, f"build_id: project {project.name} has no build {build_id}")
     if build.status != Status.success:
         raise DeployRefused(409, f"build {build_id} is {build.status}: only a succeeded build is a release")
-    raise DeployRefused(
-        409, f"build {build_id} made no release: no environment of its pipeline takes its ref"
-    )
+    raise DeployRefused(409, f"build {build_id} made no release: its pipeline names no environment")
 
 
 def promote(session: Session, project: Project, name: str, build_id: int, actor: str) -> Deployment:
-    """Continuous delivery: deploy the release of `build_id` to environment `name`."""
+    """Continuous delivery: deploy the release of `build_id` to environment `name`, if the server's
+    rules for it take the release's ref (the caller checked the promote role)."""
     release = release_of_build(session, project, build_id)
-    config = config_of(release)
-    environment = config.environments.get(name)
-    if environment is None:
-        known = ", ".join(config.environments) or "none"
+    declared = config_of(release).environments.get(name)
+    if declared is None:
+        known = ", ".join(config_of(release).environments) or "none"
         raise DeployRefused(
             404, f"environment {name!r} is not in build {build_id}'s pipeline (it has {known})"
         )
     build = session.get(Build, build_id)
     assert build is not None
-    if not accepts_release(
-        environment, branch=build.branch, tag=build.tag, default_branch=build.default_branch
-    ):
-        ref = f"branch {build.branch!r}" if build.branch else f"tag {build.tag!r}"
-        refs = accepted_refs(environment, build.default_branch)
-        raise DeployRefused(409, f"environment {name!r} takes {refs}; build {build_id} is of {ref}")
-    if environment.after is not None and not _succeeded_in(session, release, environment.after):
+    row = environments.find(session, project.id, name, lock=True)
+    why = environments.refusal(row, name, declared, build)
+    if why:
+        raise DeployRefused(409, f"build {build_id} cannot go to {name!r}: {why}")
+    assert row is not None  # refusal says why when there is none
+    after = environments.effective(row, declared).after
+    if after is not None and not _succeeded_in(session, release, after):
         raise DeployRefused(
             409,
-            f"the release of build {build_id} has not yet succeeded in {environment.after!r}, "
-            f"which {name!r} comes after",
+            f"the release of build {build_id} has not yet succeeded in {after!r}, which {name!r} comes after",
         )
-    row = _environment_row(session, project.id, name, environment.listen)
     _refuse_when_under_way(session, row)
     return _new_deployment(session, release, row, "promote", actor)
 
 
 def rollback(session: Session, project: Project, name: str, actor: str) -> Deployment:
     """Deploy the release the environment ran before its current one, with its strategy."""
-    row = session.scalar(
-        select(Environment).where(Environment.project_id == project.id, Environment.name == name)
-    )
+    row = environments.find(session, project.id, name, lock=True)
     if row is None:
         raise DeployRefused(404, f"project {project.name} has no environment {name!r}")
     _refuse_when_under_way(session, row)
@@ -224,7 +217,6 @@ def rollback(session: Session, project: Project, name: str, actor: str) -> Deplo
     ).first()
     if row.release_id is None or earlier is None:
         raise DeployRefused(409, f"environment {name!r} has no earlier release that succeeded there")
-    row = _environment_row(session, project.id, name, row.listen)
     return _new_deployment(session, earlier.release, row, "rollback", actor)
 
 
@@ -277,37 +269,44 @@ class Claimed:
 
 def claim(session: Session, deployment_id: int, worker: str) -> Claimed | None:
     """pending -> progressing (or a resumed one taken up) for this worker; None when it is not its
-    turn (another deployment of the environment is under way), already taken, or over."""
+    turn (another deployment of the environment is under way), already taken, over, or no longer
+    allowed (the environment's rules changed since, or its listen is where another serves)."""
     deployment = session.get(Deployment, deployment_id)
     if deployment is None:
         return None
-    environment = _environment_row(session, deployment.project_id, deployment.environment.name, None)
+    environment = _locked(session, deployment.environment_id)
     session.refresh(deployment)
+    release = deployment.release
+    config = config_of(release)
+    declared = config.environments[environment.name]
+    used = config.environments[environment.name] = environments.effective(environment, declared)
     if deployment.status == DeploymentStatus.pending:
         if _under_way(session, environment.id, but=deployment.id) is not None:
             return None  # started when the one under way ends
-        conflict = _listen_taken(session, environment, config_of(deployment.release))
-        if conflict:
-            _end(deployment, DeploymentStatus.failed, conflict)
+        build = session.get(Build, release.build_id)
+        assert build is not None
+        why = environments.refusal(environment, environment.name, declared, build) or (
+            used.listen and environments.listen_conflict(session, environment.id, used.listen)
+        )
+        if why:
+            _end(deployment, DeploymentStatus.failed, why)
             return None
         deployment.status, deployment.started_at = DeploymentStatus.progressing.value, utcnow()
         deployment.previous_release_id = environment.release_id
         deployment.previous_color, deployment.previous_address = environment.color, environment.address
-        environment.listen = config_of(deployment.release).environments[environment.name].listen
     elif deployment.status != DeploymentStatus.progressing or deployment.worker is not None:
         return None
     deployment.worker = worker
     session.flush()
     project = session.get(Project, deployment.project_id)
     assert project is not None
-    release = deployment.release
     return Claimed(
         id=deployment.id,
         project_id=project.id,
         project=project.name,
         environment=environment.name,
-        listen=environment.listen,
-        config=config_of(release),
+        listen=used.listen,
+        config=config,
         image=release.image_id or release.image_tag,
         image_tag=release.image_tag,
         sha=release.sha,
@@ -321,22 +320,11 @@ def claim(session: Session, deployment_id: int, worker: str) -> Claimed | None:
     )
 
 
-def _listen_taken(session: Session, environment: Environment, config: DeployConfig) -> str | None:
-    listen = config.environments[environment.name].listen
-    if listen is None:
-        return None
-    other = session.scalar(
-        select(Environment).where(
-            Environment.listen == listen,
-            Environment.id != environment.id,
-            Environment.release_id.is_not(None),
-        )
-    )
-    if other is None:
-        return None
-    project = session.get(Project, other.project_id)
-    owner = project.name if project else other.project_id
-    return f"listen: {listen} is already the address of environment {other.name!r} of project {owner}"
+def _locked(session: Session, environment_id: int) -> Environment:
+    """The environment's row, locked for this transaction."""
+    row = session.scalar(select(Environment).where(Environment.id == environment_id).with_for_update())
+    assert row is not None  # deployments reference it
+    return row
 
 
 def save_progress(session: Session, deployment_id: int, **values: Any) -> None:
@@ -374,7 +362,7 @@ def finish(
     deployment = session.get(Deployment, deployment_id)
     if deployment is None or DeploymentStatus(deployment.status).final:
         return []
-    environment = _environment_row(session, deployment.project_id, deployment.environment.name, None)
+    environment = _locked(session, deployment.environment_id)
     _end(deployment, status, reason)
     if status == DeploymentStatus.succeeded:
         environment.release_id, environment.deployed_at = deployment.release_id, deployment.finished_at
@@ -395,19 +383,16 @@ def _pending(session: Session, environment_id: int) -> list[Deployment]:
 
 
 def _follow(session: Session, release: Release, after: str) -> list[int]:
-    config = config_of(release)
+    """The environments that follow `after` by themselves and take this release."""
     build = session.get(Build, release.build_id)
     assert build is not None
     started = []
-    for name, environment in config.environments.items():
-        if not (environment.auto and environment.after == after):
+    for name, declared in config_of(release).environments.items():
+        row = environments.find(session, release.project_id, name, lock=True)
+        if row is None or environments.effective(row, declared).after != after:
             continue
-        if not accepts_release(
-            environment, branch=build.branch, tag=build.tag, default_branch=build.default_branch
-        ):
-            continue
-        row = _environment_row(session, release.project_id, name, environment.listen)
-        started.append(_new_deployment(session, release, row, "auto", f"auto: after {after}").id)
+        if environments.auto_deploys(row, declared) and not environments.refusal(row, name, declared, build):
+            started.append(_new_deployment(session, release, row, "auto", f"auto: after {after}").id)
     return started
 
 

@@ -192,11 +192,8 @@ class Artifact(Base):
     expires_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
-class Secret(Base):
-    """A project's secret; only its Fernet ciphertext is kept."""
-
-    __tablename__ = "secrets"
-    __table_args__ = (UniqueConstraint("project_id", "name"),)
+class _SecretColumns:
+    """What every secret keeps: its name and only its Fernet ciphertext."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
@@ -204,6 +201,25 @@ class Secret(Base):
     ciphertext: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Secret(_SecretColumns, Base):
+    """A project's secret for any job and any environment (the fallback of a scoped one)."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    environment: ClassVar[str | None] = None
+
+
+class ScopedSecret(_SecretColumns, Base):
+    """A project's secret for one environment: its deployments, and jobs of refs it allows. A table of
+    its own, since older databases keep secrets' (project, name) unique and cannot drop that in place."""
+
+    __tablename__ = "scoped_secrets"
+    __table_args__ = (UniqueConstraint("project_id", "environment", "name"),)
+
+    environment: Mapped[str] = mapped_column(String(63))  # type: ignore[assignment]
 
 
 class Release(Base):
@@ -220,13 +236,22 @@ class Release(Base):
     image_tag: Mapped[str | None] = mapped_column(String(1024))
     image_id: Mapped[str | None] = mapped_column(String(255))
     image_digest: Mapped[str | None] = mapped_column(String(255))
-    # The build's environments and service (Build.deploy): a release is deployed as its own commit says.
+    # The build's environments and service (Build.deploy): what its commit asks; the server's
+    # environment rules decide where it may go (see store.environments).
     config: Mapped[dict[str, Any]]
+    # Environments its pipeline names that it may not go to, each with why, as decided when it was made.
+    refused: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Environment(Base):
-    """An environment of a project, and what runs there now."""
+    """An environment of a project: the server's settings for it, and what runs there now.
+
+    Its listen, strategy and after are declared by builds of the default branch only; its rules (which
+    refs may deploy, whether a promote is required, who may promote) are set by ops, or taken from
+    the first declaration. A row an older release made has neither: only the default branch may deploy
+    there until that branch declares it.
+    """
 
     __tablename__ = "environments"
     __table_args__ = (UniqueConstraint("project_id", "name"),)
@@ -235,6 +260,17 @@ class Environment(Base):
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
     name: Mapped[str] = mapped_column(String(63))
     listen: Mapped[str | None] = mapped_column(String(255))
+    # The strategy as pipeline.Strategy dumps it, and the environment a release must succeed in first.
+    strategy: Mapped[dict[str, Any] | None]
+    after: Mapped[str | None] = mapped_column(String(63))
+    declared_at: Mapped[datetime | None]
+    declared_by: Mapped[str | None] = mapped_column(String(255))  # "build 12 of main"
+    # The refs allowed to deploy: globs as in pipelines.yml; neither: the default branch only.
+    branches: Mapped[list[Any] | None]
+    tags: Mapped[list[Any] | None]
+    require_promote: Mapped[bool | None]  # None: no
+    promote_role: Mapped[str | None] = mapped_column(String(16))  # None: ops
+    rules_by: Mapped[str | None] = mapped_column(String(255))  # None: no rules set yet
     release_id: Mapped[int | None] = mapped_column(ForeignKey("releases.id"))
     # The container serving it (blue or green) and its published address; None for script deploys.
     color: Mapped[str | None] = mapped_column(String(16))
