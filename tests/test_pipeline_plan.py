@@ -26,7 +26,7 @@ from ciserver.pipeline import (
     plan_jobs,
     push_skip_reason,
 )
-from ciserver.pipeline.plan import glob_match, matches
+from ciserver.pipeline.globs import glob_match, matches
 
 PIPELINE = """\
 image: base
