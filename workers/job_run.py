@@ -98,6 +98,7 @@ class JobRun:
             self.settings.log_stream_ttl,
             secrets=self.secrets,
             max_bytes=self.settings.log_max_bytes,
+            spill_dir=self.settings.logs_dir,
         )
         self.kept: list[artifacts.StoredFile] = []
         self.expire_in = int((self.options.get("artifacts") or {}).get("expire_in") or DEFAULT_EXPIRE_IN)
