@@ -594,3 +594,32 @@ def test_a_plan_only_ever_waits_on_planned_jobs_and_never_in_a_circle(
         ready = {name for name, after in waiting.items() if not after}
         assert ready, f"a circle among {sorted(waiting)}"
         waiting = {name: after - ready for name, after in waiting.items() if name not in ready}
+
+
+@given(
+    st.text(alphabet="ab/*?+[]\\.", max_size=8),
+    st.text(alphabet="ab/.?*+[]\\", max_size=8),
+)
+def test_the_literal_start_and_end_shortcut_never_changes_a_match(pattern: str, text: str) -> None:
+    from ciserver.pipeline import globs
+
+    steps = globs._compile(pattern)
+    positions = globs._closure(steps, {0})
+    for char in text:
+        taken = {
+            i if steps[i].repeats else i + 1 for i in positions if i < len(steps) and steps[i].takes(char)
+        }
+        positions = globs._closure(steps, taken)
+    assert glob_match(pattern, text) is (len(steps) in positions)
+
+
+def test_matching_past_the_budget_of_a_push_stops_and_treats_changed_files_as_unknown() -> None:
+    from ciserver.pipeline import MatchBudget, MatchTooCostly
+
+    pattern, text = "*a" * 80 + "b", "a" * 1000 + "/ab"  # the literal end agrees: the matcher runs whole
+    with pytest.raises(MatchTooCostly):
+        glob_match(pattern, text, MatchBudget(10_000))
+    pipeline = load_pipeline(
+        f"image: x\njobs:\n  docs:\n    script: [echo]\n    only: {{paths: ['{pattern}']}}\n"
+    )
+    assert plan_jobs(pipeline, branch="main", changed_files=[text] * 3000)[0].name == "docs"

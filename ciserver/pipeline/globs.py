@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 GLOB_CHARACTERS = "*?+[\\"
+# What a call costs besides its steps, in steps (a step is about 0.35 us on a 2-core worker).
+CALL_STEPS = 20
 
 
 class MatchTooCostly(Exception):
@@ -59,7 +61,15 @@ class _Step:
 
 
 def glob_match(pattern: str, text: str, budget: MatchBudget | None = None) -> bool:
-    """Whether all of `text` matches `pattern`; each character costs `budget` the positions it moves."""
+    """Whether all of `text` matches `pattern`; each character costs `budget` the positions it moves.
+    A text that lacks the pattern's literal start or end is refused first, at no cost."""
+    prefix, suffix = _literal_ends(pattern)
+    if not text.startswith(prefix) or not text.endswith(suffix) or len(text) < len(prefix) + len(suffix):
+        if budget is not None:
+            budget.charge(CALL_STEPS // 4)
+        return False
+    if budget is not None:
+        budget.charge(CALL_STEPS)
     steps = _compile(pattern)
     positions = _closure(steps, {0})
     for char in text:
@@ -72,6 +82,27 @@ def glob_match(pattern: str, text: str, budget: MatchBudget | None = None) -> bo
             return False
         positions = _closure(steps, taken)
     return len(steps) in positions
+
+
+@lru_cache(maxsize=1024)
+def _literal_ends(pattern: str) -> tuple[str, str]:
+    """The plain text every match starts and ends with (a character a `?` or `+` quantifies is not)."""
+    special = "*?+[]\\"
+    start = 0
+    while start < len(pattern) and pattern[start] not in special:
+        start += 1
+    if 0 < start < len(pattern) and pattern[start] in "?+":
+        start -= 1
+    if start == len(pattern):
+        return pattern, ""
+    end = len(pattern)
+    while end > 0 and pattern[end - 1] not in special:
+        end -= 1
+    if end > 0 and pattern[end - 1] == "\\":
+        end += 1  # the escaped character may be a special one: leave it to the matcher
+    elif pattern.endswith("**/", 0, end + 1):
+        end += 1  # `**/` may skip its '/'
+    return pattern[:start], pattern[end:]
 
 
 def _closure(steps: tuple[_Step, ...], positions: set[int]) -> set[int]:

@@ -12,9 +12,9 @@ from ciserver.pipeline.globs import MatchBudget, MatchTooCostly, matches
 from ciserver.pipeline.models import Job, Pipeline, PushFilter, Rules, matrix_variants
 from ciserver.units import format_duration
 
-# Steps the glob matcher may take to plan one push (about a second on a 2-core worker): patterns
+# Steps the glob matcher may take to plan one push (a few seconds on a 2-core worker): patterns
 # and changed files both come from the pusher, and their product has no other bound.
-MATCH_STEPS = 3_000_000
+MATCH_STEPS = 5_000_000
 
 
 class PlanError(Exception):
