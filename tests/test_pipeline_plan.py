@@ -623,3 +623,27 @@ def test_matching_past_the_budget_of_a_push_stops_and_treats_changed_files_as_un
         f"image: x\njobs:\n  docs:\n    script: [echo]\n    only: {{paths: ['{pattern}']}}\n"
     )
     assert plan_jobs(pipeline, branch="main", changed_files=[text] * 3000)[0].name == "docs"
+
+
+def test_a_pattern_too_long_or_a_list_too_long_is_refused_at_its_line() -> None:
+    long = "a" * 257
+    with pytest.raises(PipelineError) as error:
+        load_pipeline(f"image: x\njobs:\n  a:\n    script: [echo]\n    only:\n      paths: ['{long}']\n")
+    assert str(error.value).startswith("pipelines.yml:6: jobs.a.only.paths: 'aaaa")
+    assert str(error.value).endswith("is 257 characters long, over the limit of 256")
+    many = ", ".join(f"b{i}" for i in range(101))
+    with pytest.raises(
+        PipelineError, match=r"^pipelines.yml:3: on.push.branches: 101 patterns, over the limit"
+    ):
+        load_pipeline(f"image: x\non:\n  push: {{branches: [{many}]}}\njobs:\n  a: {{script: [echo]}}\n")
+
+
+def test_a_timeout_over_the_servers_maximum_is_refused_at_planning_naming_job_key_and_maximum() -> None:
+    from ciserver.pipeline import PlanError
+
+    pipeline = load_pipeline("image: x\njobs:\n  slow: {script: [echo], timeout: 2h}\n")
+    with pytest.raises(PlanError, match=r"^jobs.slow.timeout: 2h is over this server's maximum of 1h30m"):
+        plan_jobs(pipeline, branch="main", max_timeout=5400)
+    assert plan_jobs(pipeline, branch="main", max_timeout=7200)[0].timeout == 7200
+    defaulted = load_pipeline("image: x\njobs:\n  quick: {script: [echo]}\n")
+    assert plan_jobs(defaulted, branch="main", default_timeout=3600, max_timeout=60)[0].timeout == 60
