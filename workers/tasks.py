@@ -12,14 +12,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from ciserver import queue
-from ciserver.pipeline import (
-    Pipeline,
-    PipelineError,
-    PlanError,
-    load_pipeline,
-    plan_jobs,
-    push_skip_reason,
-)
+from ciserver.pipeline import Pipeline, PipelineError, PlanError, load_pipeline, plan_jobs, push_skip_reason
 from ciserver.store.artifacts import add_artifacts
 from ciserver.store.builds import auto_cancel_older
 from ciserver.store.db import session_scope
