@@ -28,6 +28,12 @@ class Settings(BaseSettings):
         1024 * 1024, description="Largest request body the API accepts (webhooks have their own)."
     )
     job_timeout: int = Field(3600, description="Seconds a job may run when its pipeline sets no timeout.")
+    job_timeout_max: int = Field(
+        6 * 3600,
+        gt=0,
+        description="Most seconds a job or a deploy script step may ask for (timeout); a build whose "
+        "file asks for more ends in error. 6h, GitHub Actions' limit for a job on its own runners.",
+    )
     log_stream_ttl: int = Field(3600, description="Seconds a finished job's live stream stays in Redis.")
     pull_images: bool = Field(True, description="Pull a job's image when the engine does not have it.")
     outbox_interval: float = Field(2.0, description="Seconds between scans for builds not yet enqueued.")
@@ -70,6 +76,12 @@ class Settings(BaseSettings):
         1024**3, description="Largest total size of the artifacts one job may keep."
     )
     cache_max_bytes: Bytes = Field(2 * 1024**3, description="Largest size of one saved cache.")
+    log_max_bytes: Bytes = Field(
+        16 * 1024**2,
+        ge=4096,
+        description="Most output one job attempt keeps in its log: past it, the first and last halves "
+        "are kept with a line saying how much was cut between them.",
+    )
 
     @field_validator("data_dir")
     @classmethod

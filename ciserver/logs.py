@@ -4,6 +4,11 @@ The worker writes every chunk to the store first, then to the stream, tagged wit
 offset. Byte offsets are the one position shared by both, so a reader (the offset endpoint, or
 an SSE client resuming with Last-Event-ID) can take what the store has and continue from the
 stream, and falls back to the store alone when Redis lost the stream.
+
+A job's output is capped (CISERVER_LOG_MAX_BYTES): past the first half of the cap nothing more is
+published while the job runs; its last half is kept aside (ciserver.log_tail) and published when
+the attempt ends, after a line saying how much was cut. Both only ever append, so the offsets of
+the store and the stream still agree.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Protocol
 from redis import Redis
 from redis.exceptions import RedisError
 
+from ciserver.log_tail import TailFile
 from ciserver.masking import Masker
 
 log = logging.getLogger(__name__)
@@ -100,7 +106,8 @@ class LogWriter:
     """Takes a job's raw output and publishes it in whole lines to the store and the stream.
 
     The job's secret values are masked first, so neither ever holds one, and offsets count the
-    masked bytes that were actually kept.
+    masked bytes that were actually kept. With `max_bytes`, one writer (one attempt) keeps at most
+    about that much: its first and last halves, and a line between them saying what was cut.
     """
 
     def __init__(
@@ -110,6 +117,8 @@ class LogWriter:
         job_id: int,
         stream_ttl: int = 3600,
         secrets: Iterable[str] = (),
+        max_bytes: int | None = None,
+        spill_dir: Path | None = None,
     ) -> None:
         self.store, self.redis, self.job_id, self.stream_ttl = store, redis, job_id, stream_ttl
         self.offset = store.size(job_id)
@@ -117,6 +126,12 @@ class LogWriter:
         self._pending = b""
         self._stream_down_until = 0.0  # after a failure the stream is tried again from then on
         self.store_error: str | None = None  # set once the store failed; the job ends with it
+        self._tail_size = (max_bytes or 0) // 2
+        self._head_size = None if max_bytes is None else max_bytes - self._tail_size
+        self._head_left = self._head_size
+        self._tail: TailFile | None = None  # once the head is full, what comes goes here
+        self._spill_dir = spill_dir
+        self._ends_line = True  # whether what was published last ended a line
 
     def write(self, data: bytes) -> None:
         self._pending += self._masker.feed(data)
@@ -132,11 +147,18 @@ class LogWriter:
         self.write(text.encode() + b"\n")
 
     def flush(self) -> None:
-        """Publish what is held back (a partial line, a tail that could start a secret)."""
+        """Publish what is held back (a partial line, a tail that could start a secret), and past
+        the cap, the line saying what was cut and the tail: the end of this attempt's output."""
         self._pending += self._masker.flush()
         if self._pending:
             self._publish(self._pending)
             self._pending = b""
+        if self._tail is not None:
+            tail, self._tail = self._tail, None
+            try:
+                self._publish_tail(tail)
+            finally:
+                tail.close()
 
     def close(self, status: str) -> None:
         """Flush what is left and mark the stream's end with the job's final status."""
@@ -147,6 +169,46 @@ class LogWriter:
                 self.redis.expire(stream_key(self.job_id), self.stream_ttl)
 
     def _publish(self, chunk: bytes) -> None:
+        """Into the log while the head has room (the rest of a line that crosses the cap goes to the
+        tail), else into the tail."""
+        if self._head_left is None:
+            return self._append(chunk)
+        if self._tail is None and len(chunk) <= self._head_left:
+            self._head_left -= len(chunk)
+            return self._append(chunk)
+        if self._tail is None:
+            room = chunk[: self._head_left]
+            head = room[: room.rfind(b"\n") + 1] or room
+            self._head_left = 0
+            if head:
+                self._append(head)
+            self._tail = TailFile(self._tail_size, self._spill_dir)
+            chunk = chunk[len(head) :]
+        try:
+            self._tail.add(chunk)
+        except OSError as exc:
+            self.store_error = f"the log store could not keep the output: {exc.strerror}"
+            raise LogStoreError(self.store_error) from None
+
+    def _publish_tail(self, tail: TailFile) -> None:
+        """The line saying how much was cut, then the tail from its first whole line on."""
+        chunks = tail.chunks()
+        first = next(chunks, b"")
+        skipped = first.find(b"\n") + 1 if tail.dropped else 0
+        cut = tail.dropped + skipped
+        if cut:
+            lead = "" if self._ends_line else "\n"
+            marker = (
+                f"{lead}[ciserver: {cut:,} bytes of output cut here: the "
+                f"log keeps the first {self._head_size:,} and the last {tail.size:,} bytes of each "
+                "attempt (CISERVER_LOG_MAX_BYTES)]\n"
+            )
+            self._append(marker.encode())
+        for chunk in (first[skipped:], *chunks):
+            if chunk:
+                self._append(chunk)
+
+    def _append(self, chunk: bytes) -> None:
         # The store first: a chunk in the stream is always in the store too, once the job ends.
         if self.store_error is not None:
             return  # nothing more is kept once the store failed, so the log stays whole up to there
@@ -157,6 +219,7 @@ class LogWriter:
             raise
         self._xadd({"o": self.offset, "d": chunk})
         self.offset += len(chunk)
+        self._ends_line = chunk.endswith(b"\n")
 
     def _xadd(self, fields: dict[str, int | bytes | str], *, now: bool = False) -> bool:
         """Add to the live stream; while Redis is away the store alone has the chunks (readers read

@@ -35,3 +35,11 @@ def parse_duration(value: Any) -> int:
         raise ValueError(f"invalid duration {value!r} (use 90s, 10m, 1h30m, 7d or seconds)")
     days, hours, minutes, seconds = (int(group or 0) for group in match.groups())
     return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def format_duration(seconds: int) -> str:
+    """90 -> "1m30s", 7200 -> "2h": the way people write durations in pipeline files."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
+    return "".join(parts) or "0s"

@@ -105,7 +105,7 @@ def test_the_cache_key_hashes_the_files_it_names(tmp_path: Path) -> None:
 
 def test_a_saved_cache_restores_into_a_fresh_workspace(tmp_path: Path) -> None:
     root = workspace(tmp_path, {".cache/pip/wheel": "w", "src/app.py": "app"})
-    archive = cache.archive_path(tmp_path / "caches", 1, "pip-abc")
+    archive = cache.archive_path(tmp_path / "caches", 1, "refs/heads/main", "pip-abc")
     assert not cache.restore(archive, root)
     cache.save(archive, root, [".cache/pip"], max_bytes=10**6)
     fresh = tmp_path / "fresh"
@@ -117,10 +117,10 @@ def test_a_saved_cache_restores_into_a_fresh_workspace(tmp_path: Path) -> None:
 
 def test_a_cache_over_the_limit_is_not_saved_and_leaves_no_partial_file(tmp_path: Path) -> None:
     root = workspace(tmp_path, {".cache/big": "x" * 50_000})
-    archive = cache.archive_path(tmp_path / "caches", 1, "k")
+    archive = cache.archive_path(tmp_path / "caches", 1, "refs/heads/main", "k")
     with pytest.raises(cache.CacheError, match="over the limit"):
         cache.save(archive, root, [".cache"], max_bytes=1000)
-    assert os.listdir(archive.parent) == []
+    assert not archive.parent.exists(), "refused from the sizes alone, before the archive is made"
 
 
 def test_an_archive_with_members_leading_out_is_refused_on_restore(tmp_path: Path) -> None:
@@ -130,9 +130,10 @@ def test_an_archive_with_members_leading_out_is_refused_on_restore(tmp_path: Pat
     with tarfile.open(evil, "w") as tar:
         tar.add(payload, arcname="../escaped.txt")
     root = workspace(tmp_path, {})
-    with pytest.raises(tarfile.OutsideDestinationError):
+    with pytest.raises(cache.CacheError, match="cannot be restored"):
         cache.restore(evil, root)
     assert not (tmp_path / "escaped.txt").exists()
+    assert os.listdir(root) == []
 
 
 def test_expired_artifacts_are_removed_with_their_files_and_no_longer_served(tmp_path: Path) -> None:
@@ -185,3 +186,127 @@ def test_expired_artifacts_are_removed_with_their_files_and_no_longer_served(tmp
         assert get_artifact(session, new) is not None
     assert not (settings.artifacts_dir / kept[0].storage_key).exists()
     assert (settings.artifacts_dir / fresh[0].storage_key).exists()
+
+
+SPARSE_10_TB = 10 * 1024**4
+
+
+def sparse(path: Path, size: int = SPARSE_10_TB) -> Path:
+    """What `truncate -s 10T` makes: a file that says 10 TB and takes no disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        f.truncate(size)
+    return path
+
+
+def test_a_sparse_10_tb_artifact_is_refused_from_its_size_before_a_byte_is_copied(tmp_path: Path) -> None:
+    root = workspace(tmp_path, {"small.txt": "s"})
+    sparse(root / "big")
+    with pytest.raises(artifacts.ArtifactError, match=r"CISERVER_ARTIFACT_MAX_BYTES\) at 'big'"):
+        collect(root, ["small.txt", "big"], tmp_path, max_bytes=1024**2)
+    assert not (tmp_path / "store" / "7").exists()
+
+
+def test_a_file_that_grows_while_copied_is_cut_at_the_limit_and_removed(tmp_path: Path) -> None:
+    source = tmp_path / "grows"
+    source.write_bytes(b"x" * 5000)
+    target = tmp_path / "copy"
+    assert artifacts._copy(source, target, 1000) is None
+    assert target.stat().st_size <= 1000
+
+
+def test_a_sparse_10_tb_cache_path_is_not_saved_and_nothing_is_written(tmp_path: Path) -> None:
+    root = workspace(tmp_path, {".cache/small": "s"})
+    sparse(root / ".cache" / "big")
+    archive = cache.archive_path(tmp_path / "caches", 1, "refs/heads/main", "k")
+    with pytest.raises(cache.CacheError, match=r"limit of 1,048,576 bytes \(CISERVER_CACHE_MAX_BYTES\)"):
+        cache.save(archive, root, [".cache"], max_bytes=1024**2)
+    assert not archive.parent.exists() or os.listdir(archive.parent) == []
+
+
+def test_an_archive_that_would_grow_past_the_limit_while_written_is_cut_off(tmp_path: Path) -> None:
+    root = workspace(tmp_path, {f".cache/{i}": "" for i in range(50)})  # empty files: headers only
+    archive = cache.archive_path(tmp_path / "caches", 1, "refs/heads/main", "k")
+    with pytest.raises(cache.CacheError, match="the archive grew"):
+        cache.save(archive, root, [".cache"], max_bytes=10_000)
+    assert os.listdir(archive.parent) == []
+
+
+def test_caches_are_kept_per_ref_and_fall_back_on_the_default_branch(tmp_path: Path) -> None:
+    main = cache.archives(tmp_path, 1, "k", "refs/heads/main", "main")
+    feature = cache.archives(tmp_path, 1, "k", "refs/heads/feature", "main")
+    tag = cache.archives(tmp_path, 1, "k", "refs/tags/v1", None)
+    assert [path for path, _ in main] == [main[0][0]]
+    assert feature[0][0] != main[0][0] and feature[1][0] == main[0][0]
+    assert tag[1] == (main[0][0], " of refs/heads/main")
+
+
+def test_an_archive_holding_a_link_out_of_the_workspace_restores_nothing(tmp_path: Path) -> None:
+    made = workspace(tmp_path / "made", {"deps/ok.txt": "ok"})
+    (made / "deps" / "host").symlink_to("/")
+    archive = cache.archive_path(tmp_path / "caches", 1, "refs/heads/main", "k")
+    cache.save(archive, made, ["deps"], max_bytes=10**6)
+    root = workspace(tmp_path / "next", {"src/app.py": "app"})
+    with pytest.raises(cache.CacheError, match="cannot be restored"):
+        cache.restore(archive, root)
+    assert sorted(os.listdir(root)) == ["src"], "nothing half-restored, no staging left"
+
+
+def test_a_member_below_a_link_of_the_archive_is_refused(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        link = tarfile.TarInfo("d")
+        link.type, link.linkname = tarfile.SYMTYPE, "sub"
+        tar.addfile(link)
+        tar.addfile(tarfile.TarInfo("d/x"))
+    root = workspace(tmp_path, {})
+    with pytest.raises(cache.CacheError):
+        cache.restore(evil, root)
+    assert os.listdir(root) == []
+
+
+def test_a_restored_cache_replaces_what_is_in_the_way_without_following_links(tmp_path: Path) -> None:
+    made = workspace(tmp_path / "made", {"vendor/lib/a.py": "new", "vendor/b.py": "b"})
+    archive = cache.archive_path(tmp_path / "caches", 1, "refs/heads/main", "k")
+    cache.save(archive, made, ["vendor"], max_bytes=10**6)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = workspace(tmp_path / "next", {"vendor/lib/a.py": "old", "vendor/keep.py": "k"})
+    (root / "vendor" / "b.py").symlink_to(outside / "b.py")
+    assert cache.restore(archive, root)
+    assert (root / "vendor/lib/a.py").read_text() == "new"
+    assert (root / "vendor/keep.py").read_text() == "k"
+    assert not (root / "vendor/b.py").is_symlink() and (root / "vendor/b.py").read_text() == "b"
+    assert os.listdir(outside) == []
+
+
+def test_hash_files_never_walks_a_linked_directory_nor_reads_a_link_out(tmp_path: Path) -> None:
+    outside = tmp_path / "host"
+    (outside / "etc").mkdir(parents=True)
+    (outside / "etc" / "shadow").write_text("root:secret")
+    root = workspace(tmp_path, {"requirements.txt": "requests==2\n"})
+    alone = cache.hash_files(root, ["requirements.txt"])
+    (root / "host").symlink_to(outside)
+    (root / "shadow.txt").symlink_to(outside / "etc" / "shadow")
+    (root / "loop").symlink_to(root)
+    for patterns in (["**"], ["**/*"], ["host/**"], ["host/etc/shadow"], ["*.txt"], ["loop/**/*.txt"]):
+        assert cache.hash_files(root, patterns) in (alone, ""), patterns
+    assert cache.hash_files(root, ["**/*.txt"]) == alone
+
+
+def test_hash_files_follows_a_link_to_a_file_inside_the_workspace(tmp_path: Path) -> None:
+    root = workspace(tmp_path, {"real/requirements.txt": "requests==2\n"})
+    (root / "requirements.txt").symlink_to("real/requirements.txt")
+    assert cache.hash_files(root, ["requirements.txt"]) == cache.hash_files(root, ["real/requirements.txt"])
+
+
+def test_hash_files_over_a_huge_tree_stops_with_a_cache_error(tmp_path: Path) -> None:
+    from workers import workspace_glob
+
+    root = workspace(tmp_path, {f"d/{i}.txt": "" for i in range(30)})
+    workspace_glob.MAX_ENTRIES, saved = 20, workspace_glob.MAX_ENTRIES
+    try:
+        with pytest.raises(cache.CacheError, match="visits over 20"):
+            cache.hash_files(root, ["**/*.lock"])
+    finally:
+        workspace_glob.MAX_ENTRIES = saved

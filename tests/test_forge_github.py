@@ -515,3 +515,14 @@ def test_the_published_signed_ping_verifies_with_its_known_secret() -> None:
     GITHUB.verify({"X-Hub-Signature-256": known["X-Hub-Signature-256"]}, body, known["secret"])
     with pytest.raises(BadSignature):
         GITHUB.verify({"X-Hub-Signature-256": known["X-Hub-Signature-256"]}, body + b"\n", known["secret"])
+
+
+def test_too_many_or_too_long_changed_paths_make_the_changed_files_unknowable() -> None:
+    from ciserver.forges.base import MAX_CHANGED_FILES, MAX_CHANGED_PATH_BYTES, Fields, files_changed
+
+    def commit(paths: list[str]) -> Fields:
+        return Fields({"added": paths, "modified": [], "removed": []})
+
+    assert files_changed([commit(["a", "b"])]) == ["a", "b"]
+    assert files_changed([commit([f"f{i}" for i in range(MAX_CHANGED_FILES + 1)])]) is None
+    assert files_changed([commit(["ok", "d/" * (MAX_CHANGED_PATH_BYTES // 2 + 1)])]) is None

@@ -92,3 +92,58 @@ def test_a_finished_line_is_published_at_once_with_secrets_set(tmp_path: Path, r
     writer.write(b"step 1 done\n")
     assert store.read(106) == b"step 1 done\n", "masking does not keep a live log waiting"
     writer.close("success")
+
+
+def lines(first: int, last: int) -> bytes:
+    return b"".join(b"line %06d\n" % i for i in range(first, last))  # 12 bytes each
+
+
+def test_a_log_over_the_cap_keeps_its_head_and_tail_with_a_line_saying_what_was_cut(
+    tmp_path: Path, redis_url: str
+) -> None:
+    redis = Redis.from_url(redis_url)
+    store = FileLogStore(tmp_path / "logs")
+    writer = LogWriter(store, redis, 107, max_bytes=12_000, spill_dir=tmp_path / "spill")
+    for i in range(0, 100_000, 100):  # 1.2 MB in chunks of 100 lines
+        writer.write(lines(i, i + 100))
+    assert store.size(107) <= 6000, "past the head nothing is published while the job runs"
+    writer.line("ciserver: exit code 1")
+    writer.close("failed")
+    log = store.read(107)
+    head, marker, tail = log.split(b"\n[")[0] + b"\n", *log.split(b"\n[")[1].split(b"]\n", 1)
+    assert head == lines(0, 500), "whole lines, the first 6,000 bytes"
+    output = lines(0, 100_000) + b"ciserver: exit code 1\n"
+    assert len(tail) <= 6000 and output.endswith(tail), "the last bytes of the output"
+    assert output[-len(tail) - 1 :].startswith(b"\n"), "from a whole line on"
+    cut = 100_000 * 12 + 22 - len(head) - len(tail)
+    assert (
+        marker
+        == (
+            f"ciserver: {cut:,} bytes of output cut here: the log keeps the first 6,000 and the last "
+            "6,000 bytes of each attempt (CISERVER_LOG_MAX_BYTES)"
+        ).encode()
+    )
+    streamed = [(int(e[b"o"]), e[b"d"]) for e in stream_entries(redis, 107)[:-1]]
+    assert b"".join(d for _, d in streamed) == log, "the live stream and the store agree"
+    offset = 0
+    for start, data in streamed:
+        assert start == offset
+        offset += len(data)
+    assert list((tmp_path / "spill").iterdir()) == [], "the tail's file is gone"
+
+
+def test_output_within_the_cap_is_kept_whole_without_a_marker(tmp_path: Path) -> None:
+    store = FileLogStore(tmp_path)
+    writer = LogWriter(store, None, 108, max_bytes=12_000)
+    writer.write(lines(0, 900))  # 10,800 bytes: over the head, within the cap
+    writer.close("success")
+    assert store.read(108) == lines(0, 900)
+
+
+def test_a_secret_is_masked_before_the_cap_counts(tmp_path: Path) -> None:
+    store = FileLogStore(tmp_path)
+    writer = LogWriter(store, None, 109, secrets=[SECRET], max_bytes=4096)
+    writer.write((SECRET + "\n").encode() * 10_000)
+    writer.close("success")
+    log = store.read(109)
+    assert SECRET.encode() not in log and len(log) < 4096 + 200

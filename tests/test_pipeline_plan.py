@@ -26,7 +26,7 @@ from ciserver.pipeline import (
     plan_jobs,
     push_skip_reason,
 )
-from ciserver.pipeline.plan import glob_match, matches
+from ciserver.pipeline.globs import glob_match, matches
 
 PIPELINE = """\
 image: base
@@ -601,3 +601,56 @@ def test_a_job_environment_is_in_its_options_for_the_worker_to_check() -> None:
     assert job.options == {"secrets": ["T"], "environment": "production"}
     with pytest.raises(PipelineError, match=r"pipelines.yml:3: jobs.a.environment: invalid environment name"):
         load_pipeline("image: x\njobs:\n  a: {script: [x], environment: Prod}\n")
+
+
+@given(
+    st.text(alphabet="ab/*?+[]\\.", max_size=8),
+    st.text(alphabet="ab/.?*+[]\\", max_size=8),
+)
+def test_the_literal_start_and_end_shortcut_never_changes_a_match(pattern: str, text: str) -> None:
+    from ciserver.pipeline import globs
+
+    steps = globs._compile(pattern)
+    positions = globs._closure(steps, {0})
+    for char in text:
+        taken = {
+            i if steps[i].repeats else i + 1 for i in positions if i < len(steps) and steps[i].takes(char)
+        }
+        positions = globs._closure(steps, taken)
+    assert glob_match(pattern, text) is (len(steps) in positions)
+
+
+def test_matching_past_the_budget_of_a_push_stops_and_treats_changed_files_as_unknown() -> None:
+    from ciserver.pipeline import MatchBudget, MatchTooCostly
+
+    pattern, text = "*a" * 80 + "b", "a" * 1000 + "/ab"  # the literal end agrees: the matcher runs whole
+    with pytest.raises(MatchTooCostly):
+        glob_match(pattern, text, MatchBudget(10_000))
+    pipeline = load_pipeline(
+        f"image: x\njobs:\n  docs:\n    script: [echo]\n    only: {{paths: ['{pattern}']}}\n"
+    )
+    assert plan_jobs(pipeline, branch="main", changed_files=[text] * 3000)[0].name == "docs"
+
+
+def test_a_pattern_too_long_or_a_list_too_long_is_refused_at_its_line() -> None:
+    long = "a" * 257
+    with pytest.raises(PipelineError) as error:
+        load_pipeline(f"image: x\njobs:\n  a:\n    script: [echo]\n    only:\n      paths: ['{long}']\n")
+    assert str(error.value).startswith("pipelines.yml:6: jobs.a.only.paths: 'aaaa")
+    assert str(error.value).endswith("is 257 characters long, over the limit of 256")
+    many = ", ".join(f"b{i}" for i in range(101))
+    with pytest.raises(
+        PipelineError, match=r"^pipelines.yml:3: on.push.branches: 101 patterns, over the limit"
+    ):
+        load_pipeline(f"image: x\non:\n  push: {{branches: [{many}]}}\njobs:\n  a: {{script: [echo]}}\n")
+
+
+def test_a_timeout_over_the_servers_maximum_is_refused_at_planning_naming_job_key_and_maximum() -> None:
+    from ciserver.pipeline import PlanError
+
+    pipeline = load_pipeline("image: x\njobs:\n  slow: {script: [echo], timeout: 2h}\n")
+    with pytest.raises(PlanError, match=r"^jobs.slow.timeout: 2h is over this server's maximum of 1h30m"):
+        plan_jobs(pipeline, branch="main", max_timeout=5400)
+    assert plan_jobs(pipeline, branch="main", max_timeout=7200)[0].timeout == 7200
+    defaulted = load_pipeline("image: x\njobs:\n  quick: {script: [echo]}\n")
+    assert plan_jobs(defaulted, branch="main", default_timeout=3600, max_timeout=60)[0].timeout == 60

@@ -3,7 +3,8 @@ workspaces of the jobs after it.
 
 The paths come from a pipeline file, so from whoever can push: every file taken must be inside the
 workspace once symlinks are resolved. A path that leads out is refused with the path named, never
-followed.
+followed. The size limit holds before and while copying: a sparse 10 TB file is refused from its
+size alone, and no copy ever writes past the limit, so the store never grows beyond it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from workers.workspace_glob import WalkTooLarge, glob_workspace
 
 CHUNK = 1024 * 1024
 
@@ -50,19 +53,35 @@ def collect(
             warn(f"artifacts: {pattern!r} matched no file")
         for path in found:
             chosen.setdefault(path.relative_to(root).as_posix(), path)
-    stored: list[StoredFile] = []
+    files = sorted(chosen.items())
     total = 0
+    for relative, path in files:
+        total += path.stat().st_size
+        if total > max_bytes:
+            raise _over_limit(relative, max_bytes)
+    stored: list[StoredFile] = []
     target_dir = store_root / str(job_id)
     target_dir.mkdir(parents=True, exist_ok=True)
-    for index, (relative, path) in enumerate(sorted(chosen.items())):
-        key = f"{job_id}/{index}"
-        size, digest = _copy(path, store_root / key)
-        total += size
-        if total > max_bytes:
-            shutil.rmtree(target_dir, ignore_errors=True)
-            raise ArtifactError(f"artifacts: over the limit of {max_bytes:,} bytes at {relative!r}")
-        stored.append(StoredFile(relative, size, digest, key))
+    left = max_bytes
+    try:
+        for index, (relative, path) in enumerate(files):
+            key = f"{job_id}/{index}"
+            copied = _copy(path, store_root / key, left)
+            if copied is None:
+                raise _over_limit(relative, max_bytes)
+            size, digest = copied
+            left -= size
+            stored.append(StoredFile(relative, size, digest, key))
+    except BaseException:
+        shutil.rmtree(target_dir, ignore_errors=True)
+        raise
     return stored
+
+
+def _over_limit(relative: str, max_bytes: int) -> ArtifactError:
+    return ArtifactError(
+        f"artifacts: over the limit of {max_bytes:,} bytes (CISERVER_ARTIFACT_MAX_BYTES) at {relative!r}"
+    )
 
 
 def _matches(root: Path, pattern: str) -> Iterator[Path]:
@@ -71,9 +90,11 @@ def _matches(root: Path, pattern: str) -> Iterator[Path]:
     pure = PurePosixPath(clean)
     if pure.is_absolute() or ".." in pure.parts or not clean:
         raise ArtifactError(f"artifacts: {pattern!r} must be a relative path inside the workspace")
-    for match in sorted(root.glob(clean)) if _is_glob(clean) else [root / clean]:
-        if not match.exists() and not match.is_symlink():
-            continue
+    try:
+        found = sorted(glob_workspace(root, clean))
+    except WalkTooLarge as exc:
+        raise ArtifactError(f"artifacts: {exc}") from None
+    for match in found:
         resolved = _inside(root, match, pattern)
         if resolved.is_dir():
             yield from _walk(root, resolved, pattern)
@@ -101,18 +122,18 @@ def _inside(root: Path, path: Path, pattern: str) -> Path:
     return resolved
 
 
-def _is_glob(pattern: str) -> bool:
-    return any(char in pattern for char in "*?[")
-
-
-def _copy(source: Path, target: Path) -> tuple[int, str]:
+def _copy(source: Path, target: Path, limit: int) -> tuple[int, str] | None:
+    """Size and sha256 of the copy; None, having written at most `limit` bytes, when the file holds
+    more (it grew since it was measured)."""
     digest = hashlib.sha256()
     size = 0
     with source.open("rb") as src, target.open("wb") as dst:
-        while chunk := src.read(CHUNK):
+        while chunk := src.read(min(CHUNK, limit - size + 1)):
+            size += len(chunk)
+            if size > limit:
+                return None
             digest.update(chunk)
             dst.write(chunk)
-            size += len(chunk)
     return size, digest.hexdigest()
 
 

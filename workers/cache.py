@@ -1,24 +1,38 @@
 """The per-project cache: a tar of a job's cache paths, saved after it succeeds under its rendered
 key, restored into the workspace of the next job with the same key.
 
-Archives are written to a temporary file and renamed, so a reader sees a whole archive or none,
-and extracted with tarfile's "data" filter, which refuses members that lead out of the workspace.
+Caches are kept per ref, as GitLab keeps protected and unprotected caches apart: a job writes only
+its own ref's archive, and reads its own, or else the default branch's. So a feature branch can
+neither poison nor break what the default branch restores.
+
+Archives are written to a temporary file and renamed, so a reader sees a whole archive or none;
+the size limit holds while writing, so a sparse 10 TB file is refused at once and nothing partial
+stays. An archive is unpacked into a staging directory with tarfile's "data" filter, symlinks last,
+and moved into the workspace only once all of it unpacked: one that cannot be restored leaves
+nothing behind, and the job runs without it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import stat
 import tarfile
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from ciserver.pipeline import cache_key_parts
+from workers.workspace_glob import WalkTooLarge, glob_workspace
+
+CHUNK = 1024 * 1024
+MAX_HASHED_BYTES = 2 * 1024**3  # hashFiles reads at most this much, all patterns together
 
 
 class CacheError(Exception):
-    """A cache that cannot be saved (too large, a path outside the workspace)."""
+    """A cache that cannot be saved or restored (too large, a path outside the workspace)."""
 
 
 def render_key(template: str, workspace: Path) -> str:
@@ -31,46 +45,115 @@ def render_key(template: str, workspace: Path) -> str:
 
 
 def hash_files(workspace: Path, patterns: Iterable[str]) -> str:
-    """SHA-256 over the SHA-256 of each matching file, in path order (GitHub's hashFiles); empty
-    when nothing matches, so the key still renders."""
+    """SHA-256 over the SHA-256 of each matching regular file, in path order (GitHub's hashFiles);
+    empty when nothing matches, so the key still renders. A link counts as the file it names when
+    that is inside the workspace; symlinked directories are never walked."""
     root = workspace.resolve()
-    files = sorted({path for pattern in patterns for path in root.glob(pattern) if path.is_file()})
+    files: set[Path] = set()
+    try:
+        for pattern in patterns:
+            for path in glob_workspace(root, pattern):
+                resolved = path.resolve()
+                if root in resolved.parents and resolved.is_file():
+                    files.add(resolved)
+    except WalkTooLarge as exc:
+        raise CacheError(f"cache: hashFiles: {exc}") from None
     if not files:
         return ""
     outer = hashlib.sha256()
-    for path in files:
-        if root not in path.resolve().parents:
-            continue  # a symlink out of the workspace does not take part
-        outer.update(hashlib.sha256(path.read_bytes()).digest())
+    left = MAX_HASHED_BYTES
+    for path in sorted(files):
+        inner = hashlib.sha256()
+        with path.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                left -= len(chunk)
+                if left < 0:
+                    raise CacheError(f"cache: hashFiles reads over {MAX_HASHED_BYTES:,} bytes")
+                inner.update(chunk)
+        outer.update(inner.digest())
     return outer.hexdigest()
 
 
-def archive_path(cache_root: Path, project_id: int, key: str) -> Path:
-    """Where a project's cache of one key lives; the key is hashed, so it may hold any character."""
-    return cache_root / str(project_id) / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.tar"
+def archives(
+    cache_root: Path, project_id: int, key: str, ref: str, default_branch: str | None
+) -> list[tuple[Path, str]]:
+    """Where a job of `ref` looks for the cache of `key`, in order, each with whose it is (for the
+    log): its own ref's, the one it saves to, then the default branch's (main when not known)."""
+    own = [(archive_path(cache_root, project_id, ref, key), "")]
+    default_ref = f"refs/heads/{default_branch or 'main'}"
+    if ref == default_ref:
+        return own
+    return [*own, (archive_path(cache_root, project_id, default_ref, key), f" of {default_ref}")]
+
+
+def archive_path(cache_root: Path, project_id: int, ref: str, key: str) -> Path:
+    """Where a project's cache of one key for one ref lives; ref and key are hashed, so they may
+    hold any character."""
+    scope = hashlib.sha256(ref.encode()).hexdigest()[:32]
+    return cache_root / str(project_id) / scope / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.tar"
 
 
 def restore(archive: Path, workspace: Path) -> bool:
-    """Unpack the archive into the workspace; False when there is none (a miss)."""
+    """Unpack the archive into the workspace; False when there is none (a miss). CacheError, with
+    nothing written into the workspace, when it cannot be restored whole."""
     if not archive.is_file():
         return False
-    with tarfile.open(archive) as tar:
-        tar.extractall(workspace, filter="data")
+    staging = Path(tempfile.mkdtemp(prefix=".ciserver-cache-", dir=workspace))
+    try:
+        try:
+            _unpack(archive, staging)
+        except (tarfile.TarError, OSError) as exc:
+            raise CacheError(f"cache: the archive cannot be restored: {exc}") from None
+        _move_into(staging, workspace)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return True
+
+
+def _unpack(archive: Path, staging: Path) -> None:
+    """Into an empty directory, links last: while files are written no link exists that they could
+    be written through, and no member may sit below a link of the archive."""
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+        links = {PurePosixPath(m.name) for m in members if m.issym()}
+        for member in members:
+            if any(parent in links for parent in PurePosixPath(member.name).parents):
+                raise tarfile.OutsideDestinationError(member, member.name)
+        tar.extractall(staging, members=[m for m in members if not m.issym()], filter="data")
+        tar.extractall(staging, members=[m for m in members if m.issym()], filter="data")
+
+
+def _move_into(source: Path, target: Path) -> None:
+    """Merge a directory tree into another by renames, replacing what is in the way (as unpacking
+    would) and never following a link found in the target."""
+    for entry in os.scandir(source):
+        destination = target / entry.name
+        if entry.is_dir(follow_symlinks=False) and destination.is_dir() and not destination.is_symlink():
+            _move_into(Path(entry.path), destination)
+            continue
+        if destination.is_dir() and not destination.is_symlink():
+            shutil.rmtree(destination)
+        elif os.path.lexists(destination):
+            destination.unlink()
+        os.rename(entry.path, destination)
 
 
 def save(archive: Path, workspace: Path, paths: Iterable[str], max_bytes: int) -> int:
     """Write the cache paths into the archive (replacing the old one); returns its size in bytes."""
     root = workspace.resolve()
+    sources = [(path, _source(root, path)) for path in paths]
+    sources = [(path, source) for path, source in sources if os.path.lexists(source)]
+    size = sum(_size(source) for _, source in sources)
+    if size > max_bytes:
+        raise _over_limit(max_bytes, f"the paths hold {size:,} bytes")
     archive.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=archive.parent, suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w") as tar:
-            for path in paths:
-                _add(tar, root, path)
+        with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=_Bounded(out, max_bytes), mode="w") as tar:
+            for path, source in sources:
+                # Symlinks are stored as links (never followed), and restoring checks them.
+                tar.add(source, arcname=PurePosixPath(path.rstrip("/")).as_posix(), recursive=True)
         size = os.path.getsize(temporary)
-        if size > max_bytes:
-            raise CacheError(f"cache: {size:,} bytes is over the limit of {max_bytes:,}; not saved")
         os.replace(temporary, archive)
         return size
     finally:
@@ -78,14 +161,46 @@ def save(archive: Path, workspace: Path, paths: Iterable[str], max_bytes: int) -
             os.unlink(temporary)
 
 
-def _add(tar: tarfile.TarFile, root: Path, path: str) -> None:
+def _source(root: Path, path: str) -> Path:
     pure = PurePosixPath(path.rstrip("/"))
     if pure.is_absolute() or ".." in pure.parts:
         raise CacheError(f"cache: {path!r} must be a relative path inside the workspace")
     source = root / pure
-    if not source.exists():
-        return
-    if source.resolve() != root and root not in source.resolve().parents:
+    if os.path.lexists(source) and source.resolve() != root and root not in source.resolve().parents:
         raise CacheError(f"cache: {path!r} leads outside the workspace; refused")
-    # Symlinks are stored as links (never followed), and the data filter checks them on restore.
-    tar.add(source, arcname=pure.as_posix(), recursive=True)
+    return source
+
+
+def _size(source: Path) -> int:
+    """Bytes of the regular files at or under `source`, by their size (a sparse file counts whole,
+    as tar would write it); links are not followed."""
+    if not source.is_dir() or source.is_symlink():
+        return source.lstat().st_size if source.is_file() and not source.is_symlink() else 0
+    total = 0
+    for directory, _dirs, files in os.walk(source):  # does not enter symlinked directories
+        for name in files:
+            info = os.lstat(os.path.join(directory, name))
+            total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+    return total
+
+
+def _over_limit(max_bytes: int, why: str) -> CacheError:
+    return CacheError(
+        f"cache: {why}, over the limit of {max_bytes:,} bytes (CISERVER_CACHE_MAX_BYTES); not saved"
+    )
+
+
+class _Bounded:
+    """A file that refuses to grow past `limit` bytes: files may change while tar reads them."""
+
+    def __init__(self, out: BinaryIO, limit: int) -> None:
+        self.out, self.limit, self.written = out, limit, 0
+
+    def write(self, data: bytes) -> int:
+        self.written += len(data)
+        if self.written > self.limit:
+            raise _over_limit(self.limit, "the archive grew")
+        return self.out.write(data)
+
+    def tell(self) -> int:
+        return self.written

@@ -4,6 +4,8 @@ DEPLOY_WEIGHT (percent of traffic for the new version) and DEPLOY_STEP (1, 2, ..
 
 ciserver routes no traffic here and cannot analyse it: a step succeeds when the script exits 0,
 and a canary's interval is waited between steps (pause and abort are honoured while waiting).
+A step that runs past the environment's `timeout` is stopped and fails the deployment, and only the
+end of a step's output is kept, masked as it streams: a script may print or hang without end.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ciserver.deploy.rollout import Journal, Outcome, now_text
-from ciserver.masking import mask_text
+from ciserver.masking import Masker
 from ciserver.pipeline import Environment
+from ciserver.pipeline.environments import DEFAULT_DEPLOY_TIMEOUT
 from ciserver.store.deployments import Claimed
+from ciserver.units import format_duration
 from workers.context import WorkerContext
 from workers.executors.base import JobSpec
 from workers.jobspec import limits_for
@@ -38,6 +42,8 @@ def run_script_deploy(
     image = environment.image or claimed.config.image
     assert image is not None  # the pipeline loader requires one
     workspace = ctx.settings.workspaces_dir / f"deploy-{claimed.id}"
+    # Checked against the server's maximum when the build was planned; an older release's is capped.
+    timeout = min(environment.timeout or DEFAULT_DEPLOY_TIMEOUT, ctx.settings.job_timeout_max)
     workspace.mkdir(parents=True, exist_ok=True)
     try:
         for index in range(claimed.step, len(steps)):
@@ -70,17 +76,55 @@ def run_script_deploy(
                 container=f"ciserver-deploy-{claimed.id}-{index + 1}",
             )
             entry: dict[str, Any] = {"step": index + 1, "weight": weight, "started_at": now_text()}
-            output = bytearray()
-            exit_code = ctx.executor.run(spec, output.extend, threading.Event())
-            text = mask_text(output.decode(errors="replace"), list(secrets.values()))
-            entry.update(exit_code=exit_code, output=text[-OUTPUT_KEPT:], finished_at=now_text())
+            output = _OutputTail(secrets.values())
+            exit_code, timed_out = _run_step(ctx, spec, output, timeout)
+            entry.update(exit_code=exit_code, output=output.text(), finished_at=now_text())
             journal.add_step(entry)
             journal.save(step=index + 1, weight=weight)
+            if timed_out:
+                return Outcome(
+                    "failed",
+                    f"the deploy script timed out after {format_duration(timeout)} at step {index + 1}",
+                )
             if exit_code != 0:
                 return Outcome("failed", f"the deploy script exited {exit_code} at step {index + 1}")
         return Outcome("succeeded")
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _run_step(ctx: WorkerContext, spec: JobSpec, output: _OutputTail, timeout: int) -> tuple[int, bool]:
+    """The step's exit code, and whether its timeout stopped it."""
+    stop, expired = threading.Event(), threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        stop.set()
+
+    timer = threading.Timer(timeout, expire)
+    timer.start()
+    try:
+        exit_code = ctx.executor.run(spec, output.write, stop)
+    finally:
+        timer.cancel()
+    return exit_code, expired.is_set()
+
+
+class _OutputTail:
+    """The last OUTPUT_KEPT characters of a step's output, masked as it streams, in bounded memory."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._masker = Masker(secrets)
+        self._kept = bytearray()
+
+    def write(self, chunk: bytes) -> None:
+        self._kept += self._masker.feed(chunk)
+        # 4 bytes per character at most, so the last OUTPUT_KEPT characters are always there.
+        del self._kept[: -4 * OUTPUT_KEPT]
+
+    def text(self) -> str:
+        self._kept += self._masker.flush()
+        return self._kept.decode(errors="replace")[-OUTPUT_KEPT:]
 
 
 def _wait(journal: Journal, seconds: float) -> Outcome | None:

@@ -27,6 +27,7 @@ from ciserver.store.artifacts import artifacts_for_job
 from ciserver.store.environments import job_refusal
 from ciserver.store.models import Job, Status
 from ciserver.store.secrets import SecretError, secret_values
+from ciserver.units import format_duration
 from workers import artifacts, cache
 from workers.checkout import CheckoutError, checkout_at_sha, ensure_commit
 from workers.context import WorkerContext
@@ -57,6 +58,7 @@ class JobRun:
         self.job_id, self.timeout = job.id, job.timeout
         self.options = dict(job.options or {})
         self.sha, self.repo_url, self.project_id = build.sha, build.project.repo_url, build.project.id
+        self.ref, self.default_branch = build.ref, build.default_branch
         self.mirror = self.settings.mirrors_dir / f"{self.project_id}.git"
         self.workspace = self.settings.workspaces_dir / str(build.id) / str(job.id)
         self.problem: str | None = None
@@ -88,7 +90,13 @@ class JobRun:
             (a.path, self.settings.artifacts_dir / a.storage_key) for a in artifacts_for_job(session, job)
         ]
         self.writer = LogWriter(
-            ctx.log_store, ctx.redis, job.id, self.settings.log_stream_ttl, secrets=self.secrets
+            ctx.log_store,
+            ctx.redis,
+            job.id,
+            self.settings.log_stream_ttl,
+            secrets=self.secrets,
+            max_bytes=self.settings.log_max_bytes,
+            spill_dir=self.settings.logs_dir,
         )
         self.kept: list[artifacts.StoredFile] = []
         self.expire_in = int((self.options.get("artifacts") or {}).get("expire_in") or DEFAULT_EXPIRE_IN)
@@ -172,14 +180,29 @@ class JobRun:
             self.note(f"artifacts: placed {count} file(s) from the jobs before this one")
 
     def _restore_cache(self) -> Path | None:
+        """The archive this job saves to: its own ref's. It restores that, or else (read only) the
+        default branch's; one that cannot be restored is reported and the job runs without it."""
         spec = self.options.get("cache")
         if not spec:
             return None
-        key = cache.render_key(spec.get("key") or "default", self.workspace)
-        archive = cache.archive_path(self.settings.cache_dir, self.project_id, key)
-        hit = cache.restore(archive, self.workspace)
-        self.note(f"cache: {'restored' if hit else 'no cache yet for'} key {key!r}")
-        return archive
+        try:
+            key = cache.render_key(spec.get("key") or "default", self.workspace)
+        except cache.CacheError as exc:
+            self.note(f"{exc}; the job runs without the cache")
+            return None
+        places = cache.archives(self.settings.cache_dir, self.project_id, key, self.ref, self.default_branch)
+        for archive, whose in places:
+            try:
+                hit = cache.restore(archive, self.workspace)
+            except cache.CacheError as exc:
+                self.note(f"{exc} (key {key!r}{whose}); the job runs without it")
+                break
+            if hit:
+                self.note(f"cache: restored key {key!r}{whose}")
+                break
+        else:
+            self.note(f"cache: no cache yet for key {key!r}")
+        return places[0][0]
 
     def _save_cache(self, archive: Path) -> None:
         try:
@@ -279,10 +302,3 @@ class StopWatch:
         if exit_code == 0:
             return Status.success, None
         return Status.failed, f"exit code {exit_code}"
-
-
-def format_duration(seconds: int) -> str:
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
-    return "".join(parts) or "0s"

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from ciserver import queue
-from ciserver.pipeline import Pipeline, PipelineError, load_pipeline, plan_jobs, push_skip_reason
+from ciserver.pipeline import Pipeline, PipelineError, PlanError, load_pipeline, plan_jobs, push_skip_reason
 from ciserver.store.artifacts import add_artifacts
 from ciserver.store.builds import auto_cancel_older
 from ciserver.store.db import session_scope
@@ -65,13 +65,19 @@ def _run_build(ctx: WorkerContext, build_id: int) -> None:
         with session_scope(db) as session:
             end_build(session, build_id, ended.status, ended.reason)
         return
-    plan = plan_jobs(
-        pipeline,
-        branch=push.branch,
-        tag=push.tag,
-        changed_files=push.changed_files,
-        default_timeout=ctx.settings.job_timeout,
-    )
+    try:
+        plan = plan_jobs(
+            pipeline,
+            branch=push.branch,
+            tag=push.tag,
+            changed_files=push.changed_files,
+            default_timeout=ctx.settings.job_timeout,
+            max_timeout=ctx.settings.job_timeout_max,
+        )
+    except PlanError as exc:
+        with session_scope(db) as session:
+            end_build(session, build_id, Status.error, f"{PIPELINE_FILE}: {exc}")
+        return
     with session_scope(db) as session:
         if not plan:
             end_build(session, build_id, Status.skipped, "no job's only/except rules match this push")

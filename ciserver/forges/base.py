@@ -246,15 +246,25 @@ def check_text(value: str, where: str, *, allow_empty: bool = True) -> str:
     return value
 
 
+# Each changed file is matched against every path pattern of the pipeline on a shared worker, and
+# its name comes from the pusher: past these, the list counts as unknown (path rules never exclude),
+# as a list the forge cut short does. 3,000 is the most files GitHub's compare lists; 4,096 bytes is
+# Linux's PATH_MAX, so no checkout could hold a longer path.
+MAX_CHANGED_FILES = 3000
+MAX_CHANGED_PATH_BYTES = 4096
+
+
 def files_changed(commits: list[Fields], max_per_commit: int | None = None) -> list[str] | None:
     """The sorted union of the files the commits added, modified or removed.
 
-    None when a commit lists `max_per_commit` files or more: the forge cut that list short.
+    None when a commit lists `max_per_commit` files or more (the forge cut that list short), when
+    the union holds more than MAX_CHANGED_FILES, or a path is longer than MAX_CHANGED_PATH_BYTES.
     """
     files: set[str] = set()
     truncated = False
     for commit in commits:
         listed = [path for key in ("added", "modified", "removed") for path in commit.texts(key)]
         truncated = truncated or (max_per_commit is not None and len(listed) >= max_per_commit)
+        truncated = truncated or any(len(path.encode()) > MAX_CHANGED_PATH_BYTES for path in listed)
         files.update(listed)
-    return None if truncated else sorted(files)
+    return None if truncated or len(files) > MAX_CHANGED_FILES else sorted(files)

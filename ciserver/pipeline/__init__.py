@@ -17,6 +17,7 @@ from ciserver.pipeline.environments import (
     listens_overlap,
     normalize_listen,
 )
+from ciserver.pipeline.globs import MatchBudget, MatchTooCostly, glob_match, is_glob, matches
 from ciserver.pipeline.loader import PipelineError, load_pipeline
 from ciserver.pipeline.models import (
     Artifacts,
@@ -31,6 +32,7 @@ from ciserver.pipeline.models import (
     matrix_variants,
 )
 from ciserver.pipeline.plan import (
+    PlanError,
     PlannedJob,
     accepted_refs,
     accepts_release,
@@ -51,8 +53,11 @@ __all__ = [
     "HashFiles",
     "ImageBuild",
     "Job",
+    "MatchBudget",
+    "MatchTooCostly",
     "Pipeline",
     "PipelineError",
+    "PlanError",
     "PlannedJob",
     "Recreate",
     "Resources",
@@ -63,9 +68,12 @@ __all__ = [
     "accepted_refs",
     "accepts_release",
     "cache_key_parts",
+    "glob_match",
+    "is_glob",
     "job_runs",
     "listens_overlap",
     "load_pipeline",
+    "matches",
     "matrix_variants",
     "normalize_listen",
     "pipeline_json_schema",

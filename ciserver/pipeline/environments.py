@@ -29,6 +29,8 @@ _LISTEN = re.compile(r"(?:(\d{1,3}(?:\.\d{1,3}){3})|\[([0-9a-fA-F:.]+)\]|(localh
 _HEALTH = re.compile(r"/[\x21-\x7e]{0,1023}")
 STRATEGIES = ("recreate", "blue_green", "canary")
 DEFAULT_KEEP_PREVIOUS = 600
+# Each step of a deploy script: Argo Rollouts' and Kubernetes' default progress deadline.
+DEFAULT_DEPLOY_TIMEOUT = 600
 
 
 def _environment_name(value: str) -> str:
@@ -209,12 +211,17 @@ class Environment(Strict):
     DEPLOY_ENV, DEPLOY_IMAGE, DEPLOY_WEIGHT and DEPLOY_STEP, instead of ciserver starting the service."""
     image: Image | None = None
     """The image the deploy script runs in (default: the top-level image)."""
+    timeout: Timeout | None = None
+    """How long each step of the deploy script may run before it is stopped and the deployment
+    fails: 90s, 10m or seconds (default 10m, at most the server's maximum job timeout)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Environment:
         problems = []
-        if self.script is None and self.image is not None:
-            problems.append((("image",), "image is the deploy script's image: give a script too", self.image))
+        for key in ("image", "timeout"):
+            value = getattr(self, key)
+            if self.script is None and value is not None:
+                problems.append(((key,), f"{key} is the deploy script's: give a script too", value))
         if self.script is not None and self.listen is not None:
             message = "a script deploy routes its own traffic: leave listen out, or the script"
             problems.append((("listen",), message, self.listen))

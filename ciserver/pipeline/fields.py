@@ -27,6 +27,10 @@ MAX_NAME_LENGTH = 100
 MAX_TIMEOUT = 30 * 24 * 3600  # a month: past that a number is a typo, and it must fit in a database column
 MAX_MATRIX = 100  # combinations of one job's matrix
 MAX_RETRY = 5
+# A glob costs its length times the text's length to match, on a shared worker, for every ref and
+# changed file of a push: GitHub's own filters are a few dozen characters, a few per list.
+MAX_PATTERN_LENGTH = 256
+MAX_PATTERNS = 100  # in one list
 MAX_EXPIRE_IN = 10 * 365 * 24 * 3600
 DEFAULT_EXPIRE_IN = 30 * 24 * 3600
 
@@ -122,8 +126,14 @@ def _seconds(value: Any) -> int:
 
 def _patterns(values: list[str]) -> list[str]:
     """Filter patterns, GitHub style: a leading '!' excludes, so a list needs one that includes."""
+    if len(values) > MAX_PATTERNS:
+        raise invalid("pattern", f"{len(values)} patterns, over the limit of {MAX_PATTERNS} in one list")
     if any(pattern in ("", "!") for pattern in values):
         raise invalid("pattern", "a pattern must not be empty")
+    for pattern in values:
+        if len(pattern) > MAX_PATTERN_LENGTH:
+            message = f"{len(pattern)} characters long, over the limit of {MAX_PATTERN_LENGTH}"
+            raise invalid("pattern", f"{pattern[:40]!r}... is {message}")
     if values and all(pattern.startswith("!") for pattern in values):
         raise invalid("pattern", "needs at least one pattern without '!' (a '!' only excludes)")
     return values
@@ -244,6 +254,10 @@ SIZE_SCHEMA = WithJsonSchema(
     }
 )
 _STRINGS = WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})
+_PATTERN = {"type": "string", "minLength": 1, "maxLength": MAX_PATTERN_LENGTH}
+_PATTERNS_SCHEMA = WithJsonSchema(
+    {"anyOf": [_PATTERN, {"type": "array", "items": _PATTERN, "maxItems": MAX_PATTERNS}]}
+)
 # Relative, not empty, no NUL, no `..` component (with / or \ as separators).
 _PATH = {"type": "string", "pattern": r"^(?![/\\])(?!(.*[/\\])?\.\.([/\\]|$))[^\x00]+$"}
 _PATHS_SCHEMA = WithJsonSchema({"anyOf": [_PATH, {"type": "array", "items": _PATH, "minItems": 1}]})
@@ -284,7 +298,7 @@ Script = Annotated[
     _STRINGS,
 ]
 Timeout = Annotated[int, BeforeValidator(_seconds), _TIMEOUT_SCHEMA]
-Patterns = Annotated[list[str], BeforeValidator(_one_or_many), AfterValidator(_patterns), _STRINGS]
+Patterns = Annotated[list[str], BeforeValidator(_one_or_many), AfterValidator(_patterns), _PATTERNS_SCHEMA]
 WorkspacePath = Annotated[str, AfterValidator(_workspace_path), WithJsonSchema(_PATH)]
 Paths = Annotated[list[WorkspacePath], BeforeValidator(_one_or_many), Field(min_length=1), _PATHS_SCHEMA]
 Command = Annotated[

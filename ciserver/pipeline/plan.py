@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from ciserver.pipeline.environments import DEFAULT_DEPLOY_TIMEOUT
+from ciserver.pipeline.globs import MatchBudget, MatchTooCostly, matches
 from ciserver.pipeline.models import Job, Pipeline, PushFilter, Rules, matrix_variants
+from ciserver.units import format_duration
+
+# Steps the glob matcher may take to plan one push (a few seconds on a 2-core worker): patterns
+# and changed files both come from the pusher, and their product has no other bound.
+MATCH_STEPS = 5_000_000
+
+
+class PlanError(Exception):
+    """A push this server will not run as its file asks (a timeout over the server's maximum, filters
+    too costly to match); the build ends in error with this message."""
 
 
 @dataclass(frozen=True)
@@ -63,17 +73,27 @@ def plan_jobs(
     tag: str | None = None,
     changed_files: list[str] | None = None,
     default_timeout: int = 3600,
+    max_timeout: int | None = None,
 ) -> list[PlannedJob]:
     """The jobs this push runs, in stage order, then file order, matrix variants in order.
 
     Jobs whose only/except rules leave them out are not planned, and `needs` on them are dropped
-    (a job whose every need was left out starts at once, as with `needs: []`).
+    (a job whose every need was left out starts at once, as with `needs: []`). Changed files too
+    costly to match against the path rules count as unknown, as a list the forge cut short does.
+    Raises PlanError for a timeout over `max_timeout` (the server's maximum).
     """
-    kept = {
-        name: job
-        for name, job in pipeline.jobs.items()
-        if job_runs(job, branch=branch, tag=tag, changed_files=changed_files)
-    }
+    if max_timeout is not None:
+        _check_timeouts(pipeline, max_timeout)
+        default_timeout = min(default_timeout, max_timeout)
+    try:
+        kept = _kept_jobs(pipeline, branch, tag, changed_files)
+    except MatchTooCostly:
+        try:
+            kept = _kept_jobs(pipeline, branch, tag, None)
+        except MatchTooCostly as exc:
+            raise PlanError(
+                f"only/except: the branch and tag patterns are too costly to match ({exc})"
+            ) from None
     variants = {name: matrix_variants(name, job.matrix) for name, job in kept.items()}
     by_stage: dict[str, list[str]] = {stage: [] for stage in pipeline.stages}
     for name, job in kept.items():
@@ -88,6 +108,33 @@ def plan_jobs(
                 planned.append(_planned(pipeline, job, variant, stage, after, matrix, default_timeout))
         earlier += [variant for name in names for variant, _ in variants[name]]
     return planned
+
+
+def _kept_jobs(
+    pipeline: Pipeline, branch: str | None, tag: str | None, changed_files: list[str] | None
+) -> dict[str, Job]:
+    budget = MatchBudget(MATCH_STEPS)
+    return {
+        name: job
+        for name, job in pipeline.jobs.items()
+        if job_runs(job, branch=branch, tag=tag, changed_files=changed_files, budget=budget)
+    }
+
+
+def _check_timeouts(pipeline: Pipeline, max_timeout: int) -> None:
+    """Jobs and deploy scripts may not ask to hold a worker longer than the server allows."""
+    asked = [(f"jobs.{name}", job.timeout) for name, job in pipeline.jobs.items()]
+    asked += [
+        (f"environments.{name}", environment.timeout or DEFAULT_DEPLOY_TIMEOUT)
+        for name, environment in pipeline.environments.items()
+        if environment.script is not None
+    ]
+    for where, timeout in asked:
+        if timeout is not None and timeout > max_timeout:
+            raise PlanError(
+                f"{where}.timeout: {format_duration(timeout)} is over this server's maximum of "
+                f"{format_duration(max_timeout)} (CISERVER_JOB_TIMEOUT_MAX)"
+            )
 
 
 def _needed(needs: list[str], variants: dict[str, list[tuple[str, dict[str, str]]]]) -> tuple[str, ...]:
@@ -132,33 +179,47 @@ def _dumped(value: Any) -> Any:
     return value
 
 
-def job_runs(job: Job, *, branch: str | None, tag: str | None, changed_files: list[str] | None) -> bool:
+def job_runs(
+    job: Job,
+    *,
+    branch: str | None,
+    tag: str | None,
+    changed_files: list[str] | None,
+    budget: MatchBudget | None = None,
+) -> bool:
     """GitLab's only/except: every `only` list matches, and no `except` list does. Unknown changed
     files (a first or forced push) never exclude: `only.paths` counts as matched, `except.paths` not."""
-    if job.only is not None and not _only_matches(job.only, branch, tag, changed_files):
+    if job.only is not None and not _only_matches(job.only, branch, tag, changed_files, budget):
         return False
-    return not (job.except_ is not None and _except_matches(job.except_, branch, tag, changed_files))
+    return not (job.except_ is not None and _except_matches(job.except_, branch, tag, changed_files, budget))
 
 
-def _only_matches(rules: Rules, branch: str | None, tag: str | None, changed: list[str] | None) -> bool:
+def _only_matches(
+    rules: Rules, branch: str | None, tag: str | None, changed: list[str] | None, budget: MatchBudget | None
+) -> bool:
     """A push is a branch or a tag, so `branches` and `tags` together are one condition: the pushed
     ref matches the list of its kind. `paths` is the other: some changed file matches."""
     names_refs = rules.branches is not None or rules.tags is not None
-    if names_refs and not (_ref_matches(rules.branches, branch) or _ref_matches(rules.tags, tag)):
+    if names_refs and not (
+        _ref_matches(rules.branches, branch, budget) or _ref_matches(rules.tags, tag, budget)
+    ):
         return False
     if rules.paths is None or changed is None:
         return True
-    return any(matches(rules.paths, path) for path in changed)
+    return any(matches(rules.paths, path, budget) for path in changed)
 
 
-def _except_matches(rules: Rules, branch: str | None, tag: str | None, changed: list[str] | None) -> bool:
-    if _ref_matches(rules.branches, branch) or _ref_matches(rules.tags, tag):
+def _except_matches(
+    rules: Rules, branch: str | None, tag: str | None, changed: list[str] | None, budget: MatchBudget | None
+) -> bool:
+    if _ref_matches(rules.branches, branch, budget) or _ref_matches(rules.tags, tag, budget):
         return True
-    return rules.paths is not None and changed is not None and any(matches(rules.paths, p) for p in changed)
+    paths = rules.paths
+    return paths is not None and changed is not None and any(matches(paths, p, budget) for p in changed)
 
 
-def _ref_matches(patterns: list[str] | None, ref: str | None) -> bool:
-    return patterns is not None and ref is not None and matches(patterns, ref)
+def _ref_matches(patterns: list[str] | None, ref: str | None, budget: MatchBudget | None = None) -> bool:
+    return patterns is not None and ref is not None and matches(patterns, ref, budget)
 
 
 class RefRules(Protocol):
@@ -201,20 +262,32 @@ def push_skip_reason(
 
     The filters mean what they mean in GitHub Actions: naming branches but not tags leaves tag
     pushes out (and the other way round), and path filters are not applied to tags. When the changed
-    files are unknown (None: a new branch, a forced push), path filters never skip.
+    files are unknown (None: a new branch, a forced push), or too costly to match, path filters
+    never skip; nor do branch and tag filters too costly to match (planning then says so).
     """
     push = pipeline.on.push if pipeline.on else None
     if push is None:
         return None
+    for changed in (changed_files, None):
+        try:
+            return _skip_reason(push, branch, tag, changed, MatchBudget(MATCH_STEPS))
+        except MatchTooCostly:
+            continue
+    return None
+
+
+def _skip_reason(
+    push: PushFilter, branch: str | None, tag: str | None, changed: list[str] | None, budget: MatchBudget
+) -> str | None:
     if tag is not None:
-        return _ref_reason(("tag", "tags"), tag, push.tags, "branches", push.branches)
+        return _ref_reason(("tag", "tags"), tag, push.tags, "branches", push.branches, budget)
     if branch is not None:
-        reason = _ref_reason(("branch", "branches"), branch, push.branches, "tags", push.tags)
+        reason = _ref_reason(("branch", "branches"), branch, push.branches, "tags", push.tags, budget)
         if reason:
             return reason
     elif push.branches is not None or push.tags is not None:
         return "the push names neither a branch nor a tag, and on.push filters by them"
-    return _paths_reason(push, changed_files)
+    return _paths_reason(push, changed, budget)
 
 
 def _ref_reason(
@@ -223,10 +296,11 @@ def _ref_reason(
     patterns: list[str] | None,
     other: str,
     other_patterns: list[str] | None,
+    budget: MatchBudget,
 ) -> str | None:
     kind, plural = kinds
     if patterns is not None:
-        if matches(patterns, name):
+        if matches(patterns, name, budget):
             return None
         return f"{kind} {name!r} is not in on.push.{plural} {_listed(patterns)}"
     if other_patterns is not None:
@@ -236,12 +310,14 @@ def _ref_reason(
     return None
 
 
-def _paths_reason(push: PushFilter, changed_files: list[str] | None) -> str | None:
+def _paths_reason(push: PushFilter, changed_files: list[str] | None, budget: MatchBudget) -> str | None:
     paths, ignored = push.paths, push.paths_ignore
     if changed_files is None or (paths is None and ignored is None):
         return None
     for path in changed_files:
-        if (paths is None or matches(paths, path)) and not (ignored is not None and matches(ignored, path)):
+        if (paths is None or matches(paths, path, budget)) and not (
+            ignored is not None and matches(ignored, path, budget)
+        ):
             return None
     if not changed_files:
         return "the push changed no files, and on.push filters by paths"
@@ -255,108 +331,3 @@ def _paths_reason(push: PushFilter, changed_files: list[str] | None) -> str | No
 
 def _listed(patterns: list[str]) -> str:
     return f"[{', '.join(patterns)}]"
-
-
-def matches(patterns: list[str], value: str) -> bool:
-    """GitHub's rule for a filter list: patterns apply in order, a later '!pattern' takes back a match."""
-    matched = False
-    for pattern in patterns:
-        if pattern.startswith("!"):
-            matched = matched and not glob_match(pattern[1:], value)
-        else:
-            matched = matched or glob_match(pattern, value)
-    return matched
-
-
-# Globs as GitHub's filter patterns read them: `*` is any run of characters but '/', `**` any run at
-# all (`**/` also none), `?` and `+` make the character or [class] before them optional or repeated,
-# `\` escapes. Matched by stepping a set of positions through the text (an NFA), never by
-# backtracking, so no pattern can make a push take long to decide.
-
-
-@dataclass(frozen=True)
-class _Step:
-    """One position in a glob: which characters it takes, and whether it may be skipped or repeated."""
-
-    takes: Callable[[str], bool]
-    optional: bool = False
-    repeats: bool = False
-    skips_slash: bool = False  # `**/` may also skip its '/', to match no directory at all
-
-
-def glob_match(pattern: str, text: str) -> bool:
-    """Whether all of `text` matches `pattern`."""
-    steps = _compile(pattern)
-    positions = _closure(steps, {0})
-    for char in text:
-        taken = {
-            i if steps[i].repeats else i + 1 for i in positions if i < len(steps) and steps[i].takes(char)
-        }
-        if not taken:
-            return False
-        positions = _closure(steps, taken)
-    return len(steps) in positions
-
-
-def _closure(steps: tuple[_Step, ...], positions: set[int]) -> set[int]:
-    """The positions reachable without taking a character: past optional steps."""
-    todo = list(positions)
-    while todo:
-        i = todo.pop()
-        if i < len(steps) and steps[i].optional:
-            for j in (i + 1, i + 2) if steps[i].skips_slash else (i + 1,):
-                if j not in positions:
-                    positions.add(j)
-                    todo.append(j)
-    return positions
-
-
-@lru_cache(maxsize=1024)
-def _compile(pattern: str) -> tuple[_Step, ...]:
-    steps: list[_Step] = []
-    quantifiable = False  # `?` and `+` apply only to the character or class just before them
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if pattern.startswith("**", i):
-            steps.append(_Step(_any, optional=True, repeats=True, skips_slash=pattern.startswith("/", i + 2)))
-            i, quantifiable = i + 2, False
-        elif char == "*":
-            steps.append(_Step(_not_slash, optional=True, repeats=True))
-            i, quantifiable = i + 1, False
-        elif char in "?+" and quantifiable:
-            repeated = replace(steps[-1], optional=True, repeats=True)
-            steps[-1:] = [replace(steps[-1], optional=True)] if char == "?" else [steps[-1], repeated]
-            i, quantifiable = i + 1, False
-        elif char == "[" and (end := pattern.find("]", i + 2)) != -1:
-            steps.append(_Step(_char_class(pattern[i + 1 : end])))
-            i, quantifiable = end + 1, True
-        else:
-            if char == "\\" and i + 1 < len(pattern):
-                i += 1
-                char = pattern[i]
-            steps.append(_Step(char.__eq__))
-            i, quantifiable = i + 1, True
-    return tuple(steps)
-
-
-def _char_class(body: str) -> Callable[[str], bool]:
-    """[abc] or [a-z0-9]: one character from the list or the ranges."""
-    ranges: list[tuple[str, str]] = []
-    i = 0
-    while i < len(body):
-        if i + 2 < len(body) and body[i + 1] == "-":
-            ranges.append((body[i], body[i + 2]))
-            i += 3
-        else:
-            ranges.append((body[i], body[i]))
-            i += 1
-    return lambda char: any(low <= char <= high for low, high in ranges)
-
-
-def _any(char: str) -> bool:
-    return True
-
-
-def _not_slash(char: str) -> bool:
-    return char != "/"

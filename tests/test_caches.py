@@ -1,0 +1,69 @@
+"""Caches through real pushes: kept per ref, so a feature branch can neither poison nor break what the
+default branch restores, and an archive that cannot be restored is skipped, not fatal."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import BUSYBOX, CiServer, commit, git, make_repo
+
+pytestmark = pytest.mark.e2e
+
+# Prints what the cache held, then puts $CONTENT in it (saved when the job succeeds).
+PIPELINE = f"""\
+image: {BUSYBOX}
+jobs:
+  deps:
+    script:
+      - 'echo "restored: $(cat deps/state 2>/dev/null || echo nothing)"'
+      - mkdir -p deps && cp CONTENT deps/state
+    cache: {{key: "deps-{{{{ hashFiles('lock') }}}}", paths: [deps]}}
+"""
+
+
+class Repo:
+    def __init__(self, server: CiServer, path: Path) -> None:
+        self.server, self.path = server, path
+        self.name = f"octo/c{uuid.uuid4().hex[:10]}"
+        make_repo(path, {"pipelines.yml": PIPELINE, "lock": "same lock everywhere\n", "CONTENT": "main-1\n"})
+        server.add_project(self.name, path)
+
+    def push(self, content: str, branch: str = "main", files: dict[str, str] | None = None) -> str:
+        """Commit CONTENT on `branch`, push it, and return the deps job's log once the build ended."""
+        if branch != "main":
+            git(self.path, "checkout", "-q", "-B", branch)
+        sha = commit(self.path, {"CONTENT": content + "\n", **(files or {})}, f"{branch}: {content}")
+        git(self.path, "checkout", "-q", "main")
+        response = self.server.push_github(self.name, sha, ref=f"refs/heads/{branch}")
+        assert response.status_code == 202, response.text
+        build = self.server.wait_build(response.json()["build_id"])
+        assert build["status"] == "success", (build, self.server.log(build["jobs"][0]["id"]))
+        return self.server.log(build["jobs"][0]["id"])
+
+
+def test_a_feature_branch_cannot_poison_the_default_branchs_cache(ciserver: CiServer, tmp_path: Path) -> None:
+    repo = Repo(ciserver, tmp_path / "repo")
+    assert "restored: nothing" in repo.push("main-1")
+    assert "restored: main-1" in repo.push("main-2")
+    feature = repo.push("poisoned by feature", branch="feature/x")
+    assert "restored: main-2" in feature, "a branch with no cache of its own gets the default branch's"
+    assert "restored: poisoned by feature" in repo.push("feature again", branch="feature/x")
+    main = repo.push("main-3")
+    assert "restored: main-2" in main, "the feature branch saved under main's key, yet main is intact"
+    assert "of refs/heads/main" in feature, "the log says whose cache it restored"
+
+
+def test_an_archive_holding_a_link_out_of_the_workspace_is_reported_and_skipped(
+    ciserver: CiServer, tmp_path: Path
+) -> None:
+    repo = Repo(ciserver, tmp_path / "repo")
+    # A job can make such an archive: a cache path naming a directory with a link to the host in it.
+    linking = PIPELINE.replace("cp CONTENT deps/state", "cp CONTENT deps/state && ln -s / deps/host")
+    repo.push("linked", files={"pipelines.yml": linking})
+    log = repo.push("after", files={"pipelines.yml": PIPELINE})
+    assert "cache: the archive cannot be restored" in log and "the job runs without it" in log, log
+    assert "restored: nothing" in log, "no half-restored files in the workspace"
+    assert "restored: after" in repo.push("healed"), "the job saved a good cache again"
