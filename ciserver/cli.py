@@ -161,13 +161,13 @@ def project_add(
 @project_app.command("list")
 def project_list() -> None:
     """List registered projects."""
-    from ciserver.clone_urls import redact
+    from ciserver.store.clone_credentials import shown_repo_url
     from ciserver.store.db import session_scope
     from ciserver.store.projects import list_projects
 
     with session_scope(get_settings().db_url) as session:
         for project in list_projects(session):
-            typer.echo(f"{project.name}\t{project.forge}\t{redact(project.repo_url)}")
+            typer.echo(f"{project.name}\t{project.forge}\t{shown_repo_url(project)}")
 
 
 @token_app.command("create")

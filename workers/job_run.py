@@ -19,10 +19,12 @@ from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from ciserver import queue
+from ciserver.clone_urls import Remote
 from ciserver.crypto import SecretKeyError, load_fernet
 from ciserver.logs import LogStoreError, LogWriter
 from ciserver.masking import mask_text
 from ciserver.store.artifacts import artifacts_for_job
+from ciserver.store.clone_credentials import clone_remote
 from ciserver.store.models import Job, Status
 from ciserver.store.secrets import SecretError, secret_values
 from workers import artifacts, cache
@@ -55,7 +57,8 @@ class JobRun:
         self.ctx, self.settings = ctx, ctx.settings
         self.job_id, self.timeout = job.id, job.timeout
         self.options = dict(job.options or {})
-        self.sha, self.repo_url, self.project_id = build.sha, build.project.repo_url, build.project.id
+        self.sha, self.project_id = build.sha, build.project.id
+        self.remote = Remote(build.project.repo_url)
         self.mirror = self.settings.mirrors_dir / f"{self.project_id}.git"
         self.workspace = self.settings.workspaces_dir / str(build.id) / str(job.id)
         self.tag = release_tag(build.project.name, build.sha)
@@ -63,6 +66,7 @@ class JobRun:
         env = {str(k): str(v) for k, v in job.env.items()} | ci_variables(build, job)
         secrets: dict[str, str] = {}
         try:
+            self.remote = clone_remote(build.project.repo_url, build.project.repo_credentials, self.settings)
             wanted = self.options.get("secrets") or []
             if wanted:
                 secrets = secret_values(session, self.project_id, wanted, load_fernet(self.settings))
@@ -107,7 +111,7 @@ class JobRun:
         try:
             if self.problem:
                 return Status.error, None, self.problem
-            ensure_commit(self.mirror, self.repo_url, self.sha, allow_local=self.settings.allow_local_repos)
+            ensure_commit(self.mirror, self.remote, self.sha, allow_local=self.settings.allow_local_repos)
             checkout_at_sha(self.mirror, self.sha, self.workspace)
             self._place_inputs()
             archive = self._restore_cache()
