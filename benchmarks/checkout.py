@@ -71,24 +71,45 @@ def sizes(path: Path) -> tuple[int, int]:
     return own, shared
 
 
-def measure(
-    checkout: object, repo: Path, sha: str, work: Path, runs: int
-) -> tuple[float, float, tuple[int, int]]:
+CLONES = {
+    "clone, hard links (before)": ["--no-checkout"],
+    "clone, copies (after)": ["--no-checkout", "--no-hardlinks", "--template="],
+}
+
+
+def measure(checkout: object, repo: Path, sha: str, work: Path, runs: int) -> dict[str, object]:
+    """Medians and p90s of the whole checkout_at_sha and of each way to clone, taken in turns so
+    that both ways see the same load; and the workspace's .git sizes."""
     mirror = work / f"{repo.name}-mirror.git"
-    checkout.ensure_commit(mirror, str(repo), sha, allow_local=True)  # type: ignore[attr-defined]
-    times: list[float] = []
+    try:
+        from ciserver.clone_urls import Remote
+
+        remote: object = Remote(str(repo))
+    except ImportError:  # code from before clone URLs had a Remote
+        remote = str(repo)
+    checkout.ensure_commit(mirror, remote, sha, allow_local=True)  # type: ignore[attr-defined]
+    times: dict[str, list[float]] = {"checkout_at_sha": [], **{name: [] for name in CLONES}}
     size = (0, 0)
     for n in range(runs + 1):
         workspace = work / f"ws-{repo.name}-{n}"
         start = time.perf_counter()
         checkout.checkout_at_sha(mirror, sha, workspace)  # type: ignore[attr-defined]
-        elapsed = time.perf_counter() - start
-        if n:  # the first one warms the page cache
-            times.append(elapsed)
+        elapsed = {"checkout_at_sha": time.perf_counter() - start}
         size = sizes(workspace / ".git")
         shutil.rmtree(workspace)
-    times.sort()
-    return statistics.median(times), times[int(len(times) * 0.9) - 1], size
+        for name, options in CLONES.items():
+            start = time.perf_counter()
+            subprocess.run(["git", "clone", "-q", *options, "--", str(mirror), str(workspace)], check=True)
+            elapsed[name] = time.perf_counter() - start
+            shutil.rmtree(workspace)
+        if n:  # the first round warms the page cache
+            for name, value in elapsed.items():
+                times[name].append(value)
+    result: dict[str, object] = {"size": size}
+    for name, values in times.items():
+        values.sort()
+        result[name] = (statistics.median(values), values[int(len(values) * 0.9) - 1])
+    return result
 
 
 def main() -> None:
@@ -113,19 +134,18 @@ def main() -> None:
             sha = subprocess.run(
                 ["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
             ).stdout.strip()
-            median, p90, size = measure(checkout, repo, sha, Path(tmp), args.runs)
-            rows.append((name, commits, files, median, p90, size))
+            rows.append((name, commits, files, measure(checkout, repo, sha, Path(tmp), args.runs)))
 
     print(f"code: {args.code.resolve()}")
-    print(
-        "| repository | commits | files | checkout, median | p90 | .git, own | .git, shared with the mirror |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for name, commits, files, median, p90, (own, shared) in rows:
-        print(
-            f"| {name} | {commits:,} | {files:,} | {median * 1000:.1f} ms | {p90 * 1000:.1f} ms "
-            f"| {own / 2**20:.1f} MiB | {shared / 2**20:.1f} MiB |"
-        )
+    columns = ["checkout_at_sha", *CLONES]
+    print("| repository | commits | files | " + " | ".join(f"{c}, median / p90" for c in columns), end="")
+    print(" | .git, own | .git, shared with the mirror |")
+    print("|---" * (len(columns) + 5) + "|")
+    for name, commits, files, result in rows:
+        cells = [f"{m * 1000:.1f} / {p * 1000:.1f} ms" for m, p in (result[c] for c in columns)]  # type: ignore[misc]
+        own, shared = result["size"]  # type: ignore[misc]
+        print(f"| {name} | {commits:,} | {files:,} | " + " | ".join(cells), end="")
+        print(f" | {own / 2**20:.1f} MiB | {shared / 2**20:.1f} MiB |")
 
 
 if __name__ == "__main__":

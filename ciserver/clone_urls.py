@@ -40,6 +40,10 @@ def check_clone_url(url: str, *, allow_local: bool) -> str:
     if parts.scheme in REMOTE_SCHEMES:
         if not parts.hostname:
             raise CloneURLError(f"repo: {parts.scheme} URL has no host")
+        if parts.scheme == "ssh" and parts.password is not None:
+            raise CloneURLError(
+                "repo: an ssh URL cannot hold a password (ssh would get it in its arguments); use a key"
+            )
         Remote.parse(url)  # refuses credentials git would misread
         return url
     if parts.scheme == "file" or (not parts.scheme and "://" not in url):

@@ -1,9 +1,11 @@
-"""The mirror and the workspace, with real git: what planning reads while a fetch is under way,
-what a failed read says, and that the worker's own git configuration never runs on a checkout."""
+"""The mirror and the workspaces, with real git: what planning reads while a fetch is under way,
+what a failed read says, that the worker's own git configuration never runs on a checkout, and that
+no file of a workspace is shared with the store or another workspace."""
 
 from __future__ import annotations
 
 import fcntl
+import os
 import subprocess
 import threading
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 
 from ciserver.clone_urls import Remote
 from tests.helpers import commit, git, make_repo
+from workers import artifacts, cache
 from workers.checkout import CheckoutError, checkout_at_sha, ensure_commit, read_file_at
 
 
@@ -138,3 +141,32 @@ def test_the_workers_own_git_configuration_never_runs_on_a_checkout(
     assert (workspace / "a.txt").read_text() == "a\n"
     for made in (workspace / ".git", mirror):
         assert not (made / "hooks" / "post-checkout").exists()
+
+
+def test_artifacts_placed_and_a_cache_restored_are_each_workspaces_own_files(tmp_path: Path) -> None:
+    """The other ways files reach a workspace: a job rewriting them in place (as root may, whatever
+    their mode) changes neither the store nor what the next job gets."""
+    stored = tmp_path / "store" / "1"
+    stored.parent.mkdir()
+    stored.write_text("wheel")
+    source = tmp_path / "source"
+    (source / ".cache").mkdir(parents=True)
+    (source / ".cache" / "a").write_text("cached")
+    os.link(source / ".cache" / "a", source / ".cache" / "b")  # a job may hard-link inside its workspace
+    archive = cache.archive_path(tmp_path / "caches", 1, "key")
+    cache.save(archive, source, [".cache"], max_bytes=10**6)
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for workspace in (first, second):
+        workspace.mkdir()
+        artifacts.place([("dist/a.whl", stored)], workspace)
+        assert cache.restore(archive, workspace)
+    for path in (first / "dist" / "a.whl", first / ".cache" / "a", first / ".cache" / "b"):
+        with open(path, "r+b") as f:
+            f.write(b"TAMPER")
+    assert stored.read_text() == "wheel"
+    assert (second / "dist" / "a.whl").read_text() == "wheel"
+    assert [(second / ".cache" / n).read_text() for n in "ab"] == ["cached", "cached"]
+    third = tmp_path / "third"
+    third.mkdir()
+    assert cache.restore(archive, third) and (third / ".cache" / "a").read_text() == "cached"
