@@ -2,17 +2,20 @@
 """What a job's checkout costs: `checkout_at_sha` from a warm mirror into a fresh workspace, for a
 small repository and a big one (made with `git fast-import`: 50k commits, a few thousand files).
 
-Prints a table: median and p90 over repeated checkouts, and the size of the workspace's `.git`.
-`--code DIR` measures the `workers.checkout` of another tree (an export of an older commit), so
-before and after run on the same repositories. Run from the project root:
+Prints a table: median and p90 over repeated checkouts; the two ways to make the workspace's
+`.git` (hard links to the mirror's objects, as before, or copies, as now), timed in turns so that
+both see the same load; and how much of the workspace's `.git` is its own or shared with the
+mirror. `--code DIR` measures the `workers.checkout` of another tree (an export of an older commit:
+`git archive 499d747 | tar -x -C DIR`). Run from the project root:
 
-    .venv/bin/python benchmarks/checkout.py [--runs 20] [--code /tmp/ciserver-before]
+    .venv/bin/python benchmarks/checkout.py [--runs 20] [--repos /tmp/repos] [--code DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shutil
 import statistics
 import subprocess
@@ -136,7 +139,7 @@ def main() -> None:
             ).stdout.strip()
             rows.append((name, commits, files, measure(checkout, repo, sha, Path(tmp), args.runs)))
 
-    print(f"code: {args.code.resolve()}")
+    print(f"code: {args.code.resolve()}; load average over the last 5 minutes: {os.getloadavg()[1]:.1f}")
     columns = ["checkout_at_sha", *CLONES]
     print("| repository | commits | files | " + " | ".join(f"{c}, median / p90" for c in columns), end="")
     print(" | .git, own | .git, shared with the mirror |")
