@@ -116,7 +116,13 @@ def project_add(
         str, typer.Argument(help="The forge's repository path: OWNER/NAME (GitLab: GROUP/SUB/NAME).")
     ],
     repo: Annotated[
-        str, typer.Option(help="Clone URL (https or ssh; a path with CISERVER_ALLOW_LOCAL_REPOS).")
+        str,
+        typer.Option(
+            envvar="CISERVER_PROJECT_REPO",
+            help="Clone URL (https or ssh; a path with CISERVER_ALLOW_LOCAL_REPOS). Credentials in an "
+            "https URL are kept encrypted: give such a URL in CISERVER_PROJECT_REPO, since `ps` shows "
+            "a command's arguments.",
+        ),
     ],
     forge: Annotated[ForgeName, typer.Option(help="Which forge sends its webhooks.")],
     secret: Annotated[

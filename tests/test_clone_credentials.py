@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from ciserver.app import create_app
+from ciserver.cli import app as cli_app
 from ciserver.clone_urls import CloneURLError, Remote
-from ciserver.config import Settings
+from ciserver.config import Settings, get_settings
 from ciserver.store.clone_credentials import clone_remote
 from ciserver.store.db import session_scope
 from ciserver.store.models import Project, Role
@@ -176,3 +178,21 @@ def test_a_wrong_password_fails_the_build_showing_the_url_with_stars(
             assert "not-the-right-one" not in build["error"]
         finally:
             server.stop()
+
+
+def test_the_cli_takes_a_url_with_credentials_from_the_environment_and_lists_it_with_stars(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CISERVER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CISERVER_PROJECT_REPO", "https://bot:tok3n-y@h.test/o.git")
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        args = ["project", "add", "octo/env", "--forge", "github", "--secret", WEBHOOK_SECRET]
+        result = runner.invoke(cli_app, args)
+        assert result.exit_code == 0, result.output
+        listed = runner.invoke(cli_app, ["project", "list"]).output
+    finally:
+        get_settings.cache_clear()
+    assert listed == "octo/env\tgithub\thttps://***@h.test/o.git\n"
+    assert b"tok3n-y" not in raw_files(tmp_path / "data")
