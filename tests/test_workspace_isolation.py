@@ -90,10 +90,8 @@ def files_digest(root: Path) -> str:
 
 def the_mirror_holding(ciserver: CiServer, sha: str) -> Path:
     for mirror in (ciserver.root / "data" / "mirrors").glob("*.git"):
-        if (
-            subprocess.run(["git", "-C", str(mirror), "cat-file", "-e", sha], capture_output=True).returncode
-            == 0
-        ):
+        found = subprocess.run(["git", "-C", str(mirror), "cat-file", "-e", sha], capture_output=True)
+        if found.returncode == 0:
             return mirror
     raise AssertionError(f"no mirror holds {sha}")
 
@@ -146,7 +144,8 @@ def test_a_job_that_rewrites_its_git_directory_changes_no_later_checkout_or_plan
 def test_a_burst_of_fresh_commits_builds_each_push_once_from_its_own_commit(
     ciserver: CiServer, tmp_path: Path
 ) -> None:
-    """Twenty branches pushed at once, two workers: each job prints a file only its commit has."""
+    """Twenty fresh commits pushed in a burst, each to a branch of its own, on two workers: each job
+    prints a file only its commit has."""
     name, repo = f"octo/b{uuid.uuid4().hex[:10]}", tmp_path / "repo"
     pipeline = f"image: {BUSYBOX}\njobs:\n  show: {{script: ['cat unique.txt']}}\n"
     make_repo(repo, {"pipelines.yml": pipeline})
