@@ -64,6 +64,7 @@ def test_planning_waits_for_a_fetch_under_way_and_reads_the_pushed_file(tmp_path
         planner = threading.Thread(target=plan)
         planner.start()
         planner.join(0.5)
+        assert read == [], "planning read the commit while its fetch was under way"
         copy_object(repo, mirror, tree)
         copy_object(repo, mirror, blob)
     planner.join(10)
