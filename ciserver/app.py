@@ -15,6 +15,7 @@ from ciserver.api import secrets as secrets_api
 from ciserver.config import Settings, get_settings
 from ciserver.crypto import SecretKeyError, load_fernet
 from ciserver.outbox import OutboxThread
+from ciserver.store.clone_credentials import seal_clone_urls_at_start
 from ciserver.store.db import engine_for, session_scope
 from ciserver.store.projects import seal_clear_webhook_secrets
 
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, *, outbox: bool = True) -> Fast
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine_for(settings.db_url)  # creates the tables before the first request
         _seal_webhook_secrets(settings)
+        seal_clone_urls_at_start(settings)
         thread = OutboxThread(settings) if outbox and settings.redis_url else None
         if thread:
             thread.start()

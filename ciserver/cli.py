@@ -119,7 +119,13 @@ def project_add(
         str, typer.Argument(help="The forge's repository path: OWNER/NAME (GitLab: GROUP/SUB/NAME).")
     ],
     repo: Annotated[
-        str, typer.Option(help="Clone URL (https or ssh; a path with CISERVER_ALLOW_LOCAL_REPOS).")
+        str,
+        typer.Option(
+            envvar="CISERVER_PROJECT_REPO",
+            help="Clone URL (https or ssh; a path with CISERVER_ALLOW_LOCAL_REPOS). Credentials in an "
+            "https URL are kept encrypted: give such a URL in CISERVER_PROJECT_REPO, since `ps` shows "
+            "a command's arguments.",
+        ),
     ],
     forge: Annotated[ForgeName, typer.Option(help="Which forge sends its webhooks.")],
     secret: Annotated[
@@ -164,13 +170,13 @@ def project_add(
 @project_app.command("list")
 def project_list() -> None:
     """List registered projects."""
-    from ciserver.clone_urls import redact
+    from ciserver.store.clone_credentials import shown_repo_url
     from ciserver.store.db import session_scope
     from ciserver.store.projects import list_projects
 
     with session_scope(get_settings().db_url) as session:
         for project in list_projects(session):
-            typer.echo(f"{project.name}\t{project.forge}\t{redact(project.repo_url)}")
+            typer.echo(f"{project.name}\t{project.forge}\t{shown_repo_url(project)}")
 
 
 @token_app.command("create")

@@ -31,6 +31,8 @@ def test_remote_https_and_ssh_urls_are_accepted(url: str) -> None:
         ("http://github.com/octo/x.git", "scheme 'http'"),
         ("ftp://example.org/x.git", "scheme 'ftp'"),
         ("https:///nohost", "no host"),
+        ("ssh://git:hunter2@example.org/o/r.git", "use a key"),
+        ("https://bot:a%0Ab@example.org/o/r.git", "credentials must not contain control characters"),
         ("https://github.com/octo/x.git\n", "whitespace"),
         ("", "empty"),
         ("/srv/git/app.git", "CISERVER_ALLOW_LOCAL_REPOS"),

@@ -89,8 +89,17 @@ def archives(
 def archive_path(cache_root: Path, project_id: int, ref: str, key: str) -> Path:
     """Where a project's cache of one key for one ref lives; ref and key are hashed, so they may
     hold any character."""
-    scope = hashlib.sha256(ref.encode()).hexdigest()[:32]
-    return cache_root / str(project_id) / scope / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.tar"
+    return (
+        cache_root
+        / str(project_id)
+        / ref_folder(ref)
+        / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.tar"
+    )
+
+
+def ref_folder(ref: str) -> str:
+    """A folder name for a ref (which may hold any character git allows): a cache's, an image build's."""
+    return hashlib.sha256(ref.encode()).hexdigest()[:32]
 
 
 def restore(archive: Path, workspace: Path) -> bool:

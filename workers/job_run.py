@@ -19,11 +19,13 @@ from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from ciserver import queue
+from ciserver.clone_urls import Remote
 from ciserver.config import Settings
 from ciserver.crypto import SecretKeyError, load_fernet
 from ciserver.logs import LogStoreError, LogWriter
 from ciserver.masking import mask_text
 from ciserver.store.artifacts import artifacts_for_job
+from ciserver.store.clone_credentials import clone_remote
 from ciserver.store.environments import job_refusal
 from ciserver.store.models import Job, Status
 from ciserver.store.secrets import SecretError, secret_values
@@ -57,7 +59,8 @@ class JobRun:
         self.ctx, self.settings = ctx, ctx.settings
         self.job_id, self.timeout = job.id, job.timeout
         self.options = dict(job.options or {})
-        self.sha, self.repo_url, self.project_id = build.sha, build.project.repo_url, build.project.id
+        self.sha, self.project_id = build.sha, build.project.id
+        self.remote = Remote(build.project.repo_url)
         self.ref, self.default_branch = build.ref, build.default_branch
         self.mirror = self.settings.mirrors_dir / f"{self.project_id}.git"
         self.workspace = self.settings.workspaces_dir / str(build.id) / str(job.id)
@@ -65,6 +68,7 @@ class JobRun:
         env = {str(k): str(v) for k, v in job.env.items()} | ci_variables(build, job)
         secrets: dict[str, str] = {}
         try:
+            self.remote = clone_remote(build.project.repo_url, build.project.repo_credentials, self.settings)
             secrets = _secrets(session, job, self.settings)
         except (SecretError, SecretKeyError) as exc:
             self.problem = str(exc)
@@ -113,7 +117,7 @@ class JobRun:
         try:
             if self.problem:
                 return Status.error, None, self.problem
-            ensure_commit(self.mirror, self.repo_url, self.sha, allow_local=self.settings.allow_local_repos)
+            ensure_commit(self.mirror, self.remote, self.sha, allow_local=self.settings.allow_local_repos)
             checkout_at_sha(self.mirror, self.sha, self.workspace)
             self._place_inputs()
             archive = self._restore_cache()

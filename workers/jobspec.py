@@ -3,7 +3,6 @@ expanded, the container limits within the server's maximum, the services, the im
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 from ciserver.config import Settings
 from ciserver.store.models import Build, Job
+from workers.cache import ref_folder
 from workers.executors.base import BuildCache, ImageBuildSpec, JobSpec, Limits, ServiceSpec
 
 _VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -141,17 +141,11 @@ def image_build_spec(
 
 def build_cache(settings: Settings, build: Build) -> BuildCache:
     """The ref's folder of image build steps, read before the default branch's (never written by
-    another ref): what the cache of files does too."""
+    another ref), as the cache of files is kept (workers.cache)."""
     root = settings.data_dir / "build-cache" / str(build.project_id)
     own = root / ref_folder(build.ref)
-    fallback = root / ref_folder(f"refs/heads/{build.default_branch}") if build.default_branch else None
-    read = (own,) if fallback is None or fallback == own else (own, fallback)
-    return BuildCache(read=read, write=own)
-
-
-def ref_folder(ref: str) -> str:
-    """A folder name for a ref, which may hold any character git allows."""
-    return hashlib.sha256(ref.encode()).hexdigest()[:32]
+    fallback = root / ref_folder(f"refs/heads/{build.default_branch or 'main'}")
+    return BuildCache(read=(own,) if fallback == own else (own, fallback), write=own)
 
 
 def numeric_owner(user: str | None) -> tuple[int, int] | None:

@@ -12,9 +12,11 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from ciserver import queue
+from ciserver.crypto import SecretKeyError
 from ciserver.pipeline import Pipeline, PipelineError, PlanError, load_pipeline, plan_jobs, push_skip_reason
 from ciserver.store.artifacts import add_artifacts
 from ciserver.store.builds import auto_cancel_older
+from ciserver.store.clone_credentials import clone_remote
 from ciserver.store.db import session_scope
 from ciserver.store.deployments import release_build
 from ciserver.store.dispatch import Dispatched, advance, requeue_for_retry, should_retry
@@ -121,15 +123,17 @@ class _BuildFacts:
         self.branch, self.tag = build.branch, build.tag
         self.changed_files = build.changed_files
         self.project_id, self.repo_url = build.project.id, build.project.repo_url
+        self.repo_credentials = build.project.repo_credentials
 
 
 def _load(ctx: WorkerContext, push: _BuildFacts) -> Pipeline:
     mirror = ctx.settings.mirrors_dir / f"{push.project_id}.git"
     try:
-        ensure_commit(mirror, push.repo_url, push.sha, allow_local=ctx.settings.allow_local_repos)
-    except CheckoutError as exc:
+        remote = clone_remote(push.repo_url, push.repo_credentials, ctx.settings)
+        ensure_commit(mirror, remote, push.sha, allow_local=ctx.settings.allow_local_repos)
+        text = read_file_at(mirror, push.sha, PIPELINE_FILE)
+    except (CheckoutError, SecretKeyError) as exc:
         raise _BuildEnded(Status.error, str(exc)) from None
-    text = read_file_at(mirror, push.sha, PIPELINE_FILE)
     if text is None:
         raise _BuildEnded(Status.error, f"{PIPELINE_FILE}: not found at the root of commit {push.sha[:12]}")
     try:

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ciserver.clone_urls import redact
 from ciserver.pipeline.fields import Patterns
+from ciserver.store.clone_credentials import shown_repo_url
 from ciserver.store.models import (
     Artifact,
     Build,
@@ -48,7 +48,7 @@ class ProjectOut(BaseModel):
         return cls(
             name=project.name,
             forge=project.forge,
-            repo=redact(project.repo_url),
+            repo=shown_repo_url(project),
             webhook_path=f"/webhooks/{project.forge}",
             auto_cancel=project.auto_cancel,
             created_at=project.created_at,

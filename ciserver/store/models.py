@@ -100,6 +100,8 @@ class Project(Base):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     forge: Mapped[str] = mapped_column(String(20))
     repo_url: Mapped[str] = mapped_column(String(2048))
+    # The https credentials that were in the clone URL, Fernet-encrypted (see store.clone_credentials).
+    repo_credentials: Mapped[str | None] = mapped_column(Text)
     secret: Mapped[str] = mapped_column(String(1024))
     # None: cancel older builds of a branch on a new push, except on the default branch.
     auto_cancel: Mapped[bool | None]

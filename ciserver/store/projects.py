@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ciserver.crypto import SecretKeyError
+from ciserver.store.clone_credentials import seal_clone_url
 from ciserver.store.models import Project
 
 FORGE_NAMES = ("github", "gitlab")
@@ -46,6 +47,7 @@ def add_project(
         raise ProjectError(f"name: project {name!r} already exists")
     sealed = fernet.encrypt(secret.encode()).decode()
     project = Project(name=name, forge=forge, repo_url=repo_url, secret=sealed, auto_cancel=auto_cancel)
+    seal_clone_url(project, fernet)
     session.add(project)
     session.flush()
     return project
