@@ -241,15 +241,27 @@ def test_caches_are_kept_per_ref_and_fall_back_on_the_default_branch(tmp_path: P
     assert tag[1] == (main[0][0], " of refs/heads/main")
 
 
-def test_an_archive_holding_a_link_out_of_the_workspace_restores_nothing(tmp_path: Path) -> None:
+def test_an_archive_holding_a_pipe_restores_nothing(tmp_path: Path) -> None:
     made = workspace(tmp_path / "made", {"deps/ok.txt": "ok"})
-    (made / "deps" / "host").symlink_to("/")
+    os.mkfifo(made / "deps" / "pipe")
     archive = cache.archive_path(tmp_path / "caches", 1, "refs/heads/main", "k")
     cache.save(archive, made, ["deps"], max_bytes=10**6)
     root = workspace(tmp_path / "next", {"src/app.py": "app"})
     with pytest.raises(cache.CacheError, match="cannot be restored"):
         cache.restore(archive, root)
     assert sorted(os.listdir(root)) == ["src"], "nothing half-restored, no staging left"
+
+
+def test_a_link_out_of_the_workspace_is_restored_as_a_link_never_followed(tmp_path: Path) -> None:
+    made = workspace(tmp_path / "made", {"venv/ok.txt": "ok"})
+    (made / "venv" / "python").symlink_to("/usr/bin/python3")
+    (made / "venv" / "host").symlink_to("/")
+    archive = cache.archive_path(tmp_path / "caches", 1, "refs/heads/main", "k")
+    cache.save(archive, made, ["venv"], max_bytes=10**6)
+    root = workspace(tmp_path, {})
+    assert cache.restore(archive, root)
+    assert os.readlink(root / "venv" / "python") == "/usr/bin/python3"
+    assert os.readlink(root / "venv" / "host") == "/" and (root / "venv" / "ok.txt").read_text() == "ok"
 
 
 def test_a_member_below_a_link_of_the_archive_is_refused(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """Caches through real pushes: kept per ref, so a feature branch can neither poison nor break what the
-default branch restores, and an archive that cannot be restored is skipped, not fatal."""
+default branch restores; an archive that cannot be restored is skipped, not fatal; links come back."""
 
 from __future__ import annotations
 
@@ -56,14 +56,36 @@ def test_a_feature_branch_cannot_poison_the_default_branchs_cache(ciserver: CiSe
     assert "of refs/heads/main" in feature, "the log says whose cache it restored"
 
 
-def test_an_archive_holding_a_link_out_of_the_workspace_is_reported_and_skipped(
+def test_an_archive_that_cannot_be_restored_is_reported_and_skipped(
     ciserver: CiServer, tmp_path: Path
 ) -> None:
     repo = Repo(ciserver, tmp_path / "repo")
-    # A job can make such an archive: a cache path naming a directory with a link to the host in it.
-    linking = PIPELINE.replace("cp CONTENT deps/state", "cp CONTENT deps/state && ln -s / deps/host")
-    repo.push("linked", files={"pipelines.yml": linking})
+    # A job can make such an archive: a pipe in a cache path is archived, and never unpacked.
+    piped = PIPELINE.replace("cp CONTENT deps/state", "cp CONTENT deps/state && mkfifo deps/pipe")
+    repo.push("piped", files={"pipelines.yml": piped})
     log = repo.push("after", files={"pipelines.yml": PIPELINE})
     assert "cache: the archive cannot be restored" in log and "the job runs without it" in log, log
     assert "restored: nothing" in log, "no half-restored files in the workspace"
     assert "restored: after" in repo.push("healed"), "the job saved a good cache again"
+
+
+def test_links_in_a_cache_come_back_as_links_even_to_outside_the_workspace(
+    ciserver: CiServer, tmp_path: Path
+) -> None:
+    """A virtualenv's `bin/python -> /usr/bin/python3`: the link is restored, never followed."""
+    repo = Repo(ciserver, tmp_path / "repo")
+    linking = f"""\
+image: {BUSYBOX}
+jobs:
+  deps:
+    script:
+      - 'echo "restored: $(cat deps/state 2>/dev/null || echo nothing)"'
+      - readlink deps/python || true
+      - readlink deps/alias || true
+      - mkdir -p deps && cp CONTENT deps/state
+      - ln -sf /bin/busybox deps/python && ln -sf state deps/alias
+    cache: {{key: "deps-{{{{ hashFiles('lock') }}}}", paths: [deps]}}
+"""
+    repo.push("linked", files={"pipelines.yml": linking})
+    log = repo.push("again", files={"pipelines.yml": linking})
+    assert "restored: linked" in log and "\n/bin/busybox\n" in log and "\nstate\n" in log, log

@@ -121,7 +121,12 @@ def restore(archive: Path, workspace: Path) -> bool:
 
 def _unpack(archive: Path, staging: Path) -> None:
     """Into an empty directory, links last: while files are written no link exists that they could
-    be written through, and no member may sit below a link of the archive."""
+    be written through, and no member may sit below a link of the archive.
+
+    A link may point anywhere (a virtualenv's `bin/python -> /usr/bin/python3`): it is only ever
+    followed inside the job's container, and the worker follows none (see artifacts, hashFiles,
+    image builds). So links get tarfile's "tar" filter, which checks their names, and everything
+    else its "data" filter, which also refuses devices and pipes."""
     with tarfile.open(archive) as tar:
         members = tar.getmembers()
         links = {PurePosixPath(m.name) for m in members if m.issym()}
@@ -129,7 +134,7 @@ def _unpack(archive: Path, staging: Path) -> None:
             if any(parent in links for parent in PurePosixPath(member.name).parents):
                 raise tarfile.OutsideDestinationError(member, member.name)
         tar.extractall(staging, members=[m for m in members if not m.issym()], filter="data")
-        tar.extractall(staging, members=[m for m in members if m.issym()], filter="data")
+        tar.extractall(staging, members=[m for m in members if m.issym()], filter="tar")
 
 
 def _move_into(source: Path, target: Path) -> None:
