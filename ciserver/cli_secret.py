@@ -19,7 +19,6 @@ secret_app = typer.Typer(
 
 ProjectArg = Annotated[str, typer.Argument(help="The project: OWNER/NAME (GitLab: GROUP/SUB/NAME).")]
 KeyArg = Annotated[str, typer.Argument(help="The environment variable a job receives, e.g. DEPLOY_TOKEN.")]
-ACTOR = "cli"
 
 
 def _fail(message: str) -> typer.Exit:
@@ -50,22 +49,24 @@ def _read_value() -> str:
 @secret_app.command("set")
 def secret_set(project: ProjectArg, key: KeyArg) -> None:
     """Set secret KEY of a project to the value on stdin; jobs that list KEY under `secrets` receive it."""
-    from ciserver.crypto import SecretKeyError, load_fernet
+    from ciserver.crypto import SecretKeyError
     from ciserver.store import audit
     from ciserver.store.db import session_scope
+    from ciserver.store.key_check import open_server_key
     from ciserver.store.projects import get_project
     from ciserver.store.secrets import SecretError, set_secret
 
     value = _read_value()
     settings = get_settings()
     try:
-        fernet = load_fernet(settings)
+        fernet = open_server_key(settings)
         with session_scope(settings.db_url) as session:
             found = get_project(session, project)
             if found is None:
                 raise _fail(f"project {project!r} does not exist (see `ciserver project list`)")
             created = set_secret(session, found, key, value, fernet)
-            audit.record(session, ACTOR, "secret.set", _target(found.name, key), {"created": created})
+            detail = {"created": created}
+            audit.record(session, audit.cli_actor(), "secret.set", _target(found.name, key), detail)
             typer.echo(f"secret {key} of {found.name} {'created' if created else 'updated'}")
     except (SecretError, SecretKeyError) as exc:
         raise _fail(str(exc)) from None
@@ -104,7 +105,7 @@ def secret_rm(project: ProjectArg, key: KeyArg) -> None:
                 raise _fail(f"project {project!r} does not exist (see `ciserver project list`)")
             if not delete_secret(session, found, key):
                 raise _fail(f"secret {key!r} is not set for {found.name}")
-            audit.record(session, ACTOR, "secret.delete", _target(found.name, key))
+            audit.record(session, audit.cli_actor(), "secret.delete", _target(found.name, key))
             typer.echo(f"secret {key} of {found.name} removed")
     except SecretError as exc:
         raise _fail(str(exc)) from None

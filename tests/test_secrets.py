@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import logging
 import sqlite3
 import stat
@@ -300,7 +301,8 @@ def test_cli_sets_lists_and_removes_secrets(cli: CliRunner, settings: Settings) 
         values = secret_values(session, project.id, ["DEPLOY_TOKEN"], load_fernet(settings))
         assert values == {"DEPLOY_TOKEN": VALUE + "-2"}, "one trailing newline is stripped, nothing else"
         audit = [(e.actor, e.action) for e in session.query(AuditEntry)]
-    assert audit == [("cli", "secret.set"), ("cli", "secret.set")]
+    actor = f"cli:{getpass.getuser()}"
+    assert audit == [(actor, "secret.set"), (actor, "secret.set")]
 
     listed = cli.invoke(cli_app, ["secret", "list", "octo/app"])
     assert listed.exit_code == 0 and listed.output.startswith("DEPLOY_TOKEN\tcreated ")

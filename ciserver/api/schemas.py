@@ -18,6 +18,7 @@ from ciserver.store.models import (
     Release,
     Token,
 )
+from ciserver.store.projects import MIN_WEBHOOK_SECRET, webhook_path
 
 
 class ProjectIn(BaseModel):
@@ -26,7 +27,10 @@ class ProjectIn(BaseModel):
     name: str = Field(description="The forge's repository path, OWNER/NAME (GitLab: GROUP/SUBGROUP/NAME).")
     repo: str = Field(description="Where workers clone from: an https or ssh URL.")
     forge: str = Field(description="github or gitlab")
-    secret: str = Field(min_length=1, description="The webhook secret (GitHub) or secret token (GitLab).")
+    secret: str = Field(
+        min_length=MIN_WEBHOOK_SECRET,
+        description="The webhook secret (GitHub) or secret token (GitLab), at least 16 characters.",
+    )
     auto_cancel: bool | None = Field(
         None,
         description="Cancel a branch's older unfinished builds on a new push; "
@@ -48,7 +52,7 @@ class ProjectOut(BaseModel):
             name=project.name,
             forge=project.forge,
             repo=redact(project.repo_url),
-            webhook_path=f"/webhooks/{project.forge}",
+            webhook_path=webhook_path(project),
             auto_cancel=project.auto_cancel,
             created_at=project.created_at,
         )
@@ -145,12 +149,18 @@ class TokenIn(BaseModel):
 
     role: Literal["viewer", "developer", "ops", "admin"]
     name: str = Field("", max_length=255)
+    expires_in: int | str | None = Field(
+        None,
+        description="How long the token works: 30d, 12h, 90m or seconds, at most 3650d; "
+        "unset: until revoked.",
+    )
 
 
 class TokenCreated(BaseModel):
     id: int
     role: str
     token: str = Field(description="Shown once; only its hash is kept.")
+    expires_at: datetime | None
 
 
 class TokenOut(BaseModel):
@@ -158,6 +168,7 @@ class TokenOut(BaseModel):
     name: str
     role: str
     created_at: datetime
+    expires_at: datetime | None
     revoked_at: datetime | None
 
     @classmethod
