@@ -99,7 +99,9 @@ def get_project(session: Session, name: str) -> Project | None:
 
 
 def projects_named(session: Session, names: list[str]) -> list[Project]:
-    """The projects among `names` (ignoring case), in one query."""
+    """The projects among `names` (ignoring case), in one query (none for no names)."""
+    if not names:
+        return []
     wanted = [name.lower() for name in names]
     return list(session.scalars(select(Project).where(func.lower(Project.name).in_(wanted))))
 
