@@ -57,6 +57,8 @@ def up(
     """Run everything on this host: a private Redis (unless CISERVER_REDIS_URL is set), the API and N workers.
 
     Data lives in CISERVER_DATA_DIR (default ./.ciserver). Ctrl-C or SIGTERM stops every child.
+    Like serve and worker, refuses to start when the server's key (CISERVER_SECRET_KEY, or the data
+    dir's secret.key) cannot read the secrets the database holds.
     """
     from ciserver.supervisor import StartError, Supervisor
 

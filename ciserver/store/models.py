@@ -322,7 +322,7 @@ class KeyCheck(Base):
 
 
 class AuditEntry(Base):
-    """Who changed what, and when: every API write leaves one."""
+    """Who changed what, and when: every write, through the API or the CLI, leaves one."""
 
     __tablename__ = "audit_log"
 
