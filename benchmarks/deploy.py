@@ -29,7 +29,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from push_to_green import Server  # noqa: E402
+from push_to_green import SECRET, Server  # noqa: E402
 
 from ciserver.deploy.router import Backend, NginxRouter  # noqa: E402
 from tests.helpers import commit, free_port, make_repo  # noqa: E402
@@ -108,7 +108,7 @@ def main() -> None:
     load = Load(f"http://127.0.0.1:{staging}/")
     try:
         server.cli(
-            "project", "add", "bench/hello", "--repo", str(repo), "--forge", "github", "--secret", "s3cret"
+            "project", "add", "bench/hello", "--repo", str(repo), "--forge", "github", "--secret", SECRET
         )
         for n in range(args.pushes + 1):
             sha = commit(repo, {"pipelines.yml": pipeline(staging), "NOTE": str(n)}, f"push {n}")

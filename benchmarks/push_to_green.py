@@ -26,6 +26,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.helpers import BUSYBOX, commit, free_port, git, github_headers, github_push_body, make_repo
 
+SECRET = "s3cret-s3cret-s3cret"  # a webhook secret has 16 characters or more
 PIPELINE = f"""\
 image: {BUSYBOX}
 stages: [test, build]
@@ -73,7 +74,7 @@ class Server:
     def push_and_wait(self, name: str, sha: str, poll: float = 0.01) -> float:
         body = github_push_body(name, sha)
         start = time.perf_counter()
-        response = self.http.post("/webhooks/github", content=body, headers=github_headers(body, "s3cret"))
+        response = self.http.post("/webhooks/github", content=body, headers=github_headers(body, SECRET))
         build_id = response.json()["build_id"]
         while True:
             status = self.http.get(f"/api/v1/builds/{build_id}").json()["status"]
@@ -118,7 +119,7 @@ def main() -> None:
                 "--forge",
                 "github",
                 "--secret",
-                "s3cret",
+                SECRET,
             )
         server.push_and_wait("bench/r0", git(repos[0], "rev-parse", "HEAD"))  # warm: mirror clone
         server.push_and_wait("bench/r1", git(repos[1], "rev-parse", "HEAD"))

@@ -1,8 +1,11 @@
-"""The FastAPI application: routers, error answers, and the outbox thread."""
+"""The FastAPI application: routers, error answers, and the outbox thread.
+
+The server's key is checked against the database by the commands that start a server (`serve`, `up`;
+see `store.key_check`) before this app is made; a key broken later answers 503 naming the setting.
+"""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,26 +16,8 @@ from ciserver import __version__
 from ciserver.api import artifacts, builds, deployments, errors, jobs, projects, releases, tokens, webhooks
 from ciserver.api import secrets as secrets_api
 from ciserver.config import Settings, get_settings
-from ciserver.crypto import SecretKeyError, load_fernet
 from ciserver.outbox import OutboxThread
-from ciserver.store.clone_credentials import seal_clone_urls_at_start
-from ciserver.store.db import engine_for, session_scope
-from ciserver.store.projects import seal_clear_webhook_secrets
-
-log = logging.getLogger(__name__)
-
-
-def _seal_webhook_secrets(settings: Settings) -> None:
-    """Webhook secrets an earlier release kept in clear, encrypted now (a broken key: the webhooks
-    answer 503 saying which setting, until it is fixed)."""
-    try:
-        fernet = load_fernet(settings)
-    except SecretKeyError:
-        return
-    with session_scope(settings.db_url) as session:
-        sealed = seal_clear_webhook_secrets(session, fernet)
-    if sealed:
-        log.warning("encrypted the webhook secrets of %s, kept in clear until now", ", ".join(sealed))
+from ciserver.store.db import engine_for
 
 
 def create_app(settings: Settings | None = None, *, outbox: bool = True) -> FastAPI:
@@ -42,8 +27,6 @@ def create_app(settings: Settings | None = None, *, outbox: bool = True) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine_for(settings.db_url)  # creates the tables before the first request
-        _seal_webhook_secrets(settings)
-        seal_clone_urls_at_start(settings)
         thread = OutboxThread(settings) if outbox and settings.redis_url else None
         if thread:
             thread.start()

@@ -12,8 +12,8 @@ import typer
 
 from ciserver.cli_environment import environment_app
 from ciserver.cli_secret import secret_app
-from ciserver.config import get_settings
-from ciserver.store.models import Role
+from ciserver.cli_token import token_app
+from ciserver.config import Settings, get_settings
 
 app = typer.Typer(
     help="ciserver: a self-hosted Git webhook CI/CD server. Start with `ciserver up`.",
@@ -21,7 +21,6 @@ app = typer.Typer(
     add_completion=False,
 )
 project_app = typer.Typer(help="Register and list projects (works on the data dir's database directly).")
-token_app = typer.Typer(help="Create API tokens (works on the data dir's database directly).")
 app.add_typer(project_app, name="project")
 app.add_typer(token_app, name="token")
 app.add_typer(secret_app, name="secret")
@@ -36,16 +35,20 @@ class ForgeName(StrEnum):
     gitlab = "gitlab"
 
 
-class RoleName(StrEnum):
-    viewer = "viewer"
-    developer = "developer"
-    ops = "ops"
-    admin = "admin"
-
-
 def _fail(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code=2)
+
+
+def _check_server_key(settings: Settings) -> None:
+    """Refuse to start with a key that cannot read the database's secrets (see store.key_check)."""
+    from ciserver.crypto import SecretKeyError
+    from ciserver.store.key_check import open_server_key
+
+    try:
+        open_server_key(settings)
+    except SecretKeyError as exc:
+        raise _fail(str(exc)) from None
 
 
 @app.command()
@@ -57,10 +60,13 @@ def up(
     """Run everything on this host: a private Redis (unless CISERVER_REDIS_URL is set), the API and N workers.
 
     Data lives in CISERVER_DATA_DIR (default ./.ciserver). Ctrl-C or SIGTERM stops every child.
+    Like serve and worker, refuses to start when the server's key (CISERVER_SECRET_KEY, or the data
+    dir's secret.key) cannot read the secrets the database holds.
     """
     from ciserver.supervisor import StartError, Supervisor
 
     settings = get_settings()
+    _check_server_key(settings)
     try:
         raise typer.Exit(Supervisor(settings, host, port, workers).run())
     except StartError as exc:
@@ -77,6 +83,7 @@ def serve(host: Host = "127.0.0.1", port: Port = 8080) -> None:
     settings = get_settings()
     if not settings.redis_url:
         raise _fail("CISERVER_REDIS_URL is not set (or use `ciserver up`, which starts its own Redis)")
+    _check_server_key(settings)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
 
 
@@ -109,6 +116,7 @@ def worker(
         settings = settings.model_copy(update={"stop_grace": grace})
     if not settings.redis_url:
         raise _fail("CISERVER_REDIS_URL is not set (or use `ciserver up`, which starts its own Redis)")
+    _check_server_key(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     run_worker(settings, queues or None, burst=burst)
 
@@ -130,7 +138,11 @@ def project_add(
     forge: Annotated[ForgeName, typer.Option(help="Which forge sends its webhooks.")],
     secret: Annotated[
         str,
-        typer.Option(prompt=True, hide_input=True, help="Webhook secret (GitHub) or secret token (GitLab)."),
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            help="Webhook secret (GitHub) or secret token (GitLab), at least 16 characters.",
+        ),
     ],
     auto_cancel: Annotated[
         bool | None,
@@ -141,15 +153,19 @@ def project_add(
         ),
     ] = None,
 ) -> None:
-    """Register a project, so its forge's webhooks are accepted and built."""
+    """Register a project, so its forge's webhooks are accepted and built; prints its webhook path."""
     from ciserver.clone_urls import CloneURLError, check_clone_url
-    from ciserver.crypto import SecretKeyError, load_fernet
+    from ciserver.crypto import SecretKeyError
+    from ciserver.store import audit
     from ciserver.store.db import session_scope
-    from ciserver.store.projects import ProjectError, add_project
+    from ciserver.store.key_check import open_server_key
+    from ciserver.store.projects import ProjectError, add_project, check_webhook_secret, webhook_path
 
     settings = get_settings()
     try:
         url = check_clone_url(repo, allow_local=settings.allow_local_repos)
+        check_webhook_secret(secret)
+        fernet = open_server_key(settings)
         with session_scope(settings.db_url) as session:
             project = add_project(
                 session,
@@ -157,11 +173,19 @@ def project_add(
                 forge=forge.value,
                 repo_url=url,
                 secret=secret,
-                fernet=load_fernet(settings),
+                fernet=fernet,
                 auto_cancel=auto_cancel,
             )
+            audit.record(
+                session,
+                audit.cli_actor(),
+                "project.create",
+                f"project:{project.name}",
+                {"forge": forge.value},
+            )
             typer.echo(
-                f"project {project.name} added; point its {forge.value} webhook at /webhooks/{forge.value}"
+                f"project {project.name} added; point its {forge.value} webhook at "
+                f"https://<this server>{webhook_path(project)} (with the same secret)"
             )
     except (CloneURLError, ProjectError, SecretKeyError) as exc:
         raise _fail(str(exc)) from None
@@ -177,21 +201,6 @@ def project_list() -> None:
     with session_scope(get_settings().db_url) as session:
         for project in list_projects(session):
             typer.echo(f"{project.name}\t{project.forge}\t{shown_repo_url(project)}")
-
-
-@token_app.command("create")
-def token_create(
-    role: Annotated[RoleName, typer.Option(help="viewer < developer < ops < admin")],
-    name: Annotated[str, typer.Option(help="A label to tell tokens apart.")] = "",
-) -> None:
-    """Create an API token and print it, once, alone on the last line (only its hash is kept)."""
-    from ciserver.store.db import session_scope
-    from ciserver.store.tokens import create_token
-
-    with session_scope(get_settings().db_url) as session:
-        token, secret = create_token(session, Role[role.value], name)
-        typer.echo(f"token {token.id} ({token.role}) created; it is shown only now:")
-    typer.echo(secret)
 
 
 @app.command()

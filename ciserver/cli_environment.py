@@ -6,7 +6,6 @@ give it. Each change is written to the audit log as `cli:<os user>`, as an API w
 
 from __future__ import annotations
 
-import getpass
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -26,11 +25,6 @@ class PromoteRole(StrEnum):
     developer = "developer"
     ops = "ops"
     admin = "admin"
-
-
-def cli_actor() -> str:
-    """Who a CLI write is recorded as in the audit log."""
-    return f"cli:{getpass.getuser()}"
 
 
 def _fail(message: str) -> typer.Exit:
@@ -92,7 +86,7 @@ def protect(
         rules["require_promote"] = require_promote
     if promote_role is not None:
         rules["promote_role"] = promote_role.value
-    actor = cli_actor()
+    actor = audit.cli_actor()
     with session_scope(get_settings().db_url) as session:
         found = get_project(session, project)
         if found is None:

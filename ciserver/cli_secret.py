@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from ciserver.cli_environment import cli_actor
 from ciserver.config import get_settings
 
 secret_app = typer.Typer(
@@ -63,23 +62,24 @@ def _read_value() -> str:
 def secret_set(project: ProjectArg, key: KeyArg, environment: ScopeOption = None) -> None:
     """Set secret KEY of a project to the value on stdin; jobs that list KEY under `secrets` receive it
     (with --environment: only that environment's deployments and jobs, over the project's value)."""
-    from ciserver.crypto import SecretKeyError, load_fernet
+    from ciserver.crypto import SecretKeyError
     from ciserver.store import audit
     from ciserver.store.db import session_scope
+    from ciserver.store.key_check import open_server_key
     from ciserver.store.projects import get_project
     from ciserver.store.secrets import SecretError, set_secret
 
     value = _read_value()
     settings = get_settings()
     try:
-        fernet = load_fernet(settings)
+        fernet = open_server_key(settings)
         with session_scope(settings.db_url) as session:
             found = get_project(session, project)
             if found is None:
                 raise _fail(f"project {project!r} does not exist (see `ciserver project list`)")
             created = set_secret(session, found, key, value, fernet, environment)
             target = _target(found.name, key, environment)
-            audit.record(session, cli_actor(), "secret.set", target, {"created": created})
+            audit.record(session, audit.cli_actor(), "secret.set", target, {"created": created})
             typer.echo(
                 f"secret {_named(key, environment)} of {found.name} {'created' if created else 'updated'}"
             )
@@ -122,7 +122,7 @@ def secret_rm(project: ProjectArg, key: KeyArg, environment: ScopeOption = None)
                 raise _fail(f"project {project!r} does not exist (see `ciserver project list`)")
             if not delete_secret(session, found, key, environment):
                 raise _fail(f"secret {_named(key, environment)!r} is not set for {found.name}")
-            audit.record(session, cli_actor(), "secret.delete", _target(found.name, key, environment))
+            audit.record(session, audit.cli_actor(), "secret.delete", _target(found.name, key, environment))
             typer.echo(f"secret {_named(key, environment)} of {found.name} removed")
     except SecretError as exc:
         raise _fail(str(exc)) from None

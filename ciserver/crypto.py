@@ -7,6 +7,7 @@ key even when several start at once: the file appears complete, in one step, or 
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 from functools import lru_cache
@@ -32,6 +33,20 @@ def load_fernet(settings: Settings) -> Fernet:
 
 def new_key() -> str:
     return Fernet.generate_key().decode()
+
+
+# A Fernet token: version 0x80, an 8-byte time, a 16-byte IV, whole AES blocks, a 32-byte HMAC.
+_VERSION, _FIXED, _BLOCK = 0x80, 1 + 8 + 16 + 32, 16
+
+
+def is_fernet_token(value: str) -> bool:
+    """Whether `value` has the shape of a Fernet token (of any key): how a stored secret is told
+    from the clear text an earlier release kept, without a key that can read it."""
+    try:
+        raw = base64.b64decode(value.encode("ascii"), altchars=b"-_", validate=True)
+    except (ValueError, UnicodeEncodeError):
+        return False
+    return len(raw) >= _FIXED + _BLOCK and raw[0] == _VERSION and (len(raw) - _FIXED) % _BLOCK == 0
 
 
 @lru_cache(maxsize=8)

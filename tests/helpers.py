@@ -33,6 +33,7 @@ from ciserver.store.tokens import create_token
 BUSYBOX = "ciserver-test/busybox:latest"
 FINAL = ("success", "failed", "error", "canceled", "skipped")
 ZERO_SHA = "0" * 40
+WEBHOOK_SECRET = "s3cret-s3cret-s3cret"  # registration asks for at least 16 characters
 
 
 def free_port() -> int:
@@ -275,21 +276,23 @@ class CiServer:
                 os.killpg(proc.pid, signal.SIGKILL)  # RQ's scheduler, if it outlived its worker
         self.http.close()
 
-    def add_project(self, name: str, repo: Path, forge: str = "github", secret: str = "s3cret") -> None:
+    def add_project(self, name: str, repo: Path, forge: str = "github", secret: str = WEBHOOK_SECRET) -> None:
         self.cli("project", "add", name, "--repo", str(repo), "--forge", forge, "--secret", secret)
 
     def token_for(self, role: str) -> str:
         return self.cli("token", "create", "--role", role).stdout.strip().splitlines()[-1]
 
     def push_github(
-        self, name: str, sha: str, *, secret: str = "s3cret", delivery: str | None = None, **fields: Any
+        self, name: str, sha: str, *, secret: str = WEBHOOK_SECRET, delivery: str | None = None, **fields: Any
     ) -> httpx.Response:
         body = github_push_body(name, sha, **fields)
         return self.http.post(
             "/webhooks/github", content=body, headers=github_headers(body, secret, delivery=delivery)
         )
 
-    def push_gitlab(self, path: str, sha: str, *, token: str = "s3cret", **fields: Any) -> httpx.Response:
+    def push_gitlab(
+        self, path: str, sha: str, *, token: str = WEBHOOK_SECRET, **fields: Any
+    ) -> httpx.Response:
         body = gitlab_push_body(path, sha, **fields)
         return self.http.post("/webhooks/gitlab", content=body, headers=gitlab_headers(token))
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from ciserver.config import Settings
 from ciserver.store.db import session_scope
 from ciserver.store.models import AuditEntry, Role, Token, utcnow
 from ciserver.store.tokens import hash_token
+from tests.helpers import WEBHOOK_SECRET as SECRET
 from tests.helpers import bearer
 
 
@@ -84,7 +86,7 @@ def test_a_revoked_token_stops_working_and_tokens_are_stored_as_hashes(
 
 def test_registering_a_project_checks_the_url_and_is_audited(client: TestClient, settings: Settings) -> None:
     admin = bearer(settings, Role.admin)
-    bad = {"name": "octo/app", "repo": "ext::sh -c touch% /tmp/pwned", "forge": "github", "secret": "s"}
+    bad = {"name": "octo/app", "repo": "ext::sh -c touch% /tmp/pwned", "forge": "github", "secret": SECRET}
     response = client.post("/api/v1/projects", json=bad, headers=admin)
     assert response.status_code == 422 and response.json()["detail"].startswith("repo:")
     good = {**bad, "repo": "https://user:hunter2@git.example.org/octo/app.git"}
@@ -101,7 +103,7 @@ def test_registering_a_project_checks_the_url_and_is_audited(client: TestClient,
 
 def test_a_project_registers_with_its_auto_cancel_choice(client: TestClient, settings: Settings) -> None:
     admin = bearer(settings, Role.admin)
-    body = {"name": "o/quiet", "repo": "https://x.test/r.git", "forge": "github", "secret": "s"}
+    body = {"name": "o/quiet", "repo": "https://x.test/r.git", "forge": "github", "secret": SECRET}
     created = client.post("/api/v1/projects", json={**body, "auto_cancel": False}, headers=admin)
     assert created.status_code == 201 and created.json()["auto_cancel"] is False
     default = client.post("/api/v1/projects", json={**body, "name": "o/default"}, headers=admin)
@@ -110,6 +112,24 @@ def test_a_project_registers_with_its_auto_cancel_choice(client: TestClient, set
         "/api/v1/projects", json={**body, "name": "o/x", "auto_cancel": "sometimes"}, headers=admin
     )
     assert wrong.status_code == 422 and "auto_cancel" in wrong.text
+
+
+def test_a_webhook_secret_shorter_than_16_characters_is_refused_naming_the_field(
+    client: TestClient, settings: Settings
+) -> None:
+    admin = bearer(settings, Role.admin)
+    body = {
+        "name": "octo/app",
+        "repo": "https://x.test/a.git",
+        "forge": "github",
+        "secret": "fifteen-chars-x",
+    }
+    response = client.post("/api/v1/projects", json=body, headers=admin)
+    assert response.status_code == 422
+    assert response.json() == {"detail": "secret: String should have at least 16 characters"}
+    created = client.post("/api/v1/projects", json={**body, "secret": "sixteen-chars-xx"}, headers=admin)
+    assert created.status_code == 201
+    assert created.json()["webhook_path"] == "/webhooks/github/octo/app"
 
 
 def test_a_bad_request_names_the_field_and_never_echoes_what_was_sent(
@@ -143,3 +163,34 @@ def test_an_expired_token_gets_401(client: TestClient, settings: Settings) -> No
     response = client.get("/api/v1/builds", headers=viewer)
     assert response.status_code == 401
     assert response.json()["detail"] == "Authorization: the token is unknown, revoked or expired"
+
+
+def test_a_token_given_an_expiry_stops_working_after_it(client: TestClient, settings: Settings) -> None:
+    admin = bearer(settings, Role.admin)
+    created = client.post("/api/v1/tokens", json={"role": "viewer", "expires_in": "30d"}, headers=admin)
+    assert created.status_code == 201, created.text
+    expires_at = datetime.fromisoformat(created.json()["expires_at"])
+    assert abs(expires_at - (utcnow() + timedelta(days=30))) < timedelta(minutes=1)
+    listed = {t["id"]: t for t in client.get("/api/v1/tokens", headers=admin).json()}
+    assert listed[created.json()["id"]]["expires_at"] == created.json()["expires_at"]
+
+    brief = client.post("/api/v1/tokens", json={"role": "viewer", "expires_in": 1}, headers=admin).json()
+    viewer = {"Authorization": f"Bearer {brief['token']}"}
+    time.sleep(1.1)
+    assert client.get("/api/v1/builds", headers=viewer).status_code == 401
+    with session_scope(settings.db_url) as session:
+        audited = [e.detail for e in session.query(AuditEntry).filter_by(action="token.create")]
+    assert audited[0]["role"] == "viewer"
+    assert datetime.fromisoformat(audited[0]["expires_at"]) == expires_at
+
+
+@pytest.mark.parametrize("expires_in", ["0s", 0, -5, "soon", "4000d"])
+def test_an_expiry_that_is_not_a_lifetime_is_refused_naming_the_field(
+    client: TestClient, settings: Settings, expires_in: object
+) -> None:
+    admin = bearer(settings, Role.admin)
+    response = client.post("/api/v1/tokens", json={"role": "viewer", "expires_in": expires_in}, headers=admin)
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("expires_in: ")
+    with session_scope(settings.db_url) as session:
+        assert session.query(Token).count() == 1, "only the admin's own token"

@@ -17,6 +17,7 @@ from ciserver.app import create_app
 from ciserver.config import Settings
 from ciserver.outbox import enqueue_lost_builds
 from ciserver.store.db import session_scope
+from ciserver.store.key_check import open_server_key
 from ciserver.store.models import Build, Project
 from ciserver.store.projects import add_project
 from tests.helpers import (
@@ -65,8 +66,10 @@ def builds(settings: Settings) -> list[Build]:
         return list(session.query(Build).order_by(Build.id))
 
 
-def github(client: TestClient, body: bytes, secret: str = "s3cret", **kw: str):  # type: ignore[no-untyped-def]
-    return client.post("/webhooks/github", content=body, headers=github_headers(body, secret, **kw))
+def github(  # type: ignore[no-untyped-def]
+    client: TestClient, body: bytes, secret: str = "s3cret", url: str = "/webhooks/github", **kw: str
+):
+    return client.post(url, content=body, headers=github_headers(body, secret, **kw))
 
 
 def test_a_push_is_recorded_and_enqueued_once(client: TestClient, settings: Settings) -> None:
@@ -136,15 +139,98 @@ def test_a_signature_over_a_different_body_is_refused(client: TestClient, settin
 def test_malformed_payloads_get_422_naming_the_field(
     client: TestClient, settings: Settings, body: bytes, names: str
 ) -> None:
-    response = github(client, body)
+    # The project's own URL: a body that names no repository is verified with its secret, then parsed.
+    response = github(client, body, url="/webhooks/github/octo/hello")
     assert response.status_code == 422, response.text
     assert names in response.json()["message"]
     assert builds(settings) == []
 
 
-def test_an_unregistered_repository_gets_404(client: TestClient) -> None:
-    response = github(client, github_push_body("octo/unknown", SHA))
-    assert response.status_code == 404 and "octo/unknown" in response.json()["message"]
+@pytest.mark.parametrize("project_url", [False, True])
+@pytest.mark.parametrize("signature", ["missing", "wrong"])
+def test_an_unregistered_repository_gets_the_same_answer_as_a_bad_signature(
+    client: TestClient, settings: Settings, project_url: bool, signature: str
+) -> None:
+    """Otherwise anyone could list the registered repositories by asking for each name."""
+
+    def answer(name: str, secret: str) -> tuple[int, object]:
+        body = github_push_body(name, SHA)
+        headers = github_headers(body, secret)
+        if signature == "missing":
+            del headers["X-Hub-Signature-256"]
+        url = f"/webhooks/github/{name}" if project_url else "/webhooks/github"
+        response = client.post(url, content=body, headers=headers)
+        return response.status_code, response.json()
+
+    bad_signature = answer("octo/hello", "wrong")
+    assert bad_signature[0] == 401
+    assert answer("octo/unknown", "s3cret") == bad_signature
+    assert answer("group/sub/app", "tok") == bad_signature, "a project of another forge is unknown here"
+    assert builds(settings) == []
+
+
+@pytest.mark.parametrize("project_url", [False, True])
+def test_an_unregistered_gitlab_project_gets_the_same_answer_as_a_wrong_token(
+    client: TestClient, project_url: bool
+) -> None:
+    def answer(path: str, token: str) -> tuple[int, object]:
+        url = f"/webhooks/gitlab/{path}" if project_url else "/webhooks/gitlab"
+        response = client.post(url, content=gitlab_push_body(path, SHA), headers=gitlab_headers(token))
+        return response.status_code, response.json()
+
+    wrong_token = answer("group/sub/app", "wrong")
+    assert wrong_token[0] == 401
+    assert answer("group/sub/nope", "tok") == wrong_token
+
+
+def test_a_push_on_the_projects_own_url_is_recorded(client: TestClient, settings: Settings) -> None:
+    body = github_push_body("octo/hello", SHA)
+    response = github(client, body, url="/webhooks/github/Octo/Hello")
+    assert response.status_code == 202, response.text
+    body = gitlab_push_body("group/sub/app", SHA)
+    response = client.post("/webhooks/gitlab/group/sub/app", content=body, headers=gitlab_headers("tok"))
+    assert response.status_code == 202, response.text
+    assert [b.project.name for b in builds(settings)] == ["octo/hello", "group/sub/app"]
+
+
+def test_a_body_for_another_repository_on_a_projects_url_is_refused(
+    client: TestClient, settings: Settings
+) -> None:
+    """octo/other shares octo/hello's secret, so only the URL says which project was meant."""
+    with session_scope(settings.db_url) as session:
+        add_project(session, name="octo/other", forge="github", repo_url="https://x.test/o.git",
+                    secret="s3cret", fernet=fernet_of(session))  # fmt: skip
+    response = github(client, github_push_body("octo/other", SHA), url="/webhooks/github/octo/hello")
+    assert response.status_code == 422
+    assert response.json()["message"] == (
+        "repository.full_name: the payload is for 'octo/other', not for 'octo/hello'; nothing is built"
+    )
+    body = gitlab_push_body("group/sub/other", SHA)
+    response = client.post("/webhooks/gitlab/group/sub/app", content=body, headers=gitlab_headers("tok"))
+    assert response.status_code == 422 and "'group/sub/other'" in response.json()["message"]
+    assert builds(settings) == []
+
+
+def test_a_shared_url_body_naming_two_repositories_builds_only_the_one_that_signed_it(
+    client: TestClient, settings: Settings
+) -> None:
+    """JSON keeps the last of two equal keys: a body must not be verified as one project and built
+    as another."""
+    with session_scope(settings.db_url) as session:
+        add_project(session, name="octo/victim", forge="github", repo_url="https://x.test/v.git",
+                    secret="victim-secret-long", fernet=fernet_of(session))  # fmt: skip
+    real = github_push_body("octo/hello", SHA)
+    smuggled = real[:-1] + b', "repository": {"full_name": "octo/victim"}}'
+    response = github(client, smuggled)
+    assert response.status_code == 422 and "'octo/victim'" in response.json()["message"]
+    assert builds(settings) == []
+
+
+def test_an_organisation_ping_on_the_shared_url_answers_200(client: TestClient) -> None:
+    body = json.dumps({"zen": "Approachable is better.", "hook": {"type": "Organization"},
+                       "organization": {"login": "octo"}}).encode()  # fmt: skip
+    response = github(client, body, event="ping")
+    assert response.status_code == 200 and "pong" in response.json()["message"]
 
 
 def test_a_body_over_the_limit_gets_413(client: TestClient, settings: Settings) -> None:
@@ -254,17 +340,15 @@ def test_a_signed_body_replayed_under_a_new_delivery_id_builds_nothing_new(
 def test_deeply_nested_json_is_a_422_not_a_crash(
     client: TestClient, settings: Settings, nesting: bytes
 ) -> None:
-    response = github(client, nesting)
+    response = github(client, nesting, url="/webhooks/github/octo/hello")
     assert response.status_code == 422 and response.json()["message"] == "body: not valid JSON"
     assert builds(settings) == []
 
 
-def test_webhook_secrets_are_kept_encrypted_and_clear_ones_from_before_are_sealed_at_start(
+def test_webhook_secrets_are_kept_encrypted_and_clear_ones_from_before_are_sealed_when_a_server_starts(
     tmp_path: Path, redis_url: str
 ) -> None:
     settings = Settings(data_dir=tmp_path, redis_url=redis_url)
-    with TestClient(create_app(settings, outbox=False)):
-        pass  # the tables
     with session_scope(settings.db_url) as session:  # a row as an earlier release wrote it
         session.add(
             Project(name="octo/old", forge="github", repo_url="https://x.test/o.git", secret="clear-one")
@@ -273,6 +357,7 @@ def test_webhook_secrets_are_kept_encrypted_and_clear_ones_from_before_are_seale
             session, name="octo/new", forge="github", repo_url="https://x.test/n.git", secret="new-one",
             fernet=fernet_of(session),
         )  # fmt: skip
+    open_server_key(settings)  # what `serve`, `worker` and `up` do first
     with TestClient(create_app(settings, outbox=False)) as client:
         with session_scope(settings.db_url) as session:
             stored = {name: secret for name, secret in session.execute(select(Project.name, Project.secret))}

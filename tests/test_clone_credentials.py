@@ -19,6 +19,7 @@ from ciserver.clone_urls import CloneURLError, Remote
 from ciserver.config import Settings, get_settings
 from ciserver.store.clone_credentials import clone_remote
 from ciserver.store.db import session_scope
+from ciserver.store.key_check import open_server_key
 from ciserver.store.models import Project, Role
 from tests.git_https import GitHttpsServer
 from tests.helpers import CiServer, bearer, make_repo
@@ -76,7 +77,9 @@ def test_registered_credentials_are_stored_encrypted_and_answers_show_stars(tmp_
     assert (remote.username, remote.password) == ("ci-bot", password)
 
 
-def test_urls_an_earlier_release_stored_with_credentials_are_converted_at_start(tmp_path: Path) -> None:
+def test_urls_an_earlier_release_stored_with_credentials_are_converted_before_the_server_starts(
+    tmp_path: Path,
+) -> None:
     settings = Settings(data_dir=tmp_path / "data")
     with TestClient(create_app(settings, outbox=False)):
         pass  # the tables
@@ -85,8 +88,7 @@ def test_urls_an_earlier_release_stored_with_credentials_are_converted_at_start(
             Project(name="octo/old", forge="github", repo_url="https://bot:tok3n-x@h.test/o.git", secret="s")
         )
         session.add(Project(name="octo/plain", forge="github", repo_url="https://h.test/p.git", secret="s"))
-    with TestClient(create_app(settings, outbox=False)):
-        pass
+    open_server_key(settings)  # what `serve`, `worker` and `up` do before they start
     assert b"tok3n-x" not in raw_files(settings.data_dir)
     with session_scope(settings.db_url) as session:
         rows = {p.name: (p.repo_url, p.repo_credentials) for p in session.scalars(select(Project))}

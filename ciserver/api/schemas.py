@@ -19,6 +19,7 @@ from ciserver.store.models import (
     Release,
     Token,
 )
+from ciserver.store.projects import MIN_WEBHOOK_SECRET, webhook_path
 
 
 class ProjectIn(BaseModel):
@@ -27,7 +28,10 @@ class ProjectIn(BaseModel):
     name: str = Field(description="The forge's repository path, OWNER/NAME (GitLab: GROUP/SUBGROUP/NAME).")
     repo: str = Field(description="Where workers clone from: an https or ssh URL.")
     forge: str = Field(description="github or gitlab")
-    secret: str = Field(min_length=1, description="The webhook secret (GitHub) or secret token (GitLab).")
+    secret: str = Field(
+        min_length=MIN_WEBHOOK_SECRET,
+        description="The webhook secret (GitHub) or secret token (GitLab), at least 16 characters.",
+    )
     auto_cancel: bool | None = Field(
         None,
         description="Cancel a branch's older unfinished builds on a new push; "
@@ -49,7 +53,7 @@ class ProjectOut(BaseModel):
             name=project.name,
             forge=project.forge,
             repo=shown_repo_url(project),
-            webhook_path=f"/webhooks/{project.forge}",
+            webhook_path=webhook_path(project),
             auto_cancel=project.auto_cancel,
             created_at=project.created_at,
         )
@@ -146,12 +150,18 @@ class TokenIn(BaseModel):
 
     role: Literal["viewer", "developer", "ops", "admin"]
     name: str = Field("", max_length=255)
+    expires_in: int | str | None = Field(
+        None,
+        description="How long the token works: 30d, 12h, 90m or seconds, at most 3650d; "
+        "unset: until revoked.",
+    )
 
 
 class TokenCreated(BaseModel):
     id: int
     role: str
     token: str = Field(description="Shown once; only its hash is kept.")
+    expires_at: datetime | None
 
 
 class TokenOut(BaseModel):
@@ -159,6 +169,7 @@ class TokenOut(BaseModel):
     name: str
     role: str
     created_at: datetime
+    expires_at: datetime | None
     revoked_at: datetime | None
 
     @classmethod

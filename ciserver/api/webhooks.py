@@ -1,18 +1,26 @@
-"""POST /webhooks/{forge}: a push becomes a recorded build in one transaction and one enqueue.
+"""POST /webhooks/{forge}/{OWNER/NAME} (and the shared /webhooks/{forge}): a push becomes a recorded
+build in one transaction and one enqueue.
 
 The forge waits 10 s and never (GitHub) or rarely (GitLab) retries, so this path does the least
 it can: read the body within the size cap, find the project, check the signature, record the
 build and its delivery id together, enqueue. A Redis outage still answers 202, because the
 build is recorded and the outbox enqueues it later; a database outage answers 503 so the forge
 shows a failed delivery someone can redeliver. Never a 500.
+
+Nothing in a body is trusted, or parsed, before its signature is checked: the event loop only reads
+the bytes, and a thread checks them with the secret of the project the URL names (on the shared URL,
+of the few repositories a bounded scan of the raw bytes finds; see `forges.scan`). Only then is the
+JSON parsed, and it must name that same project. A repository that is not registered gets a bad
+signature's answer, word for word, so the answers tell nobody which repositories are registered.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from fastapi import APIRouter, Request, status
@@ -27,21 +35,32 @@ from ciserver.api.schemas import WebhookAnswer
 from ciserver.config import Settings
 from ciserver.crypto import SecretKeyError, load_fernet
 from ciserver.forges import FORGES, Forge
-from ciserver.forges.base import Ignored, MalformedPayload, Ping, PushEvent, WebhookError
+from ciserver.forges.base import BadSignature, Ignored, MalformedPayload, Ping, PushEvent, WebhookError
 from ciserver.store.builds import PushRecord, record_push
 from ciserver.store.db import session_scope
-from ciserver.store.projects import get_project, webhook_secret
+from ciserver.store.models import Project
+from ciserver.store.projects import projects_named, webhook_secret
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
 
 SKIP_MARKERS = ("[skip ci]", "[ci skip]")
 JSON_TYPES = ("application/json", "")
+# What a repository that is not registered is checked against: nobody can sign with it.
+_UNGUESSABLE = secrets.token_urlsafe(32)
 
 
 class BodyTooLarge(WebhookError):
     def __init__(self, limit: int) -> None:
         super().__init__(status.HTTP_413_CONTENT_TOO_LARGE, f"body: larger than {limit} bytes")
+
+
+@dataclass(frozen=True)
+class _Signer:
+    """The project whose secret verified a body."""
+
+    id: int
+    name: str
 
 
 def _answer(
@@ -51,23 +70,66 @@ def _answer(
     return JSONResponse(body.model_dump(exclude_none=True), status_code=code)
 
 
+_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "ping, ignored event, skipped push or redelivery"},
+    401: {"description": "bad or missing signature or token, or a repository not registered"},
+}
+
+
+@router.post(
+    "/webhooks/{forge_name}/{project_name:repo_path}",
+    response_model=WebhookAnswer,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=_ANSWERS,
+    summary="Receive a forge's webhook for one project (GitHub: X-Hub-Signature-256; GitLab: X-Gitlab-Token)",
+)
+async def receive_project_webhook(
+    forge_name: str, project_name: str, request: Request, settings: SettingsDep, db: DatabaseDep
+) -> JSONResponse:
+    return await _receive(forge_name, project_name, request, settings, db.url)
+
+
 @router.post(
     "/webhooks/{forge_name}",
     response_model=WebhookAnswer,
     status_code=status.HTTP_202_ACCEPTED,
-    responses={200: {"description": "ping, ignored event, skipped push or redelivery"}},
-    summary="Receive a forge's webhook (GitHub: X-Hub-Signature-256; GitLab: X-Gitlab-Token)",
+    responses=_ANSWERS,
+    summary="Receive a forge's webhook for the repository it names (the shared URL of earlier releases)",
 )
 async def receive_webhook(
     forge_name: str, request: Request, settings: SettingsDep, db: DatabaseDep
+) -> JSONResponse:
+    return await _receive(forge_name, None, request, settings, db.url)
+
+
+async def _receive(
+    forge_name: str, project_name: str | None, request: Request, settings: Settings, db_url: str
 ) -> JSONResponse:
     forge = FORGES.get(forge_name)
     if forge is None:
         return _answer(status.HTTP_404_NOT_FOUND, f"forge: {forge_name!r} is not one of {', '.join(FORGES)}")
     try:
+        _check_content_type(request.headers.get("content-type", ""))
         body = await _read_body(request, settings.max_body_bytes)
-        payload = _json(request.headers.get("content-type", ""), body)
-        return await run_in_threadpool(_handle, forge, request.headers, body, payload, settings, db.url)
+    except WebhookError as exc:
+        return _answer(exc.status_code, exc.message)
+    return await run_in_threadpool(
+        _answer_delivery, forge, project_name, request.headers, body, settings, db_url
+    )
+
+
+def _answer_delivery(
+    forge: Forge,
+    project_name: str | None,
+    headers: Mapping[str, str],
+    body: bytes,
+    settings: Settings,
+    db_url: str,
+) -> JSONResponse:
+    """Every outcome as an answer, made here in the thread: an exception carried back to the event
+    loop would keep the body alive in a reference cycle until the garbage collector next ran."""
+    try:
+        return _handle(forge, project_name, headers, body, settings, db_url)
     except WebhookError as exc:
         return _answer(exc.status_code, exc.message)
     except SecretKeyError as exc:
@@ -82,20 +144,7 @@ async def receive_webhook(
         )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _json(content_type: str, body: bytes) -> Any:
+def _check_content_type(content_type: str) -> None:
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type not in JSON_TYPES:
         raise WebhookError(
@@ -103,37 +152,53 @@ def _json(content_type: str, body: bytes) -> Any:
             f"Content-Type: {media_type!r} is not accepted; set the webhook's content type to "
             "application/json",
         )
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        raise MalformedPayload("body: not valid JSON") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, held once, in a buffer that grows as bytes arrive: before it is verified, a request
+    costs what its bytes take (chunks and their join would take twice that, and a buffer made at
+    the declared size would cost it before a byte was sent)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        if len(body) + len(chunk) > limit:
+            raise BodyTooLarge(limit)
+        body += chunk
+    return body
 
 
 def _handle(
-    forge: Forge, headers: Mapping[str, str], body: bytes, payload: Any, settings: Settings, db_url: str
+    forge: Forge,
+    project_name: str | None,
+    headers: Mapping[str, str],
+    body: bytes,
+    settings: Settings,
+    db_url: str,
 ) -> JSONResponse:
-    repository = forge.repository_path(payload)
-    if repository is None:
-        # Nothing to verify against: only an event that does nothing (an organisation's ping) passes.
-        event = forge.parse(headers, payload)
-        if isinstance(event, PushEvent):
-            raise MalformedPayload("repository: missing")
-        return _answer(status.HTTP_200_OK, "pong" if isinstance(event, Ping) else event.reason)
+    names = [project_name] if project_name else forge.repository_candidates(body)
+    if not names and forge.is_ping(headers):
+        # An organisation's ping: nothing to verify it with, and nothing it could make us do.
+        return _answer(status.HTTP_200_OK, "pong: this hook names no repository; only its pushes build")
+    signer = _verified_signer(forge, names, headers, body, settings, db_url)
+    payload = _json(body)
+    named = forge.repository_path(payload)
+    if named is not None and named.lower() != signer.name.lower():
+        raise MalformedPayload(
+            f"{forge.repository_field}: the payload is for {named!r}, not for {signer.name!r}; "
+            "nothing is built"
+        )
+    event = forge.parse(headers, payload)
+    if isinstance(event, Ping):
+        return _answer(status.HTTP_200_OK, f"pong: {signer.name} is registered")
+    if isinstance(event, Ignored):
+        return _answer(status.HTTP_200_OK, event.reason)
+    reason = _not_built(event)
+    if reason:
+        return _answer(status.HTTP_200_OK, reason)
     with session_scope(db_url) as session:
-        project = get_project(session, repository)
-        if project is None or project.forge != forge.name:
-            return _answer(
-                status.HTTP_404_NOT_FOUND, f"repository: no {forge.name} project {repository!r} is registered"
-            )
-        forge.verify(headers, body, webhook_secret(project, load_fernet(settings)))
-        event = forge.parse(headers, payload)
-        if isinstance(event, Ping):
-            return _answer(status.HTTP_200_OK, f"pong: {project.name} is registered")
-        if isinstance(event, Ignored):
-            return _answer(status.HTTP_200_OK, event.reason)
-        reason = _not_built(event)
-        if reason:
-            return _answer(status.HTTP_200_OK, reason)
+        project = session.get_one(Project, signer.id)
         build, created = record_push(
             session, project, _record(event), forge=forge.name, delivery_id=forge.delivery_id(headers)
         )
@@ -146,6 +211,43 @@ def _handle(
         # Recorded is enough: the outbox enqueues queued builds the queue does not know.
         log.warning("build %s recorded but not enqueued (%s); the outbox will enqueue it", build_id, exc)
     return _answer(status.HTTP_202_ACCEPTED, "build queued", build_id=build_id)
+
+
+def _verified_signer(
+    forge: Forge, names: list[str], headers: Mapping[str, str], body: bytes, settings: Settings, db_url: str
+) -> _Signer:
+    """The project among `names`, registered for this forge, whose secret signed `body`.
+
+    The secrets are read in a short transaction, and the body is hashed outside it: a flood of
+    unsigned bodies holds no database lock. With no registered project among `names`, the body is
+    checked against a secret nobody has, so the refusal is the one a wrong signature gets.
+    """
+    fernet = load_fernet(settings)
+    with session_scope(db_url) as session:
+        keys: list[tuple[_Signer | None, str]] = [
+            (_Signer(p.id, p.name), webhook_secret(p, fernet))
+            for p in projects_named(session, names)
+            if p.forge == forge.name
+        ]
+    refusal = ""  # the first: every refusal of one request says the same, whatever the secret
+    for signer, secret in keys or [(None, _UNGUESSABLE)]:
+        try:
+            forge.verify(headers, body, secret)
+        except BadSignature as exc:
+            # Only its message is kept: an exception kept here would hold this frame, and the body
+            # with it, in a reference cycle until the garbage collector next ran.
+            refusal = refusal or exc.message
+            continue
+        if signer is not None:
+            return signer
+    raise BadSignature(refusal)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise MalformedPayload("body: not valid JSON") from None
 
 
 def _not_built(event: PushEvent) -> str | None:

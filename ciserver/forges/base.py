@@ -87,6 +87,7 @@ class Forge(Protocol):
     """One forge's webhook: who sent it, whether to trust it, and what it means."""
 
     name: str
+    repository_field: str  # where the payload names its repository, as messages name it
 
     def delivery_id(self, headers: Mapping[str, str]) -> str | None:
         """The forge's id for this delivery, the same on a redelivery; None if absent."""
@@ -97,6 +98,14 @@ class Forge(Protocol):
 
         Raises MalformedPayload when the payload is not an object or the field has the wrong type.
         """
+        ...
+
+    def repository_candidates(self, body: bytes) -> list[str]:
+        """The few repositories an unparsed body may be for (see `scan`), in the order they appear."""
+        ...
+
+    def is_ping(self, headers: Mapping[str, str]) -> bool:
+        """Whether the headers alone say this is the forge checking that the hook answers."""
         ...
 
     def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> None:

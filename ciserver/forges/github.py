@@ -26,6 +26,7 @@ from ciserver.forges.base import (
     make_push,
 )
 from ciserver.forges.refs import branch_and_tag, check_ref, check_sha, is_zero_sha
+from ciserver.forges.scan import string_values
 
 EVENT_HEADER = "X-GitHub-Event"
 DELIVERY_HEADER = "X-GitHub-Delivery"
@@ -42,6 +43,7 @@ class GitHubForge:
     """GitHub (and GitHub Enterprise Server) repository webhooks."""
 
     name = "github"
+    repository_field = "repository.full_name"
 
     def delivery_id(self, headers: Mapping[str, str]) -> str | None:
         """X-GitHub-Delivery: a manual redelivery repeats it."""
@@ -51,6 +53,14 @@ class GitHubForge:
         """repository.full_name ("owner/name"); None for an organisation or app hook's ping."""
         repository = Fields(payload).optional_child("repository")
         return None if repository is None else repository.text("full_name", allow_empty=False)
+
+    def repository_candidates(self, body: bytes) -> list[str]:
+        """The values of "full_name" keys in the raw body."""
+        return string_values(body, "full_name")
+
+    def is_ping(self, headers: Mapping[str, str]) -> bool:
+        """X-GitHub-Event: ping (an organisation's ping names no repository)."""
+        return header(headers, EVENT_HEADER) == "ping"
 
     def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> None:
         """Check "sha256=" + hex HMAC-SHA256(secret, raw body) in constant time."""

@@ -23,6 +23,7 @@ from ciserver.forges.base import (
     make_push,
 )
 from ciserver.forges.refs import branch_and_tag, check_ref, check_sha, is_zero_sha
+from ciserver.forges.scan import string_values
 
 EVENT_HEADER = "X-Gitlab-Event"
 TOKEN_HEADER = "X-Gitlab-Token"
@@ -40,6 +41,7 @@ class GitLabForge:
     """GitLab (gitlab.com or self-managed) project, group and system webhooks."""
 
     name = "gitlab"
+    repository_field = "project.path_with_namespace"
 
     def delivery_id(self, headers: Mapping[str, str]) -> str | None:
         """Idempotency-Key, else X-Gitlab-Event-UUID."""
@@ -49,6 +51,14 @@ class GitLabForge:
         """project.path_with_namespace: "group/project", with any subgroups ("a/b/c")."""
         project = Fields(payload).optional_child("project")
         return None if project is None else project.text("path_with_namespace", allow_empty=False)
+
+    def repository_candidates(self, body: bytes) -> list[str]:
+        """The values of "path_with_namespace" keys in the raw body."""
+        return string_values(body, "path_with_namespace")
+
+    def is_ping(self, headers: Mapping[str, str]) -> bool:
+        """GitLab has no ping: its "Test" button sends a real push event."""
+        return False
 
     def verify(self, headers: Mapping[str, str], body: bytes, secret: str) -> None:
         """Check that X-Gitlab-Token is the secret itself (GitLab sends no HMAC), in constant time."""

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from ciserver.clone_urls import CloneURLError, Remote, redact, starred
 from ciserver.config import Settings
 from ciserver.crypto import SecretKeyError, load_fernet
-from ciserver.store.db import engine_for, session_scope
+from ciserver.store.db import engine_for
 from ciserver.store.models import Project
 
 log = logging.getLogger(__name__)
@@ -66,20 +66,7 @@ def seal_clone_urls(session: Session, fernet: Fernet) -> list[str]:
     return sealed
 
 
-def seal_clone_urls_at_start(settings: Settings) -> None:
-    """What the API runs once at start (a broken key is reported by the webhooks and workers)."""
-    try:
-        fernet = load_fernet(settings)
-    except SecretKeyError:
-        return
-    with session_scope(settings.db_url) as session:
-        sealed = seal_clone_urls(session, fernet)
-    if sealed:
-        log.warning("encrypted the clone URL credentials of %s, kept in clear until now", ", ".join(sealed))
-        _drop_old_pages(settings.db_url)
-
-
-def _drop_old_pages(db_url: str) -> None:
+def drop_old_pages(db_url: str) -> None:
     """SQLite keeps a replaced value in free pages and in its write-ahead log until they are reused:
     rebuild the file and empty the log, so the clear credentials are gone from the disk too."""
     if not db_url.startswith("sqlite"):

@@ -349,8 +349,18 @@ class Token(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class KeyCheck(Base):
+    """A known text encrypted with the server's key at first use: tells which key the data is under."""
+
+    __tablename__ = "key_check"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class AuditEntry(Base):
-    """Who changed what, and when: every API write leaves one."""
+    """Who changed what, and when: every write, through the API or the CLI, leaves one."""
 
     __tablename__ = "audit_log"
 

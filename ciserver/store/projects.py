@@ -8,11 +8,13 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ciserver.crypto import SecretKeyError
+from ciserver.crypto import SecretKeyError, is_fernet_token
 from ciserver.store.clone_credentials import seal_clone_url
 from ciserver.store.models import Project
 
 FORGE_NAMES = ("github", "gitlab")
+# A secret someone can guess lets them sign pushes; GitHub's own examples use 32 random bytes.
+MIN_WEBHOOK_SECRET = 16
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)+$")
 
 
@@ -25,6 +27,21 @@ def check_project_name(name: str) -> str:
     if len(name) > 255 or not _NAME.match(name) or name.endswith(".git"):
         raise ProjectError(f"name: {name!r} is not a repository path like OWNER/NAME")
     return name
+
+
+def check_webhook_secret(secret: str) -> str:
+    """A secret long enough to register (projects registered before the rule keep theirs)."""
+    if len(secret) < MIN_WEBHOOK_SECRET:
+        raise ProjectError(
+            f"secret: must be at least {MIN_WEBHOOK_SECRET} characters (it signs the forge's webhooks; "
+            "make one with `openssl rand -hex 32`)"
+        )
+    return secret
+
+
+def webhook_path(project: Project) -> str:
+    """Where the project's forge sends its webhooks: only its own secret is tried there."""
+    return f"/webhooks/{project.forge}/{project.name}"
 
 
 def add_project(
@@ -65,12 +82,14 @@ def webhook_secret(project: Project, fernet: Fernet) -> str:
 
 
 def seal_clear_webhook_secrets(session: Session, fernet: Fernet) -> list[str]:
-    """Encrypt the webhook secrets earlier releases kept in clear; returns those projects' names."""
+    """Encrypt the webhook secrets earlier releases kept in clear; returns those projects' names.
+
+    A stored value is clear text when it does not have a Fernet token's shape. One with that shape is
+    never taken for clear text, even when this key cannot read it: sealing it again would lose it.
+    """
     sealed = []
     for project in session.scalars(select(Project)):
-        try:
-            fernet.decrypt(project.secret.encode())
-        except InvalidToken:
+        if not is_fernet_token(project.secret):
             project.secret = fernet.encrypt(project.secret.encode()).decode()
             sealed.append(project.name)
     return sealed
@@ -79,6 +98,14 @@ def seal_clear_webhook_secrets(session: Session, fernet: Fernet) -> list[str]:
 def get_project(session: Session, name: str) -> Project | None:
     """By repository path, ignoring case as GitHub and GitLab do (`Octo/Hello` is `octo/hello`)."""
     return session.scalar(select(Project).where(func.lower(Project.name) == name.lower()))
+
+
+def projects_named(session: Session, names: list[str]) -> list[Project]:
+    """The projects among `names` (ignoring case), in one query (none for no names)."""
+    if not names:
+        return []
+    wanted = [name.lower() for name in names]
+    return list(session.scalars(select(Project).where(func.lower(Project.name).in_(wanted))))
 
 
 def list_projects(session: Session) -> list[Project]:
