@@ -15,8 +15,9 @@ from redis.exceptions import RedisError
 
 from ciserver import queue
 from ciserver.crypto import load_fernet
+from ciserver.deploy.names import deploy_name, legacy_route_name
 from ciserver.deploy.rollout import Outcome, Place, Rollout
-from ciserver.deploy.router import Backend, NginxRouter, route_name
+from ciserver.deploy.router import Backend, NginxRouter
 from ciserver.deploy.traffic_log import AccessLog
 from ciserver.store import deployments as store
 from ciserver.store.db import session_scope
@@ -25,7 +26,7 @@ from ciserver.store.secrets import SecretError, secret_values
 from workers.context import WorkerContext, current
 from workers.deploy_script import run_script_deploy
 from workers.executors.base import ExecutorError
-from workers.executors.docker_service import DEPLOY_LABEL, DockerServiceTarget, ServiceRelease
+from workers.executors.docker_service import DockerServiceTarget, ServiceRelease
 from workers.jobspec import limits_for
 
 log = logging.getLogger(__name__)
@@ -73,21 +74,23 @@ def _roll_out(ctx: WorkerContext, claimed: store.Claimed) -> Outcome:
     release = ServiceRelease(
         project=claimed.project,
         environment=claimed.environment,
+        owner=str(ctx.settings.data_dir),
         image=claimed.image,
         port=service.port,
         health=service.health,
         env={**service.env, **variables, **secrets, "CISERVER_ENVIRONMENT": claimed.environment},
         command=service.command,
-        labels={DEPLOY_LABEL: str(ctx.settings.data_dir), "ciserver.project": claimed.project},
         limits=limits_for({}, ctx.settings),
     )
-    name = route_name(claimed.project, claimed.environment)
-    router = NginxRouter(ctx.settings.router_dir, ctx.settings.router_reload or DEFAULT_RELOAD)
+    name = deploy_name(claimed.project, claimed.environment)
+    router = NginxRouter(
+        ctx.settings.router_dir, ctx.settings.router_reload or DEFAULT_RELOAD, ctx.settings.router_test
+    )
     rollout = Rollout(
         strategy=environment.strategy,
         health_timeout=service.health_timeout,
         target=DockerServiceTarget(release),
-        routing=_Route(router, name, claimed.listen),
+        routing=_Route(router, name, claimed.listen, legacy_route_name(claimed.project, claimed.environment)),
         journal=journal,
         log=AccessLog(router.access_log(name)),
         place=Place(
@@ -102,13 +105,14 @@ def _roll_out(ctx: WorkerContext, claimed: store.Claimed) -> Outcome:
 
 
 class _Route:
-    """The rollout's Routing for one environment: its nginx file and listen address."""
+    """The rollout's Routing for one environment: its nginx file and listen address. The file an
+    earlier release wrote under the environment's ambiguous old name goes with the first change."""
 
-    def __init__(self, router: NginxRouter, name: str, listen: str) -> None:
-        self.router, self.name, self.listen = router, name, listen
+    def __init__(self, router: NginxRouter, name: str, listen: str, legacy_name: str) -> None:
+        self.router, self.name, self.listen, self.legacy_name = router, name, listen, legacy_name
 
     def set_weights(self, backends: list[Backend]) -> None:
-        self.router.set_weights(self.name, self.listen, backends)
+        self.router.set_weights(self.name, self.listen, backends, replaces=[self.legacy_name])
 
 
 class _Journal:
@@ -158,5 +162,6 @@ def retire(project: str, environment: str, color: str) -> None:
     ctx = current()
     with session_scope(ctx.settings.db_url) as session:
         if store.retirable(session, project, environment, color):
-            release = ServiceRelease(project=project, environment=environment, image="", port=0, health="/")
+            owner = str(ctx.settings.data_dir)
+            release = ServiceRelease(project, environment, owner, image="", port=0, health="/")
             DockerServiceTarget(release).remove(color)
