@@ -194,7 +194,7 @@ def test_look_alike_projects_and_environments_share_no_container_file_or_log(ci:
 
 def test_a_container_of_another_project_that_carries_the_name_is_not_removed(ci: Server) -> None:
     # The name the deployment of acme/owned's "prod" would take, held by acme/other's container.
-    name = container_name("acme/owned", "prod", "blue")
+    name = container_name(str(ci.data), "acme/owned", "prod", "blue")
     labels = {"ciserver.deploy": str(ci.data), "ciserver.project": "acme/other",
               "ciserver.environment": "prod", "ciserver.color": "blue"}  # fmt: skip
     flags = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]

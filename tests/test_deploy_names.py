@@ -30,8 +30,17 @@ def test_look_alike_projects_and_environments_get_names_of_their_own() -> None:
     names = [deploy_name(project, environment) for project, environment in LOOK_ALIKES]
     assert len(set(names)) == len(names)
     assert all(name.startswith("acme-shop-prod-eu-") for name in names)  # still readable
-    assert len({container_name(*pair, "blue") for pair in LOOK_ALIKES}) == len(LOOK_ALIKES)
-    assert len({network_name(*pair) for pair in LOOK_ALIKES}) == len(LOOK_ALIKES)
+    assert len({container_name("/srv/ci", *pair, "blue") for pair in LOOK_ALIKES}) == len(LOOK_ALIKES)
+    assert len({network_name("/srv/ci", *pair) for pair in LOOK_ALIKES}) == len(LOOK_ALIKES)
+
+
+def test_two_installations_on_one_engine_do_not_share_container_or_network_names() -> None:
+    assert container_name("/srv/ci", "acme/shop", "prod", "blue") != container_name(
+        "/srv/ci-staging", "acme/shop", "prod", "blue"
+    )
+    assert network_name("/srv/ci", "acme/shop", "prod") != network_name(
+        "/srv/ci-staging", "acme/shop", "prod"
+    )
 
 
 @pytest.mark.parametrize("project", ["acme/" + "x" * 240, "_/_", "a.b/c.d"])
@@ -39,12 +48,12 @@ def test_long_and_odd_project_names_give_names_nginx_and_docker_take(project: st
     name = deploy_name(project, "e" * 63)
     assert len(name) <= 100
     assert upstream_config(name, "127.0.0.1:9001", [Backend("127.0.0.1:8000", 100)])  # nginx takes it
-    assert DOCKER_NAME.fullmatch(container_name(project, "e" * 63, "green"))
+    assert DOCKER_NAME.fullmatch(container_name("/srv/ci", project, "e" * 63, "green"))
 
 
 @given(PROJECT, st.from_regex(ENVIRONMENT_NAME, fullmatch=True))
 def test_every_registrable_project_and_environment_has_a_usable_name(project: str, environment: str) -> None:
     name = deploy_name(project, environment)
     assert upstream_config(name, "127.0.0.1:9001", [Backend("127.0.0.1:8000", 100)])
-    assert DOCKER_NAME.fullmatch(container_name(project, environment, "blue"))
+    assert DOCKER_NAME.fullmatch(container_name("/srv/ci", project, environment, "blue"))
     assert name == deploy_name(project, environment)

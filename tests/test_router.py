@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ciserver.deploy.router import Backend, NginxRouter, RouterError, upstream_config
+from ciserver.deploy.router import Backend, NginxRouter, RouterError, main_config, upstream_config
 from tests.helpers import free_port, start_nginx
 
 pytestmark = pytest.mark.e2e
@@ -218,3 +218,33 @@ def test_a_change_left_half_done_by_a_killed_worker_is_undone_by_the_next_one(
     nginx.set_weights("staging", listen, [Backend(old, 100)])
     wait_for(f"http://{listen}/", "old")
     assert not (nginx.environments_dir / "production.conf").exists()
+
+
+def test_an_operators_own_nginx_is_confirmed_the_same_way(
+    tmp_path: Path, old_and_new: tuple[str, str], held_address: str
+) -> None:
+    old, new = old_and_new
+    # Its own prefix, pid file and error log; it includes ciserver's directory and reloads on SIGHUP.
+    operator, root = tmp_path / "operator", tmp_path / "ciserver"
+    for directory in (operator / "logs", operator / "temp", root / "logs", root / "environments"):
+        directory.mkdir(parents=True)
+    config = main_config(operator).replace(f"{operator}/environments", f"{root}/environments")
+    (operator / "nginx.conf").write_text(config)
+    proc = subprocess.Popen(["nginx", "-p", str(operator), "-c", str(operator / "nginx.conf")])
+    try:
+        while not (operator / "nginx.pid").exists():
+            assert proc.poll() is None
+            time.sleep(0.05)
+        router = NginxRouter(root, f"sh -c 'kill -HUP $(cat {operator}/nginx.pid)'")
+        listen = f"127.0.0.1:{free_port()}"
+        router.set_weights("staging", listen, [Backend(old, 100)])
+        wait_for(f"http://{listen}/", "old")
+        # Its error log is not ours to read: the change fails once nginx has not taken it in time.
+        with pytest.raises(RouterError, match="did not take the new configuration within"):
+            router.set_weights("production", held_address, [Backend(new, 100)])
+        assert not (router.environments_dir / "production.conf").exists()
+        router.set_weights("staging", listen, [Backend(new, 100)])
+        wait_for(f"http://{listen}/", "new")
+    finally:
+        proc.terminate()
+        proc.wait(10)

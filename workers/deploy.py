@@ -74,7 +74,7 @@ def _roll_out(ctx: WorkerContext, claimed: store.Claimed) -> Outcome:
     release = ServiceRelease(
         project=claimed.project,
         environment=claimed.environment,
-        owner=str(ctx.settings.data_dir),
+        installation=str(ctx.settings.data_dir),
         image=claimed.image,
         port=service.port,
         health=service.health,
@@ -162,6 +162,6 @@ def retire(project: str, environment: str, color: str) -> None:
     ctx = current()
     with session_scope(ctx.settings.db_url) as session:
         if store.retirable(session, project, environment, color):
-            owner = str(ctx.settings.data_dir)
-            release = ServiceRelease(project, environment, owner, image="", port=0, health="/")
+            installation = str(ctx.settings.data_dir)
+            release = ServiceRelease(project, environment, installation, image="", port=0, health="/")
             DockerServiceTarget(release).remove(color)

@@ -1,8 +1,9 @@
 """The one name of a project's environment outside the database: its nginx file and access log, its
-containers and network on the engine, its retire task on the queue.
+retire task on the queue, and (with the installation) its containers and network on the engine.
 
 Readable (`acme-shop-prod-eu-…`) and unambiguous: the slug alone is not (`acme/shop` + `prod-eu` and
-`acme-shop/prod` + `eu` share it), so a digest of the exact project and environment ends it.
+`acme-shop/prod` + `eu` share it), so a digest of the exact project and environment ends it. A Docker
+Engine may serve several installations, so names there also digest the installation's data dir.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ SLUG_MAX = 80  # the readable part; the digest after it is what tells environmen
 DIGEST_HEX = 16  # 64 bits: finding a second project and environment with a given digest is out of reach
 
 
-def deploy_name(project: str, environment: str) -> str:
-    """OWNER-NAME-ENV-DIGEST: lowercase letters, digits, '-' and '_', safe in file and Docker names."""
+def deploy_name(project: str, environment: str, installation: str | None = None) -> str:
+    """OWNER-NAME-ENV-DIGEST: lowercase letters, digits, '-' and '_', safe in file and Docker names.
+    `installation` (a data dir) joins the digest of names other installations share (the engine's)."""
     slug = re.sub(r"[^a-z0-9_]+", "-", f"{project}-{environment}".lower()).strip("-_")
-    digest = hashlib.sha256(f"{project}\n{environment}".encode()).hexdigest()[:DIGEST_HEX]
+    exact = "\n".join([project, environment] + ([installation] if installation is not None else []))
+    digest = hashlib.sha256(exact.encode()).hexdigest()[:DIGEST_HEX]
     return f"{slug[:SLUG_MAX].rstrip('-_')}-{digest}"
 
 

@@ -1,6 +1,7 @@
 """Deployed services on the worker's Docker Engine: one container per environment and color, named
-ciserver-<deploy name>-COLOR (ciserver.deploy.names), on a bridge network of the environment's own
-that jobs never join, with its port published on 127.0.0.1 only, where nginx reaches it.
+ciserver-<deploy name>-COLOR (ciserver.deploy.names, with this installation's data dir in the digest),
+on a bridge network of the environment's own that jobs never join, with its port published on
+127.0.0.1 only, where nginx reaches it.
 
 What is ours is told by labels (installation, project, environment, color), never by a name alone:
 a container or network that holds our name but is not ours is left alone and the deployment fails
@@ -32,12 +33,12 @@ JOB_LABELS = ("ciserver.job", "ciserver.build", "ciserver.worker", "ciserver.dat
 HEALTH_TIMEOUT = 2.0  # seconds for one health request
 
 
-def container_name(project: str, environment: str, color: str) -> str:
-    return f"ciserver-{deploy_name(project, environment)}-{color}"
+def container_name(installation: str, project: str, environment: str, color: str) -> str:
+    return f"{network_name(installation, project, environment)}-{color}"
 
 
-def network_name(project: str, environment: str) -> str:
-    return f"ciserver-{deploy_name(project, environment)}"
+def network_name(installation: str, project: str, environment: str) -> str:
+    return f"ciserver-{deploy_name(project, environment, installation)}"
 
 
 @dataclass
@@ -46,7 +47,7 @@ class ServiceRelease:
 
     project: str
     environment: str
-    owner: str  # the data dir of this installation, in DEPLOY_LABEL
+    installation: str  # the data dir of this ciserver, in DEPLOY_LABEL
     image: str
     port: int
     health: str
@@ -57,7 +58,11 @@ class ServiceRelease:
 
     def owner_labels(self) -> dict[str, str]:
         """The labels that make a container or network this environment's."""
-        return {DEPLOY_LABEL: self.owner, PROJECT_LABEL: self.project, ENVIRONMENT_LABEL: self.environment}
+        return {
+            DEPLOY_LABEL: self.installation,
+            PROJECT_LABEL: self.project,
+            ENVIRONMENT_LABEL: self.environment,
+        }
 
 
 class DockerServiceTarget:
@@ -74,11 +79,12 @@ class DockerServiceTarget:
         return self._client
 
     def name(self, color: str) -> str:
-        return container_name(self.release.project, self.release.environment, color)
+        release = self.release
+        return container_name(release.installation, release.project, release.environment, color)
 
     @property
     def network(self) -> str:
-        return network_name(self.release.project, self.release.environment)
+        return network_name(self.release.installation, self.release.project, self.release.environment)
 
     def start(self, color: str) -> str:
         release = self.release
