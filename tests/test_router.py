@@ -248,3 +248,21 @@ def test_an_operators_own_nginx_is_confirmed_the_same_way(
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_an_environment_takes_over_its_file_of_an_earlier_release_and_no_other(
+    nginx: NginxRouter, old_and_new: tuple[str, str]
+) -> None:
+    old, new = old_and_new
+    staging, production = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    # Files as an earlier release named them, without the digest.
+    nginx.set_weights("acme-hello-staging", staging, [Backend(old, 100)])
+    nginx.set_weights("acme-hello-production", production, [Backend(old, 100)])
+    nginx.set_weights("acme-hello-staging-0123456789abcdef", staging, [Backend(new, 100)],
+                      replaces=["acme-hello-staging"])  # fmt: skip
+    wait_for(f"http://{staging}/", "new")
+    assert not (nginx.environments_dir / "acme-hello-staging.conf").exists()
+    # A file that merely carries the old name asked for, listening elsewhere, is not taken.
+    nginx.set_weights("acme-hello-p-0123456789abcdef", f"127.0.0.1:{free_port()}", [Backend(new, 100)],
+                      replaces=["acme-hello-production"])  # fmt: skip
+    assert httpx.get(f"http://{production}/").text == "old"

@@ -106,7 +106,8 @@ def _roll_out(ctx: WorkerContext, claimed: store.Claimed) -> Outcome:
 
 class _Route:
     """The rollout's Routing for one environment: its nginx file and listen address. The file an
-    earlier release wrote under the environment's ambiguous old name goes with the first change."""
+    earlier release wrote under the environment's old (ambiguous) name goes with the first change,
+    when it listens on this environment's address."""
 
     def __init__(self, router: NginxRouter, name: str, listen: str, legacy_name: str) -> None:
         self.router, self.name, self.listen, self.legacy_name = router, name, listen, legacy_name

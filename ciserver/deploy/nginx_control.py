@@ -8,12 +8,15 @@ included directory answers a random token written with each change, and only wor
 the new configuration know it. Unlike counting worker processes or reading logs, that works for any
 nginx including the directory (`ciserver up`'s own, an operator's, one in another pid namespace)
 and proves exactly what matters: the new configuration serves. nginx's own words come from its
-error log when we can read it (the private nginx's `logs/error.log`).
+error log when we can read it (the private nginx's `logs/error.log`). Where its master is visible
+(the private nginx's pid file), the change also waits for the old workers to finish the requests
+they hold, so a container the caller removes next is no longer in use.
 """
 
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import secrets
 import shlex
@@ -25,6 +28,7 @@ from pathlib import Path
 CONTROL_FILE = "_control.conf"  # environments' names start with a letter or digit: never this one
 GENERATION_PATH = "/ciserver-generation"
 CONFIRM_WAIT = 10.0  # seconds for nginx to answer with the new generation
+DRAIN_WAIT = 10.0  # seconds for the old workers to finish their requests in flight
 _CONTROL_LISTEN = re.compile(r"listen 127\.0\.0\.1:(\d+);")
 _ERROR = re.compile(r"^\S+ \S+ \[(?:emerg|alert|crit)\] \S+ (.*)$", re.MULTILINE)
 
@@ -47,9 +51,9 @@ class NginxControl:
     """Test, reload and confirm the configuration of the nginx that includes `directory`."""
 
     def __init__(
-        self, directory: Path, reload_command: str, test_command: str | None, error_log: Path
+        self, directory: Path, reload_command: str, test_command: str | None, error_log: Path, pid_file: Path
     ) -> None:
-        self.directory, self.error_log = directory, error_log
+        self.directory, self.error_log, self.pid_file = directory, error_log, pid_file
         self.reload_command, self.test_command = reload_command, test_command
 
     def apply(self, *, fail_fast: bool = True) -> None:
@@ -61,6 +65,8 @@ class NginxControl:
         if self.test_command is not None:
             _run(self.test_command, "nginx refused the configuration")
         offset = _size(self.error_log)
+        master = _nginx_master(self.pid_file)
+        old_workers = _children(master) if master else set()
         _run(self.reload_command, "could not reload nginx")
         deadline = time.monotonic() + CONFIRM_WAIT
         while _generation(port) != token:
@@ -73,6 +79,9 @@ class NginxControl:
                     f"running, and does it include {self.directory}/*.conf? its error log says more)"
                 )
             time.sleep(0.02)
+        deadline = time.monotonic() + DRAIN_WAIT
+        while master and old_workers & _children(master) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _write_control(self, token: str) -> int:
         """The marker server's file with a new token, on the loopback port it already has (or a free one)."""
@@ -122,6 +131,32 @@ def _generation(port: int) -> str | None:
         return None
     finally:
         connection.close()
+
+
+def _nginx_master(pid_file: Path) -> int | None:
+    """The pid of the nginx master whose pid file this is, when it runs in this process namespace."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, ValueError):
+        return None
+    return pid if comm == "nginx" else None
+
+
+def _children(parent: int) -> set[int]:
+    """Live processes whose parent is `parent` (nginx's workers), from /proc."""
+    found = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1] == str(parent) and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
 
 
 def _size(path: Path) -> int:

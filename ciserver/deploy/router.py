@@ -64,6 +64,7 @@ class NginxRouter:
             reload_command,
             test_command or config_test_command(reload_command),
             error_log=root / "logs" / "error.log",  # the private nginx's (main_config)
+            pid_file=root / "nginx.pid",
         )
 
     @property
@@ -77,11 +78,15 @@ class NginxRouter:
     def set_weights(
         self, environment: str, listen: str, backends: Sequence[Backend], *, replaces: Sequence[str] = ()
     ) -> None:
-        """As Router.set_weights; `replaces` names older files of the same environment, dropped with it."""
+        """As Router.set_weights. `replaces` names older files of this environment: one that listens
+        on `listen` goes with this change. Any other file listening there makes it an error."""
         config = upstream_config(environment, listen, backends, access_log=self.access_log(environment))
         with self._locked() as journal:
-            self._check_free(listen, besides={environment, *replaces})
-            self._apply(journal, {environment: config, **dict.fromkeys(map(_checked, replaces))})
+            taken = self._listening_on(listen, besides=environment)
+            for name, other in taken.items():
+                if name not in replaces:
+                    raise RouterError(f"listen {listen}: {name}.conf already listens on {other}")
+            self._apply(journal, {environment: config, **dict.fromkeys(taken)})
 
     def remove(self, environment: str) -> None:
         with self._locked() as journal:
@@ -91,16 +96,18 @@ class NginxRouter:
     def _path(self, environment: str) -> Path:
         return self.environments_dir / f"{_checked(environment)}.conf"
 
-    def _check_free(self, listen: str, besides: set[str]) -> None:
-        """nginx lets two servers share a socket and sends its traffic to whichever it read first:
-        so no environment may listen where another one (of any project) does."""
+    def _listening_on(self, listen: str, besides: str) -> dict[str, str]:
+        """The other files whose server listens where `listen` would (name -> their address): nginx
+        lets two servers share a socket and gives its traffic to whichever it read first."""
+        found = {}
         for path in sorted(self.environments_dir.glob("*.conf")):
-            if path.stem in besides:
+            if path.stem == besides:
                 continue
             for other in _LISTEN_LINE.findall(path.read_text()):
                 with contextlib.suppress(ValueError):  # not host:port (unix:...): no overlap
                     if listens_overlap(listen, other):
-                        raise RouterError(f"listen {listen}: {path.name} already listens on {other}")
+                        found[path.stem] = other
+        return found
 
     def _apply(self, journal: IO[str], changes: Mapping[str, str | None]) -> None:
         """Write the files (None removes one) and have nginx run them; if it does not, put them back

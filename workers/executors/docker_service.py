@@ -53,7 +53,6 @@ class ServiceRelease:
     health: str
     env: Mapping[str, str] = field(default_factory=dict)
     command: list[str] | None = None
-    labels: Mapping[str, str] = field(default_factory=dict)
     limits: Limits | None = None
 
     def owner_labels(self) -> dict[str, str]:
@@ -124,7 +123,6 @@ class DockerServiceTarget:
                 # The release image carries the labels of the job that built it; blanked here, so
                 # the reaper of job containers never takes a deployed service for a lost job's.
                 **dict.fromkeys(JOB_LABELS, ""),
-                **release.labels,
                 **release.owner_labels(),
                 COLOR_LABEL: color,
                 IMAGE_LABEL: release.image,
