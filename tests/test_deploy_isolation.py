@@ -93,6 +93,14 @@ class Server:
         inspected = json.loads(docker("inspect", *ids)) if ids else []
         return {c["Name"].lstrip("/"): c["Config"]["Labels"] for c in inspected}
 
+    def left_of(self, project: str, environment: str) -> list[str]:
+        """Containers and networks the environment still has on the engine."""
+        labels = {"deploy": str(self.data), "project": project, "environment": environment}
+        filters = [
+            arg for key, value in labels.items() for arg in ("--filter", f"label=ciserver.{key}={value}")
+        ]
+        return (docker("ps", "-aq", *filters) + docker("network", "ls", "-q", *filters)).split()
+
 
 def docker(*args: str) -> str:
     return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout
@@ -145,6 +153,7 @@ def test_a_listen_nginx_cannot_bind_fails_that_deployment_and_nothing_else(ci: S
         assert failed["status"] == "failed", failed
         assert f"bind() to 127.0.0.1:{busy} failed (98: Address already in use)" in failed["reason"]
         assert ci.deployed("acme/busy", "staging", v1)["status"] == "succeeded"
+        assert ci.left_of("acme/busy", "production") == []  # its container and network are gone
         # Its file is gone: nginx does not keep failing every later reload on it.
         served = "".join(path.read_text() for path in (ci.data / "nginx" / "environments").glob("*.conf"))
         assert f":{busy};" not in served
@@ -207,6 +216,7 @@ def test_a_container_of_another_project_that_carries_the_name_is_not_removed(ci:
         assert failed["status"] == "failed", failed
         assert name in failed["reason"] and "acme/other" in failed["reason"], failed["reason"]
         assert docker("inspect", "-f", "{{.State.Running}}", theirs).strip() == "true"
+        assert ci.left_of("acme/owned", "prod") == []  # the network it made on the way is gone
     finally:
         subprocess.run(["docker", "rm", "-f", theirs], capture_output=True)
 
