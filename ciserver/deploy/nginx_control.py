@@ -5,7 +5,7 @@ another process holds, an address not on this host) the master logs `[emerg]` an
 one, while the command has already exited 0; `nginx -t` does not bind, so it passes too. Hence:
 test first, reload, then confirm. The confirmation is a generation marker: a small server in the
 included directory answers a random token written with each change, and only workers started from
-the new configuration know it. Unlike counting worker processes or reading logs, that works for any
+the new configuration know it. Unlike watching worker processes or reading logs, that works for any
 nginx including the directory (`ciserver up`'s own, an operator's, one in another pid namespace)
 and proves exactly what matters: the new configuration serves. nginx's own words come from its
 error log when we can read it (the private nginx's `logs/error.log`). Where its master is visible
