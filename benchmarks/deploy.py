@@ -144,10 +144,13 @@ def main() -> None:
         server.proc.wait(60)
         for name in ("bench-hand-blue", "bench-hand-green"):
             subprocess.run(["docker", "rm", "-f", name], capture_output=True)
-        leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", "name=ciserver-bench-hello-"],
-                                   capture_output=True, text=True).stdout.split()  # fmt: skip
-        if leftovers:
-            subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
+        label = f"label=ciserver.deploy={work / 'data'}"
+        for kind, listing in (("container", ["ps", "-aq"]), ("network", ["network", "ls", "-q"])):
+            leftovers = subprocess.run(["docker", *listing, "--filter", label], capture_output=True,
+                                       text=True).stdout.split()  # fmt: skip
+            if leftovers:
+                subprocess.run(["docker", kind, "rm", *(["-f"] if kind == "container" else []), *leftovers],
+                               capture_output=True)  # fmt: skip
     print("| pushes | build, median | green to live, median | by hand, median | ratio | requests | failed |")
     print("|---|---|---|---|---|---|---|")
     ratio = statistics.median(deploys) / statistics.median(hand)

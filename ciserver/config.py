@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         description="Command that reloads the nginx routing deployments; unset: `ciserver up` starts "
         "its own nginx and sets this, elsewhere `nginx -s reload`.",
     )
+    router_test: str | None = Field(
+        None,
+        description="Command that tests nginx's configuration before each reload; unset: the reload "
+        "command with `-s reload` made `-t -q` (no test when the reload command has no `-s reload`).",
+    )
     artifact_max_bytes: Bytes = Field(
         1024**3, description="Largest total size of the artifacts one job may keep."
     )

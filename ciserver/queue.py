@@ -16,6 +16,8 @@ from redis import Redis
 from rq import Queue
 from rq.job import Job
 
+from ciserver.deploy.names import deploy_name
+
 BUILDS = "builds"
 JOBS = "jobs"
 DEPLOYS = "deploys"
@@ -124,7 +126,7 @@ def enqueue_retire(redis: Redis, project: str, environment: str, color: str, aft
         project,
         environment,
         color,
-        job_id=f"retire-{project.replace('/', '-')}-{environment}-{color}",
+        job_id=f"retire-{deploy_name(project, environment)}-{color}",
         result_ttl=RESULT_TTL,
     )
 

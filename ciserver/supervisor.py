@@ -25,6 +25,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from ciserver.config import Settings
+from ciserver.deploy.nginx_control import CONTROL_FILE
 from ciserver.deploy.router import main_config
 
 PR_SET_PDEATHSIG = 1
@@ -169,6 +170,9 @@ class Supervisor:
         conf = root / "nginx.conf"
         conf.write_text(main_config(root))
         (root / "nginx.pid").unlink(missing_ok=True)
+        # The router's marker server: its port may have been taken while nginx was down, and nginx
+        # would not start; the first change writes it again on a free port.
+        (root / "environments" / CONTROL_FILE).unlink(missing_ok=True)
         argv = [server, "-p", str(root), "-c", str(conf)]
         self.nginx = Child("nginx", argv, dict(os.environ), self.settings.data_dir / "log" / "nginx.log")
         self.nginx.start()

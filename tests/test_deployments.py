@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.helpers import CiServer, commit, free_port, make_repo, start_nginx
+from workers.executors.docker_service import container_name
 
 pytestmark = pytest.mark.e2e
 
@@ -144,10 +145,16 @@ def deployer(
         leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True)
         if leftovers.stdout.split():
             subprocess.run(["docker", "rm", "-f", *leftovers.stdout.split()], capture_output=True)
+        networks = subprocess.run(
+            ["docker", "network", "ls", "-q", "--filter", label], capture_output=True, text=True
+        )
+        if networks.stdout.split():
+            subprocess.run(["docker", "network", "rm", *networks.stdout.split()], capture_output=True)
 
 
 def test_continuous_deployment_then_delivery_with_canary_and_rollback(deployer: Deployer) -> None:
     server = deployer.server
+    containers = container_name(str(server.root / "data"), PROJECT, "staging", "")  # ...-staging-<digest>-
     # Continuous deployment: a push reaches staging with no human step.
     v1 = deployer.push("v1")
     staged = deployer.wait_deployed("staging", v1)
@@ -158,11 +165,11 @@ def test_continuous_deployment_then_delivery_with_canary_and_rollback(deployer: 
     assert staging["release"]["sha"] == v1 and staging["deployed_by"].startswith("auto")
     assert staging["release"]["image_id"].startswith("sha256:")
     names = subprocess.run(
-        ["docker", "ps", "--format", "{{.Names}} {{.Ports}}", "--filter", "name=ciserver-acme-hello-staging"],
+        ["docker", "ps", "--format", "{{.Names}} {{.Ports}}", "--filter", f"name={containers}"],
         capture_output=True,
         text=True,
     ).stdout
-    assert "ciserver-acme-hello-staging-blue 127.0.0.1:" in names  # published on loopback only
+    assert f"{containers}blue 127.0.0.1:" in names  # published on loopback only
 
     # Continuous delivery: production waits for an ops token.
     assert deployer.environments()["production"]["release"] is None
@@ -223,7 +230,7 @@ def test_continuous_deployment_then_delivery_with_canary_and_rollback(deployer: 
     assert done_canary["steps"][0]["requests"] >= 30 and done_canary["steps"][0]["errors"] == 0
     assert answer(deployer.production) == version(v2)
     # Staging's previous color (v1, blue) was removed once its keep_previous had passed.
-    assert running("ciserver-acme-hello-staging-") == ["ciserver-acme-hello-staging-green"]
+    assert running(containers) == [f"{containers}green"]
 
     # Promoting a release that has not succeeded in staging (its branch does not go there) is a 409.
     feature = deployer.push("feature work", branch="feature/x")

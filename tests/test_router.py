@@ -3,7 +3,10 @@ by a reload loses none of them."""
 
 from __future__ import annotations
 
+import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -14,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ciserver.deploy.router import Backend, NginxRouter, RouterError, upstream_config
+from ciserver.deploy.router import Backend, NginxRouter, RouterError, main_config, upstream_config
 from tests.helpers import free_port, start_nginx
 
 pytestmark = pytest.mark.e2e
@@ -145,3 +148,121 @@ def test_a_configuration_nginx_refuses_is_rolled_back(nginx: NginxRouter) -> Non
     with pytest.raises(RouterError, match="failed"):
         broken.set_weights("staging", f"127.0.0.1:{free_port()}", [Backend("127.0.0.1:2", 100)])
     assert (nginx.environments_dir / "staging.conf").read_text() == before
+
+
+@pytest.fixture
+def held_address() -> Iterator[str]:
+    """An address another process listens on, as nginx would find it at a reload."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        yield f"127.0.0.1:{held.getsockname()[1]}"
+
+
+def test_a_listen_another_process_holds_fails_with_nginx_message_and_later_reloads_apply(
+    nginx: NginxRouter, old_and_new: tuple[str, str], held_address: str
+) -> None:
+    old, new = old_and_new
+    listen = f"127.0.0.1:{free_port()}"
+    nginx.set_weights("staging", listen, [Backend(old, 100)])
+    wait_for(f"http://{listen}/", "old")
+    # nginx -t passes and `nginx -s reload` exits 0: only the master's log says it kept the old one.
+    with pytest.raises(RouterError, match=re.escape(f"bind() to {held_address} failed (98: Address already")):
+        nginx.set_weights("production", held_address, [Backend(new, 100)])
+    assert not (nginx.environments_dir / "production.conf").exists()
+    # Moving an environment onto the held address keeps it where it was, on its previous weights.
+    before = (nginx.environments_dir / "staging.conf").read_text()
+    with pytest.raises(RouterError, match="Address already in use"):
+        nginx.set_weights("staging", held_address, [Backend(new, 100)])
+    assert (nginx.environments_dir / "staging.conf").read_text() == before
+    assert httpx.get(f"http://{listen}/").text == "old"
+    # And nginx still takes what comes next.
+    nginx.set_weights("staging", listen, [Backend(new, 100)])
+    wait_for(f"http://{listen}/", "new")
+
+
+def test_an_address_another_environment_listens_on_is_refused(
+    nginx: NginxRouter, old_and_new: tuple[str, str]
+) -> None:
+    old, new = old_and_new
+    port = free_port()
+    nginx.set_weights("theirs", f"127.0.0.1:{port}", [Backend(old, 100)])
+    wait_for(f"http://127.0.0.1:{port}/", "old")
+    for spelling in (f"127.0.0.1:{port}", f"localhost:{port}", f"127.0.0.01:{port}", f"0.0.0.0:{port}"):
+        with pytest.raises(RouterError, match=f"theirs.conf already listens on 127.0.0.1:{port}"):
+            nginx.set_weights("mine", spelling, [Backend(new, 100)])
+    assert not (nginx.environments_dir / "mine.conf").exists()
+    assert httpx.get(f"http://127.0.0.1:{port}/").text == "old"
+
+
+def test_a_change_left_half_done_by_a_killed_worker_is_undone_by_the_next_one(
+    nginx: NginxRouter, old_and_new: tuple[str, str], held_address: str
+) -> None:
+    old, new = old_and_new
+    # A worker writes an environment nginx cannot bind and is killed before it can take it back.
+    script = (
+        "import sys, pathlib; from ciserver.deploy.router import Backend, NginxRouter; "
+        "NginxRouter(pathlib.Path(sys.argv[1]), 'sleep 60')"
+        f".set_weights('production', {held_address!r}, [Backend({new!r}, 100)])"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", script, str(nginx.root)])
+    try:
+        deadline = time.monotonic() + 10
+        while not (nginx.environments_dir / "production.conf").exists():
+            assert time.monotonic() < deadline and worker.poll() is None
+            time.sleep(0.02)
+    finally:
+        worker.kill()
+        worker.wait()
+    listen = f"127.0.0.1:{free_port()}"
+    nginx.set_weights("staging", listen, [Backend(old, 100)])
+    wait_for(f"http://{listen}/", "old")
+    assert not (nginx.environments_dir / "production.conf").exists()
+
+
+def test_an_operators_own_nginx_is_confirmed_the_same_way(
+    tmp_path: Path, old_and_new: tuple[str, str], held_address: str
+) -> None:
+    old, new = old_and_new
+    # Its own prefix, pid file and error log; it includes ciserver's directory and reloads on SIGHUP.
+    operator, root = tmp_path / "operator", tmp_path / "ciserver"
+    for directory in (operator / "logs", operator / "temp", root / "logs", root / "environments"):
+        directory.mkdir(parents=True)
+    config = main_config(operator).replace(f"{operator}/environments", f"{root}/environments")
+    (operator / "nginx.conf").write_text(config)
+    proc = subprocess.Popen(["nginx", "-p", str(operator), "-c", str(operator / "nginx.conf")])
+    try:
+        while not (operator / "nginx.pid").exists():
+            assert proc.poll() is None
+            time.sleep(0.05)
+        router = NginxRouter(root, f"sh -c 'kill -HUP $(cat {operator}/nginx.pid)'")
+        listen = f"127.0.0.1:{free_port()}"
+        router.set_weights("staging", listen, [Backend(old, 100)])
+        wait_for(f"http://{listen}/", "old")
+        # Its error log is not ours to read: the change fails once nginx has not taken it in time.
+        with pytest.raises(RouterError, match="did not take the new configuration within"):
+            router.set_weights("production", held_address, [Backend(new, 100)])
+        assert not (router.environments_dir / "production.conf").exists()
+        router.set_weights("staging", listen, [Backend(new, 100)])
+        wait_for(f"http://{listen}/", "new")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_an_environment_takes_over_its_file_of_an_earlier_release_and_no_other(
+    nginx: NginxRouter, old_and_new: tuple[str, str]
+) -> None:
+    old, new = old_and_new
+    staging, production = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    # Files as an earlier release named them, without the digest.
+    nginx.set_weights("acme-hello-staging", staging, [Backend(old, 100)])
+    nginx.set_weights("acme-hello-production", production, [Backend(old, 100)])
+    nginx.set_weights("acme-hello-staging-0123456789abcdef", staging, [Backend(new, 100)],
+                      replaces=["acme-hello-staging"])  # fmt: skip
+    wait_for(f"http://{staging}/", "new")
+    assert not (nginx.environments_dir / "acme-hello-staging.conf").exists()
+    # A file that merely carries the old name asked for, listening elsewhere, is not taken.
+    nginx.set_weights("acme-hello-p-0123456789abcdef", f"127.0.0.1:{free_port()}", [Backend(new, 100)],
+                      replaces=["acme-hello-production"])  # fmt: skip
+    assert httpx.get(f"http://{production}/").text == "old"

@@ -15,8 +15,9 @@ from redis.exceptions import RedisError
 
 from ciserver import queue
 from ciserver.crypto import load_fernet
+from ciserver.deploy.names import deploy_name, legacy_route_name
 from ciserver.deploy.rollout import Outcome, Place, Rollout
-from ciserver.deploy.router import Backend, NginxRouter, route_name
+from ciserver.deploy.router import Backend, NginxRouter
 from ciserver.deploy.traffic_log import AccessLog
 from ciserver.store import deployments as store
 from ciserver.store.db import session_scope
@@ -25,7 +26,7 @@ from ciserver.store.secrets import SecretError, secret_values
 from workers.context import WorkerContext, current
 from workers.deploy_script import run_script_deploy
 from workers.executors.base import ExecutorError
-from workers.executors.docker_service import DEPLOY_LABEL, DockerServiceTarget, ServiceRelease
+from workers.executors.docker_service import DockerServiceTarget, ServiceRelease
 from workers.jobspec import limits_for
 
 log = logging.getLogger(__name__)
@@ -75,21 +76,23 @@ def _roll_out(ctx: WorkerContext, claimed: store.Claimed) -> Outcome:
     release = ServiceRelease(
         project=claimed.project,
         environment=claimed.environment,
+        installation=str(ctx.settings.data_dir),
         image=claimed.image,
         port=service.port,
         health=service.health,
         env={**service.env, **variables, **secrets, "CISERVER_ENVIRONMENT": claimed.environment},
         command=service.command,
-        labels={DEPLOY_LABEL: str(ctx.settings.data_dir), "ciserver.project": claimed.project},
         limits=limits_for({}, ctx.settings),
     )
-    name = route_name(claimed.project, claimed.environment)
-    router = NginxRouter(ctx.settings.router_dir, ctx.settings.router_reload or DEFAULT_RELOAD)
+    name = deploy_name(claimed.project, claimed.environment)
+    router = NginxRouter(
+        ctx.settings.router_dir, ctx.settings.router_reload or DEFAULT_RELOAD, ctx.settings.router_test
+    )
     rollout = Rollout(
         strategy=environment.strategy,
         health_timeout=service.health_timeout,
         target=DockerServiceTarget(release),
-        routing=_Route(router, name, claimed.listen),
+        routing=_Route(router, name, claimed.listen, legacy_route_name(claimed.project, claimed.environment)),
         journal=journal,
         log=AccessLog(router.access_log(name)),
         place=Place(
@@ -104,13 +107,15 @@ def _roll_out(ctx: WorkerContext, claimed: store.Claimed) -> Outcome:
 
 
 class _Route:
-    """The rollout's Routing for one environment: its nginx file and listen address."""
+    """The rollout's Routing for one environment: its nginx file and listen address. The file an
+    earlier release wrote under the environment's old (ambiguous) name goes with the first change,
+    when it listens on this environment's address."""
 
-    def __init__(self, router: NginxRouter, name: str, listen: str) -> None:
-        self.router, self.name, self.listen = router, name, listen
+    def __init__(self, router: NginxRouter, name: str, listen: str, legacy_name: str) -> None:
+        self.router, self.name, self.listen, self.legacy_name = router, name, listen, legacy_name
 
     def set_weights(self, backends: list[Backend]) -> None:
-        self.router.set_weights(self.name, self.listen, backends)
+        self.router.set_weights(self.name, self.listen, backends, replaces=[self.legacy_name])
 
 
 class _Journal:
@@ -160,5 +165,6 @@ def retire(project: str, environment: str, color: str) -> None:
     ctx = current()
     with session_scope(ctx.settings.db_url) as session:
         if store.retirable(session, project, environment, color):
-            release = ServiceRelease(project=project, environment=environment, image="", port=0, health="/")
+            installation = str(ctx.settings.data_dir)
+            release = ServiceRelease(project, environment, installation, image="", port=0, health="/")
             DockerServiceTarget(release).remove(color)

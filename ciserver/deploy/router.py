@@ -5,35 +5,34 @@ nginx does the proxying; ciserver only writes its configuration. A reload lets t
 processes finish the requests they hold while new ones take the new weights, so shifting traffic
 drops no request. The access log records which upstream answered each request and its status,
 which the canary analysis reads.
+
+Every change is all or nothing, for every project at once: made under a lock, refused when its
+address overlaps another environment's, and confirmed running (ciserver.deploy.nginx_control); a
+change nginx did not apply is taken back and nginx reloaded on the files as they were, so one
+environment's bad address never freezes the others' reloads. A journal in the lock file lets the
+next change undo one whose worker died half way.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import re
-import shlex
-import subprocess
 import tempfile
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
+
+from ciserver.deploy.nginx_control import NginxControl, RouterError, config_test_command
+from ciserver.pipeline import listens_overlap, normalize_listen
 
 ACCESS_LOG_FORMAT = "ciserver"
 _ENVIRONMENT = re.compile(r"[a-z0-9][a-z0-9_-]{0,199}")
-_LISTEN = re.compile(r"(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]|localhost):\d{1,5}")
 _ADDRESS = re.compile(r"(?:\d{1,3}(?:\.\d{1,3}){3}|localhost):\d{1,5}")
-
-
-def route_name(project: str, environment: str) -> str:
-    """The nginx name of a project's environment: OWNER-NAME-ENV, lowercase, safe in file names."""
-    slug = re.sub(r"[^a-z0-9_-]+", "-", project.lower()).strip("-")
-    return f"{slug}-{environment}"[:200]
-
-
-class RouterError(Exception):
-    """The router could not take the new weights (a bad address, nginx refusing its configuration)."""
+_LISTEN_LINE = re.compile(r"^\s*listen\s+([^\s;]+)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -55,10 +54,18 @@ class Router(Protocol):
 
 
 class NginxRouter:
-    """Writes `<root>/environments/<environment>.conf` and reloads nginx with `reload_command`."""
+    """Writes `<root>/environments/<environment>.conf` and has nginx run it: tested with
+    `test_command` (default: the reload command's `nginx -t`), applied with `reload_command`."""
 
-    def __init__(self, root: Path, reload_command: str) -> None:
-        self.root, self.reload_command = root, reload_command
+    def __init__(self, root: Path, reload_command: str, test_command: str | None = None) -> None:
+        self.root = root
+        self.nginx = NginxControl(
+            self.environments_dir,
+            reload_command,
+            test_command or config_test_command(reload_command),
+            error_log=root / "logs" / "error.log",  # the private nginx's (main_config)
+            pid_file=root / "nginx.pid",
+        )
 
     @property
     def environments_dir(self) -> Path:
@@ -68,88 +75,99 @@ class NginxRouter:
         """Where nginx logs the environment's requests (relative paths in nginx are to its prefix)."""
         return self.root / "logs" / f"{_checked(environment)}.access.log"
 
-    def set_weights(self, environment: str, listen: str, backends: Sequence[Backend]) -> None:
+    def set_weights(
+        self, environment: str, listen: str, backends: Sequence[Backend], *, replaces: Sequence[str] = ()
+    ) -> None:
+        """As Router.set_weights. `replaces` names older files of this environment: one that listens
+        on `listen` goes with this change. Any other file listening there makes it an error."""
         config = upstream_config(environment, listen, backends, access_log=self.access_log(environment))
-        self._write(environment, config)
+        with self._locked() as journal:
+            taken = self._listening_on(listen, besides=environment)
+            for name, other in taken.items():
+                if name not in replaces:
+                    raise RouterError(f"listen {listen}: {name}.conf already listens on {other}")
+            self._apply(journal, {environment: config, **dict.fromkeys(taken)})
 
     def remove(self, environment: str) -> None:
-        path = self.environments_dir / f"{_checked(environment)}.conf"
-        if path.exists():
-            path.unlink()
-            self.reload()
+        with self._locked() as journal:
+            if self._path(environment).exists():
+                self._apply(journal, {environment: None})
 
-    def _write(self, environment: str, text: str) -> None:
-        self.environments_dir.mkdir(parents=True, exist_ok=True)
-        path = self.environments_dir / f"{environment}.conf"
-        previous = path.read_text() if path.exists() else None
-        fd, temporary = tempfile.mkstemp(dir=self.environments_dir, suffix=".tmp")
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        os.replace(temporary, path)  # nginx only includes *.conf: never a half-written file
+    def _path(self, environment: str) -> Path:
+        return self.environments_dir / f"{_checked(environment)}.conf"
+
+    def _listening_on(self, listen: str, besides: str) -> dict[str, str]:
+        """The other files whose server listens where `listen` would (name -> their address): nginx
+        lets two servers share a socket and gives its traffic to whichever it read first."""
+        found = {}
+        for path in sorted(self.environments_dir.glob("*.conf")):
+            if path.stem == besides:
+                continue
+            for other in _LISTEN_LINE.findall(path.read_text()):
+                with contextlib.suppress(ValueError):  # not host:port (unix:...): no overlap
+                    if listens_overlap(listen, other):
+                        found[path.stem] = other
+        return found
+
+    def _apply(self, journal: IO[str], changes: Mapping[str, str | None]) -> None:
+        """Write the files (None removes one) and have nginx run them; if it does not, put them back
+        as they were and have nginx run those again."""
+        previous = {name: _read(self._path(name)) for name in changes}
+        _save_journal(journal, previous)
+        self._write(changes)
         try:
-            self.reload()
-        except RouterError:
-            if previous is None:
-                path.unlink()
-            else:
-                path.write_text(previous)
+            self.nginx.apply()
+        except RouterError as exc:
+            self._write(previous)
+            try:
+                # Without fail_fast: the failed reload may still be logging (nginx retries a bind).
+                self.nginx.apply(fail_fast=False)
+            except RouterError as again:
+                raise RouterError(f"{exc}; and nginx did not take the previous files back: {again}") from None
             raise
+        finally:
+            _save_journal(journal, {})
 
-    def reload(self) -> None:
-        """Reload nginx and, when it runs on this host, wait until the old worker processes have
-        handed over: `nginx -s reload` only signals the master, which applies the change a moment later."""
-        master = _nginx_master(self.root / "nginx.pid")
-        before = _children(master) if master else set()
-        self._signal_reload()
-        if master is None:
-            return
-        deadline = time.monotonic() + RELOAD_WAIT
-        while time.monotonic() < deadline:
-            now = _children(master)
-            if now and not (now & before):
-                return
-            time.sleep(0.01)
+    def _write(self, files: Mapping[str, str | None]) -> None:
+        for name, text in files.items():
+            path = self._path(name)
+            if text is None:
+                path.unlink(missing_ok=True)
+                continue
+            fd, temporary = tempfile.mkstemp(dir=self.environments_dir, suffix=".tmp")
+            with os.fdopen(fd, "w") as out:
+                out.write(text)
+            os.replace(temporary, path)  # nginx only includes *.conf: never a half-written file
 
-    def _signal_reload(self) -> None:
-        try:
-            result = subprocess.run(
-                shlex.split(self.reload_command), capture_output=True, text=True, timeout=30
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise RouterError(f"could not run {self.reload_command!r}: {exc}") from None
-        if result.returncode != 0:
-            raise RouterError(
-                f"{self.reload_command!r} failed: {result.stderr.strip() or result.stdout.strip()}"
-            )
-
-
-RELOAD_WAIT = 10.0  # seconds; old workers finish their requests in flight first
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[IO[str]]:
+        """The router's lock, shared by every worker of this host; yields its journal. A journal left
+        by a holder that died (files changed, not confirmed) is undone first."""
+        self.environments_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "router.lock", "a+") as journal:
+            fcntl.flock(journal, fcntl.LOCK_EX)
+            journal.seek(0)
+            left = journal.read()
+            if left:
+                self._write(json.loads(left))
+                _save_journal(journal, {})
+                self.nginx.apply(fail_fast=False)
+            yield journal
 
 
-def _nginx_master(pid_file: Path) -> int | None:
-    """The pid of the nginx master whose pid file this is, when it runs in this process namespace."""
+def _read(path: Path) -> str | None:
     try:
-        pid = int(pid_file.read_text().strip())
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except (OSError, ValueError):
+        return path.read_text()
+    except FileNotFoundError:
         return None
-    return pid if comm == "nginx" else None
 
 
-def _children(parent: int) -> set[int]:
-    """Live processes whose parent is `parent` (nginx's workers), from /proc."""
-    found = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 1 and fields[1] == str(parent) and fields[0] != "Z":
-            found.add(int(entry.name))
-    return found
+def _save_journal(journal: IO[str], files: Mapping[str, str | None]) -> None:
+    journal.seek(0)
+    journal.truncate()
+    if files:
+        journal.write(json.dumps(files))
+    journal.flush()
 
 
 def upstream_config(
@@ -161,8 +179,10 @@ def upstream_config(
     log_path = str(access_log) if access_log else f"logs/{name}.access.log"
     if any(ch.isspace() or ch in ";{}\"'" for ch in log_path):
         raise RouterError(f"access log path {log_path!r}: no spaces, quotes, ';' or braces")
-    if not _LISTEN.fullmatch(listen):
-        raise RouterError(f"listen: {listen!r} is not host:port")
+    try:
+        listen = normalize_listen(listen)
+    except ValueError as exc:
+        raise RouterError(f"listen: {exc}") from None
     serving = [backend for backend in backends if backend.weight > 0]
     if not serving:
         raise RouterError(f"environment {environment!r}: no backend has a weight above 0")
