@@ -1,15 +1,17 @@
 """The names an environment goes by outside the database (nginx file and log, containers, network,
-retire task): readable, and never shared by two projects or environments."""
+retire task), and the tags of release images: readable, and never shared by two projects or
+environments."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
+from docker.utils.build import match_tag
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ciserver.deploy.names import deploy_name
+from ciserver.deploy.names import deploy_name, release_tag
 from ciserver.deploy.router import Backend, upstream_config
 from ciserver.pipeline.environments import ENVIRONMENT_NAME
 from workers.executors.docker_service import container_name, network_name
@@ -57,3 +59,15 @@ def test_every_registrable_project_and_environment_has_a_usable_name(project: st
     assert upstream_config(name, "127.0.0.1:9001", [Backend("127.0.0.1:8000", 100)])
     assert DOCKER_NAME.fullmatch(container_name("/srv/ci", project, environment, "blue"))
     assert name == deploy_name(project, environment)
+
+
+def test_release_images_of_look_alike_projects_have_tags_of_their_own() -> None:
+    sha = "a" * 40
+    tags = {release_tag(project, sha) for project in ("acme/shop-prod", "acme-shop/prod", "acme/shop.prod")}
+    assert len(tags) == 3
+    assert all(tag.startswith("ciserver/acme-shop-prod-") and tag.endswith(f":{sha}") for tag in tags)
+
+
+@given(PROJECT, st.from_regex(r"[0-9a-f]{40}|[0-9a-f]{64}", fullmatch=True))
+def test_every_registrable_project_has_a_release_tag_docker_takes(project: str, sha: str) -> None:
+    assert match_tag(release_tag(project, sha)), release_tag(project, sha)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from ciserver.deploy.names import release_tag
 from tests.helpers import BUSYBOX, CiServer, commit, make_repo
 
 pytestmark = pytest.mark.e2e
@@ -48,7 +49,7 @@ def image_exists(reference: str) -> bool:
 
 
 def release_image(name: str, sha: str) -> str:
-    return f"ciserver/{name.replace('/', '-')}:{sha}"
+    return release_tag(name, sha)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ciserver.config import Settings
+from ciserver.deploy.names import release_tag
 from ciserver.store.models import Build, Job
 from workers.cache import ref_folder
 from workers.executors.base import BuildCache, ImageBuildSpec, JobSpec, Limits, ServiceSpec
@@ -43,12 +44,6 @@ def ci_variables(build: Build, job: Job) -> dict[str, str]:
 def expand(text: str, variables: Mapping[str, str]) -> str:
     """`$NAME` and `${NAME}` replaced from `variables`; unknown names are left as written."""
     return _VARIABLE.sub(lambda m: variables.get(m.group(1) or m.group(2), m.group(0)), text)
-
-
-def release_tag(project: str, sha: str) -> str:
-    """ciserver/OWNER-NAME:SHA, in the characters Docker allows in a repository name."""
-    name = re.sub(r"[^a-z0-9._-]+", "-", project.lower().replace("/", "-")).strip("-._")
-    return f"ciserver/{name}:{sha}"
 
 
 def limits_for(options: Mapping[str, Any], settings: Settings) -> Limits:

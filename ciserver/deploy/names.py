@@ -1,5 +1,6 @@
 """The one name of a project's environment outside the database: its nginx file and access log, its
-retire task on the queue, and (with the installation) its containers and network on the engine.
+retire task on the queue, and (with the installation) its containers and network on the engine; and
+the tag of a project's release images.
 
 Readable (`acme-shop-prod-eu-…`) and unambiguous: the slug alone is not (`acme/shop` + `prod-eu` and
 `acme-shop/prod` + `eu` share it), so a digest of the exact project and environment ends it. A Docker
@@ -28,3 +29,12 @@ def legacy_route_name(project: str, environment: str) -> str:
     """The nginx name earlier releases gave an environment (ambiguous), so that its file is replaced."""
     slug = re.sub(r"[^a-z0-9_-]+", "-", project.lower()).strip("-")
     return f"{slug}-{environment}"[:200]
+
+
+def release_tag(project: str, sha: str) -> str:
+    """ciserver/OWNER-NAME-DIGEST:SHA, the tag of a commit's release image: Docker's characters, and a
+    digest of the exact project, since `acme/shop-prod` and `acme-shop/prod` share a slug (and could
+    push one commit), and a job that runs `$CI_RELEASE_IMAGE` must get its own project's image."""
+    slug = re.sub(r"[^a-z0-9]+", "-", project.lower()).strip("-")[:SLUG_MAX].rstrip("-")
+    digest = hashlib.sha256(project.encode()).hexdigest()[:DIGEST_HEX]
+    return f"ciserver/{slug}-{digest}:{sha}"
