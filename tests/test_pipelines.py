@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from ciserver.deploy.names import release_tag
 from tests.helpers import BUSYBOX, CiServer, commit, make_repo
 
 pytestmark = pytest.mark.e2e
@@ -311,17 +312,17 @@ jobs:
 
 def test_an_image_build_makes_an_image_that_a_later_job_runs(ciserver: CiServer, tmp_path: Path) -> None:
     owner = f"acme{uuid.uuid4().hex[:8]}"
-    pipeline = f"""\
+    pipeline = """\
 stages: [build, test]
 jobs:
   package:
     stage: build
     image_build:
       context: app
-      build_args: {{GREETING: hello}}
+      build_args: {GREETING: hello}
   smoke:
     stage: test
-    image: ciserver/{owner}-shop:${{CI_COMMIT_SHA}}
+    image: ${CI_RELEASE_IMAGE}
     script: [cat /version.txt, 'echo "greeting=$GREETING_SEEN"']
 """
     dockerfile = f"FROM {BUSYBOX}\nARG GREETING\nENV GREETING_SEEN=$GREETING\nCOPY version.txt /version.txt\n"
@@ -335,13 +336,13 @@ jobs:
         build = build_of(ciserver, name, sha)
         assert build["status"] == "success", build
         package, smoke = jobs_of(build)["package"], jobs_of(build)["smoke"]
-        assert package["image_tag"] == f"ciserver/{owner}-shop:{sha}"
+        assert package["image_tag"] == release_tag(name, sha)
         assert package["image_id"].startswith("sha256:") and package["image_digest"]
         assert "COPY version.txt" in ciserver.log(package["id"])
         smoke_log = ciserver.log(smoke["id"])
         assert "shop 1.0" in smoke_log and "greeting=hello" in smoke_log
     finally:
-        subprocess.run(["docker", "rmi", "-f", f"ciserver/{owner}-shop:{sha}"], capture_output=True)
+        subprocess.run(["docker", "rmi", "-f", release_tag(name, sha)], capture_output=True)
 
 
 def test_a_fork_bomb_and_a_memory_hog_fail_alone_while_a_sibling_succeeds(
@@ -434,7 +435,7 @@ def test_the_example_service_is_tested_built_and_its_image_answers(
     example = Path(__file__).resolve().parent.parent / "examples" / "hello"
     files = {path.name: path.read_text() for path in example.iterdir() if path.is_file()}
     name, sha, _ = new_project(ciserver, tmp_path, files.pop("pipelines.yml"), files)
-    image = f"ciserver/{name.replace('/', '-')}:{sha}"
+    image = release_tag(name, sha)
     try:
         build = build_of(ciserver, name, sha)
         assert build["status"] == "success", build
