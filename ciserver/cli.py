@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from ciserver.cli_common import fail
 from ciserver.cli_environment import environment_app
 from ciserver.cli_secret import secret_app
 from ciserver.cli_token import token_app
@@ -35,11 +36,6 @@ class ForgeName(StrEnum):
     gitlab = "gitlab"
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=2)
-
-
 def _check_server_key(settings: Settings) -> None:
     """Refuse to start with a key that cannot read the database's secrets (see store.key_check)."""
     from ciserver.crypto import SecretKeyError
@@ -48,7 +44,7 @@ def _check_server_key(settings: Settings) -> None:
     try:
         open_server_key(settings)
     except SecretKeyError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 @app.command()
@@ -70,7 +66,7 @@ def up(
     try:
         raise typer.Exit(Supervisor(settings, host, port, workers).run())
     except StartError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 @app.command()
@@ -82,7 +78,7 @@ def serve(host: Host = "127.0.0.1", port: Port = 8080) -> None:
 
     settings = get_settings()
     if not settings.redis_url:
-        raise _fail("CISERVER_REDIS_URL is not set (or use `ciserver up`, which starts its own Redis)")
+        raise fail("CISERVER_REDIS_URL is not set (or use `ciserver up`, which starts its own Redis)")
     _check_server_key(settings)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
 
@@ -115,7 +111,7 @@ def worker(
     if grace is not None:
         settings = settings.model_copy(update={"stop_grace": grace})
     if not settings.redis_url:
-        raise _fail("CISERVER_REDIS_URL is not set (or use `ciserver up`, which starts its own Redis)")
+        raise fail("CISERVER_REDIS_URL is not set (or use `ciserver up`, which starts its own Redis)")
     _check_server_key(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     run_worker(settings, queues or None, burst=burst)
@@ -188,7 +184,7 @@ def project_add(
                 f"https://<this server>{webhook_path(project)} (with the same secret)"
             )
     except (CloneURLError, ProjectError, SecretKeyError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 @project_app.command("list")

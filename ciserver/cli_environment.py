@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ciserver.cli_common import ProjectArg, fail
 from ciserver.config import get_settings
 
 environment_app = typer.Typer(
@@ -18,18 +19,11 @@ environment_app = typer.Typer(
     no_args_is_help=True,
 )
 
-ProjectArg = Annotated[str, typer.Argument(help="The project: OWNER/NAME (GitLab: GROUP/SUB/NAME).")]
-
 
 class PromoteRole(StrEnum):
     developer = "developer"
     ops = "ops"
     admin = "admin"
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=2)
 
 
 @environment_app.command("protect")
@@ -71,16 +65,16 @@ def protect(
     from ciserver.store.projects import get_project
 
     if not ENVIRONMENT_NAME.fullmatch(environment):
-        raise _fail(f"environment: {environment!r} is not an environment name (lowercase, digits, '-', '_')")
+        raise fail(f"environment: {environment!r} is not an environment name (lowercase, digits, '-', '_')")
     if default_branch_only and (branch or tag):
-        raise _fail("--default-branch-only and --branch/--tag contradict each other: give one")
+        raise fail("--default-branch-only and --branch/--tag contradict each other: give one")
     rules: dict[str, Any] = {}
     if branch or tag or default_branch_only:
         for option, globs in (("branch", branch), ("tag", tag)):
             try:
                 TypeAdapter(Patterns).validate_python(globs or [])
             except ValidationError as exc:
-                raise _fail(f"--{option}: {exc.errors()[0]['msg']}") from None
+                raise fail(f"--{option}: {exc.errors()[0]['msg']}") from None
         rules.update(branches=branch or None, tags=tag or None)
     if require_promote is not None:
         rules["require_promote"] = require_promote
@@ -90,7 +84,7 @@ def protect(
     with session_scope(get_settings().db_url) as session:
         found = get_project(session, project)
         if found is None:
-            raise _fail(f"project {project!r} does not exist (see `ciserver project list`)")
+            raise fail(f"project {project!r} does not exist (see `ciserver project list`)")
         row = store_protect(session, found, environment, actor, **rules)
         now = rules_of(row)
         audit.record(
@@ -110,7 +104,7 @@ def environment_list(project: ProjectArg) -> None:
     with session_scope(get_settings().db_url) as session:
         found = get_project(session, project)
         if found is None:
-            raise _fail(f"project {project!r} does not exist (see `ciserver project list`)")
+            raise fail(f"project {project!r} does not exist (see `ciserver project list`)")
         for row, _latest in list_environments(session, found.id):
             strategy = next(iter(row.strategy or {}), "-")
             release = (

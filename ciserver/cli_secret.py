@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from ciserver.cli_common import ProjectArg, fail
 from ciserver.config import get_settings
 
 secret_app = typer.Typer(
@@ -17,7 +18,6 @@ secret_app = typer.Typer(
     no_args_is_help=True,
 )
 
-ProjectArg = Annotated[str, typer.Argument(help="The project: OWNER/NAME (GitLab: GROUP/SUB/NAME).")]
 KeyArg = Annotated[str, typer.Argument(help="The environment variable a job receives, e.g. DEPLOY_TOKEN.")]
 ScopeOption = Annotated[
     str | None,
@@ -26,11 +26,6 @@ ScopeOption = Annotated[
         help="Only for this environment: its deployments, and jobs with `environment:` of refs it allows.",
     ),
 ]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=2)
 
 
 def _target(project: str, key: str, environment: str | None) -> str:
@@ -45,16 +40,14 @@ def _named(key: str, environment: str | None) -> str:
 def _read_value() -> str:
     """The value on stdin, less one trailing newline (what `echo` or a file adds)."""
     if sys.stdin is None or sys.stdin.isatty():
-        raise _fail(
-            "the value is read from stdin: pipe it in, e.g. `ciserver secret set o/app KEY < key.txt`"
-        )
+        raise fail("the value is read from stdin: pipe it in, e.g. `ciserver secret set o/app KEY < key.txt`")
     try:
         value = sys.stdin.buffer.read().decode()
     except UnicodeDecodeError:
-        raise _fail("value: stdin is not UTF-8 text") from None
+        raise fail("value: stdin is not UTF-8 text") from None
     value = value.removesuffix("\n").removesuffix("\r") if value.endswith("\n") else value
     if not value:
-        raise _fail("value: stdin was empty")
+        raise fail("value: stdin was empty")
     return value
 
 
@@ -76,7 +69,7 @@ def secret_set(project: ProjectArg, key: KeyArg, environment: ScopeOption = None
         with session_scope(settings.db_url) as session:
             found = get_project(session, project)
             if found is None:
-                raise _fail(f"project {project!r} does not exist (see `ciserver project list`)")
+                raise fail(f"project {project!r} does not exist (see `ciserver project list`)")
             created = set_secret(session, found, key, value, fernet, environment)
             target = _target(found.name, key, environment)
             audit.record(session, audit.cli_actor(), "secret.set", target, {"created": created})
@@ -84,7 +77,7 @@ def secret_set(project: ProjectArg, key: KeyArg, environment: ScopeOption = None
                 f"secret {_named(key, environment)} of {found.name} {'created' if created else 'updated'}"
             )
     except (SecretError, SecretKeyError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 @secret_app.command("list")
@@ -97,7 +90,7 @@ def secret_list(project: ProjectArg) -> None:
     with session_scope(get_settings().db_url) as session:
         found = get_project(session, project)
         if found is None:
-            raise _fail(f"project {project!r} does not exist (see `ciserver project list`)")
+            raise fail(f"project {project!r} does not exist (see `ciserver project list`)")
         for secret in list_secrets(session, found):
             scope = f"\tenvironment {secret.environment}" if secret.environment else ""
             typer.echo(
@@ -119,13 +112,13 @@ def secret_rm(project: ProjectArg, key: KeyArg, environment: ScopeOption = None)
         with session_scope(get_settings().db_url) as session:
             found = get_project(session, project)
             if found is None:
-                raise _fail(f"project {project!r} does not exist (see `ciserver project list`)")
+                raise fail(f"project {project!r} does not exist (see `ciserver project list`)")
             if not delete_secret(session, found, key, environment):
-                raise _fail(f"secret {_named(key, environment)!r} is not set for {found.name}")
+                raise fail(f"secret {_named(key, environment)!r} is not set for {found.name}")
             audit.record(session, audit.cli_actor(), "secret.delete", _target(found.name, key, environment))
             typer.echo(f"secret {_named(key, environment)} of {found.name} removed")
     except SecretError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 @secret_app.command("keygen")

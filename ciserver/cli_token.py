@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from ciserver.cli_common import fail
 from ciserver.config import get_settings
 
 token_app = typer.Typer(
@@ -24,11 +25,6 @@ class RoleName(StrEnum):
     developer = "developer"
     ops = "ops"
     admin = "admin"
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=2)
 
 
 def _date(moment: datetime) -> str:
@@ -53,7 +49,7 @@ def token_create(
     try:
         expires_at = None if expires_in is None else expiry_in(expires_in)
     except TokenError as exc:
-        raise _fail(f"--expires-in: {exc}") from None
+        raise fail(f"--expires-in: {exc}") from None
     with session_scope(get_settings().db_url) as session:
         token, secret = create_token(session, Role[role.value], name, expires_at)
         audit.record(
@@ -90,6 +86,6 @@ def token_revoke(
 
     with session_scope(get_settings().db_url) as session:
         if revoke_token(session, token_id) is None:
-            raise _fail(f"token {token_id} does not exist (see `ciserver token list`)")
+            raise fail(f"token {token_id} does not exist (see `ciserver token list`)")
         audit.record(session, audit.cli_actor(), "token.revoke", f"token:{token_id}")
     typer.echo(f"token {token_id} revoked")
