@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -364,6 +365,29 @@ def start_nginx(root: Path) -> tuple[subprocess.Popen[bytes], str]:
             raise AssertionError(f"nginx did not start: {proc.stderr.read() if proc.stderr else ''!r}")
         time.sleep(0.05)
     return proc, " ".join([*command, "-s", "reload"])
+
+
+@contextlib.contextmanager
+def deploying_server(root: Path, redis_url: str, workers: int) -> Iterator[CiServer]:
+    """A ciserver whose deployments go through a private nginx, on `redis_url` (give each such server a
+    Redis database of its own: the session's other servers have workers on the same queue names).
+    What its deployments left on the engine, containers and networks, is removed afterwards."""
+    nginx, reload = start_nginx(root / "data" / "nginx")
+    server = CiServer(root, redis_url)
+    server.env["CISERVER_ROUTER_RELOAD"] = reload
+    try:
+        server.start(workers=workers)
+        yield server
+    finally:
+        server.stop()
+        nginx.terminate()
+        nginx.wait(10)
+        label = f"label=ciserver.deploy={root / 'data'}"
+        for kind in (["ps", "-aq"], ["network", "ls", "-q"]):  # the containers before their networks
+            found = subprocess.run(["docker", *kind, "--filter", label], capture_output=True, text=True)
+            if found.stdout.split():
+                remove = ["rm", "-f"] if kind[0] == "ps" else ["network", "rm"]
+                subprocess.run(["docker", *remove, *found.stdout.split()], capture_output=True)
 
 
 class RedisServer:

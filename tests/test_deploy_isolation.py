@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import CiServer, commit, free_port, make_repo, start_nginx
+from tests.helpers import CiServer, commit, deploying_server, free_port, make_repo
 from workers.executors.docker_service import container_name
 
 pytestmark = pytest.mark.e2e
@@ -117,28 +117,8 @@ def expected(project: str, sha: str) -> str:
 @pytest.fixture(scope="module")
 def ci(tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("isolation")
-    nginx, reload = start_nginx(root / "data" / "nginx")
-    # A Redis database of its own: other servers of the session have workers on the same queue names.
-    server = CiServer(root, redis_url.rsplit("/", 1)[0] + "/12")
-    server.env["CISERVER_ROUTER_RELOAD"] = reload
-    try:
-        server.start(workers=2)
+    with deploying_server(root, redis_url.rsplit("/", 1)[0] + "/12", workers=2) as server:
         yield Server(server, root)
-    finally:
-        server.stop()
-        nginx.terminate()
-        nginx.wait(10)
-        label = f"label=ciserver.deploy={root / 'data'}"
-        containers = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True
-        )
-        if containers.stdout.split():
-            subprocess.run(["docker", "rm", "-f", *containers.stdout.split()], capture_output=True)
-        networks = subprocess.run(
-            ["docker", "network", "ls", "-q", "--filter", label], capture_output=True, text=True
-        )
-        if networks.stdout.split():
-            subprocess.run(["docker", "network", "rm", *networks.stdout.split()], capture_output=True)
 
 
 def test_a_listen_nginx_cannot_bind_fails_that_deployment_and_nothing_else(ci: Server) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import CiServer, commit, free_port, make_repo, start_nginx
+from tests.helpers import CiServer, commit, deploying_server, free_port, make_repo
 from workers.executors.docker_service import container_name
 
 pytestmark = pytest.mark.e2e
@@ -127,29 +127,11 @@ def deployer(
     tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str
 ) -> Iterator[Deployer]:
     root = tmp_path_factory.mktemp("deploy")
-    nginx, reload = start_nginx(root / "data" / "nginx")
-    # A Redis database of its own: the session's other server has workers on the same queue names.
-    server = CiServer(root, redis_url.rsplit("/", 1)[0] + "/3")
-    server.env["CISERVER_ROUTER_RELOAD"] = reload
     repo = root / "repo"
     make_repo(repo, {name: (EXAMPLE / name).read_text() for name in ("app.py", "Dockerfile")})
-    try:
-        server.start(workers=3)
+    with deploying_server(root, redis_url.rsplit("/", 1)[0] + "/3", workers=3) as server:
         server.add_project(PROJECT, repo)
         yield Deployer(server, repo, free_port(), free_port())
-    finally:
-        server.stop()
-        nginx.terminate()
-        nginx.wait(10)
-        label = f"label=ciserver.deploy={root / 'data'}"
-        leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True)
-        if leftovers.stdout.split():
-            subprocess.run(["docker", "rm", "-f", *leftovers.stdout.split()], capture_output=True)
-        networks = subprocess.run(
-            ["docker", "network", "ls", "-q", "--filter", label], capture_output=True, text=True
-        )
-        if networks.stdout.split():
-            subprocess.run(["docker", "network", "rm", *networks.stdout.split()], capture_output=True)
 
 
 def test_continuous_deployment_then_delivery_with_canary_and_rollback(deployer: Deployer) -> None:

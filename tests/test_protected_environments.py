@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import CiServer, commit, free_port, git, make_repo, start_nginx
+from tests.helpers import CiServer, commit, deploying_server, free_port, git, make_repo
 
 pytestmark = pytest.mark.e2e
 
@@ -115,20 +115,8 @@ def served(port: int, path: str = "/") -> str:
 @pytest.fixture(scope="module")
 def ci(tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("protected")
-    nginx, reload = start_nginx(root / "data" / "nginx")
-    server = CiServer(root, redis_url.rsplit("/", 1)[0] + "/5")  # a Redis database of its own
-    server.env["CISERVER_ROUTER_RELOAD"] = reload
-    try:
-        server.start(workers=2)
+    with deploying_server(root, redis_url.rsplit("/", 1)[0] + "/5", workers=2) as server:
         yield Server(server, root)
-    finally:
-        server.stop()
-        nginx.terminate()
-        nginx.wait(10)
-        label = f"label=ciserver.deploy={root / 'data'}"
-        leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True)
-        if leftovers.stdout.split():
-            subprocess.run(["docker", "rm", "-f", *leftovers.stdout.split()], capture_output=True)
 
 
 def test_a_feature_branch_can_neither_take_production_nor_create_an_environment(ci: Server) -> None:
