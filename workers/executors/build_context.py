@@ -30,7 +30,7 @@ SPOOL = 8 * 1024 * 1024  # an archive this large goes to disk rather than memory
 MAX_IGNORE_FILE = 256 * 1024
 _GLOB = re.compile(r"[*?\[]")
 
-Owner = tuple[int, int]
+Owner = tuple[int, int]  # uid and gid
 Exists = Callable[[str], str | None]  # an image path -> "dir", "file" or None when it is not there
 
 

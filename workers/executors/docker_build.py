@@ -11,27 +11,21 @@ ref (or the default branch) is taken from the build cache, as the classic builde
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import copy
-import hashlib
-import io
 import json
-import os
 import posixpath
 import re
-import tarfile
-import tempfile
 import threading
-from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Any
 
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, NotFound
 from docker.models.containers import Container
 
 from workers.executors.base import BuildFailed, BuiltImage, ExecutorError, ImageBuildSpec, OutputSink
+from workers.executors.build_cache import StepCache, step_key
 from workers.executors.build_context import (
     BuildContext,
     Exists,
@@ -51,10 +45,18 @@ from workers.executors.dockerfile import (
     stages_needed,
 )
 from workers.executors.image_config import StageState
+from workers.executors.image_store import (
+    built_image,
+    explain,
+    image_config,
+    owner_ids,
+    path_kind,
+    read_archive,
+    scratch_image,
+    with_config,
+)
 
 NEVER_RUN = ["/.ciserver-step-never-runs"]  # the command of a step container that is only written to
-SCRATCH = "ciserver/scratch:empty"  # FROM scratch: an image of one empty layer, made once per engine
-_GO_DIR, _GO_LINK = 1 << 31, 1 << 27  # os.FileMode bits in the engine's path stat
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://|^git@", re.IGNORECASE)
 CONFIG_KEYS = (
     "Env",
@@ -92,50 +94,11 @@ class ImageBuilder:
         except ENGINE_UNREACHABLE as exc:
             if stop.is_set():
                 raise ExecutorError("build stopped") from None
-            raise ExecutorError(f"the Docker Engine failed the build: {_explain(exc)}") from None
+            raise ExecutorError(f"the Docker Engine failed the build: {explain(exc)}") from None
         finally:
             build.remove_containers()
         output(f"Successfully built {_short(image_id)}\nSuccessfully tagged {spec.tag}\n".encode())
-        return self._built(spec.tag, image_id)
-
-    def image_config(self, reference: str) -> tuple[str, dict[str, Any]]:
-        """The image's id and configuration, pulled first when the engine lacks it and that is allowed."""
-        try:
-            attrs = self.client.api.inspect_image(reference)
-        except ImageNotFound:
-            if not self.pull:
-                raise ExecutorError(f"image {reference!r} is not on this worker's Docker Engine") from None
-            try:
-                self.client.images.pull(reference)
-                attrs = self.client.api.inspect_image(reference)
-            except ENGINE_UNREACHABLE as exc:
-                raise ExecutorError(
-                    f"image {reference!r} is not on this worker's Docker Engine and could not be pulled: "
-                    f"{_explain(exc)}"
-                ) from None
-        return attrs["Id"], attrs.get("Config") or {}
-
-    def scratch(self) -> str:
-        """FROM scratch: an empty image to start the first step's container from."""
-        try:
-            return self.client.api.inspect_image(SCRATCH)["Id"]
-        except ImageNotFound:
-            empty = io.BytesIO()
-            with tarfile.open(fileobj=empty, mode="w"):
-                pass  # an archive of nothing: one empty layer
-            repository, _, tag = SCRATCH.partition(":")
-            self.client.api.import_image_from_data(empty.getvalue(), repository=repository, tag=tag)
-            return self.client.api.inspect_image(SCRATCH)["Id"]
-
-    def _built(self, tag: str, image_id: str) -> BuiltImage:
-        try:
-            image = self.client.images.get(image_id)
-        except DockerException as exc:
-            raise ExecutorError(f"the built image {tag} is not on the Docker Engine: {exc}") from None
-        repo = tag.rsplit(":", 1)[0] if ":" in tag.rsplit("/", 1)[-1] else tag
-        digests = image.attrs.get("RepoDigests") or []
-        digest = next((d for d in digests if d.split("@", 1)[0] == repo), digests[0] if digests else image.id)
-        return BuiltImage(tag=tag, image_id=image.id, digest=digest)
+        return built_image(self.client, spec.tag, image_id)
 
 
 class _Build:
@@ -150,7 +113,8 @@ class _Build:
         output: OutputSink,
         stop: threading.Event,
     ) -> None:
-        self.builder, self.client = builder, builder.client
+        self.client, self.pull = builder.client, builder.pull
+        self.cache = StepCache(builder.client, spec.cache)
         self.spec, self.context, self.dockerfile = spec, context, dockerfile
         self.output, self.stop = output, stop
         self.containers: list[Container] = []
@@ -187,14 +151,13 @@ class _Build:
         base = StageState({}, self.dockerfile.escape)
         base.args = dict(outer)
         reference = base.expand(stage.start, stage.base)
-        earlier = stage_named([s for s in self.dockerfile.stages if s.index in self.built], reference)
+        earlier = self._built_stage(reference)
         if earlier is not None:
-            image, inherited = self.built[earlier.index]
-            config = inherited.config
+            image, config = earlier[0], earlier[1].config
         elif reference.lower() == "scratch":
-            image, config = self.builder.scratch(), {}
+            image, config = scratch_image(self.client), {}
         else:
-            image, config = self.builder.image_config(reference)
+            image, config = image_config(self.client, reference, pull=self.pull)
             if config.get("OnBuild"):
                 raise BuildFailed(
                     f"Dockerfile:{stage.start.line}: the base image {reference} has ONBUILD triggers, "
@@ -211,6 +174,11 @@ class _Build:
             except DockerfileError as exc:
                 raise BuildFailed(str(exc)) from None
         return image, state
+
+    def _built_stage(self, reference: str) -> tuple[str, StageState] | None:
+        """The image and state of the earlier stage `reference` names, or None for an image."""
+        stage = stage_named([s for s in self.dockerfile.stages if s.index in self.built], reference)
+        return self.built[stage.index] if stage is not None else None
 
     def _instruction(
         self, image: str, state: StageState, instruction: Instruction, outer: Mapping[str, str]
@@ -232,7 +200,7 @@ class _Build:
     def _run(self, image: str, state: StageState, instruction: Instruction) -> str:
         argv, extra = state.run_command(instruction, self.spec.build_args)
         env = {**state.env(), **extra}
-        key = _key(image, "RUN", argv, sorted(env.items()), state.user, state.workdir, self.spec.network)
+        key = step_key(image, "RUN", argv, sorted(env.items()), state.user, state.workdir, self.spec.network)
         cached = self._cached(key)
         if cached:
             return cached
@@ -248,7 +216,7 @@ class _Build:
         try:
             code = follow(container, self.output, self._watch())
         except APIError as exc:
-            raise BuildFailed(f"RUN failed to start: {_explain(exc)}") from None
+            raise BuildFailed(f"RUN failed to start: {explain(exc)}") from None
         if self.stop.is_set():
             raise ExecutorError("build stopped")
         if code != 0:
@@ -281,15 +249,11 @@ class _Build:
         absolute = posixpath.join(state.workdir, dest)
         target = posixpath.normpath(absolute) + ("/" if dest.endswith("/") and absolute != "/" else "")
         container = self._create(image, entrypoint=NEVER_RUN, network_mode="none")
-        exists: Exists = lambda path: self._stat(container, path)  # noqa: E731
-        owner = (
-            self._owner(container, instruction, state.expand(instruction, instruction.flags["chown"]))
-            if "chown" in instruction.flags
-            else None
-        )
+        exists: Exists = lambda path: path_kind(self.client, container, path)  # noqa: E731
+        owner = self._owner(container, state, instruction) if "chown" in instruction.flags else None
         packed = self._pack(instruction, state, sources, target, owner, exists)
         with packed.file:
-            key = _key(image, instruction.keyword, packed.digest, target, owner)
+            key = step_key(image, instruction.keyword, packed.digest, target, owner)
             cached = self._cached(key)
             if cached:
                 self._remove(container)
@@ -298,7 +262,7 @@ class _Build:
                 try:
                     container.put_archive("/", packed.file)
                 except APIError as exc:
-                    raise BuildFailed(f"{instruction.keyword} failed: {_explain(exc)}") from None
+                    raise BuildFailed(f"{instruction.keyword} failed: {explain(exc)}") from None
         return self._commit(container, state, key)
 
     def _pack(
@@ -312,14 +276,12 @@ class _Build:
     ) -> Packed:
         if "from" in instruction.flags:
             reference = state.expand(instruction, instruction.flags["from"])
-            earlier = stage_named([s for s in self.dockerfile.stages if s.index in self.built], reference)
-            source_image = (
-                self.built[earlier.index][0] if earlier else self.builder.image_config(reference)[0]
-            )
+            earlier = self._built_stage(reference)
+            source_image = earlier[0] if earlier else image_config(self.client, reference, pull=self.pull)[0]
             source = self._create(source_image, entrypoint=NEVER_RUN, network_mode="none")
             try:
                 return pack_from_image(
-                    lambda path: self._archive(source, path), sources, target, owner, exists
+                    lambda path: read_archive(source, path), sources, target, owner, exists
                 )
             finally:
                 self._remove(source)
@@ -335,15 +297,15 @@ class _Build:
     def _make_workdir(self, image: str, state: StageState) -> str:
         """WORKDIR makes its directory when the image lacks it, as the classic builder does."""
         path = state.workdir
-        key = _key(image, "WORKDIR", path)
+        key = step_key(image, "WORKDIR", path)
         cached = self._cached(key)
         if cached:
             return cached
         container = self._create(image, entrypoint=NEVER_RUN, network_mode="none")
-        if self._stat(container, path) == "dir":
+        if path_kind(self.client, container, path) == "dir":
             self._remove(container)
             return image
-        packed = pack_directories(path, lambda p: self._stat(container, p))
+        packed = pack_directories(path, lambda p: path_kind(self.client, container, p))
         with packed.file:
             container.put_archive("/", packed.file)
         return self._commit(container, state, key)
@@ -358,7 +320,7 @@ class _Build:
         current = attrs.get("Config") or {}
         if all((current.get(key) or None) == (config.get(key) or None) for key in CONFIG_KEYS):
             return image
-        return _with_config(self.client, attrs, config)
+        return with_config(self.client, attrs, config)
 
     # -- the engine -----------------------------------------------------------------------------
 
@@ -390,7 +352,7 @@ class _Build:
                 **config,
             )
         except APIError as exc:
-            raise ExecutorError(f"the Docker Engine refused a build step: {_explain(exc)}") from None
+            raise ExecutorError(f"the Docker Engine refused a build step: {explain(exc)}") from None
         self.containers.append(container)
         return container
 
@@ -399,7 +361,7 @@ class _Build:
         self._remove(container)
         self.output(f" ---> {_short(image)}\n".encode())
         if key is not None:
-            self._store(key, image)
+            self.cache.put(key, image)
         return image
 
     def _remove(self, container: Container) -> None:
@@ -408,129 +370,24 @@ class _Build:
         with contextlib.suppress(ValueError):
             self.containers.remove(container)
 
+    def _cached(self, key: str) -> str | None:
+        image = self.cache.get(key)
+        if image is not None:
+            self.output(f" ---> Using cache\n ---> {_short(image)}\n".encode())
+        return image
+
+    def _owner(self, container: Container, state: StageState, instruction: Instruction) -> Owner:
+        try:
+            return owner_ids(container, state.expand(instruction, instruction.flags["chown"]))
+        except ValueError as exc:
+            raise instruction.error(str(exc)) from None
+
     def remove_containers(self) -> None:
         """Every step container still there (a failed or stopped build): none may stay behind."""
         for container in list(self.containers):
             with contextlib.suppress(*ENGINE_UNREACHABLE):
                 self._remove(container)
 
-    def _stat(self, container: Container, path: str) -> str | None:
-        """ "dir", "file" or None: what `path` is in the container's filesystem (links followed)."""
-        for _ in range(40):
-            url = self.client.api._url("/containers/{0}/archive", container.id)
-            response = self.client.api.head(url, params={"path": path})
-            if response.status_code == 404:
-                return None
-            self.client.api._raise_for_status(response)
-            found = json.loads(base64.b64decode(response.headers["X-Docker-Container-Path-Stat"]))
-            if not found["mode"] & _GO_LINK or not found.get("linkTarget"):
-                return "dir" if found["mode"] & _GO_DIR else "file"
-            path = found["linkTarget"]
-        raise BuildFailed(f"too many levels of links at {path} in the image")
-
-    def _archive(self, container: Container, path: str) -> Iterator[bytes] | None:
-        try:
-            stream, _ = container.get_archive(path)
-        except NotFound:
-            return None
-        return stream
-
-    def _owner(self, container: Container, instruction: Instruction, chown: str) -> Owner:
-        """--chown=USER[:GROUP], by number or by name in the image's /etc/passwd and /etc/group."""
-        user, _, group = chown.partition(":")
-        uid = int(user) if user.isdigit() else self._lookup(container, instruction, "/etc/passwd", user, 2)
-        if not group:
-            gid = uid if user.isdigit() else self._lookup(container, instruction, "/etc/passwd", user, 3)
-        else:
-            gid = (
-                int(group)
-                if group.isdigit()
-                else self._lookup(container, instruction, "/etc/group", group, 2)
-            )
-        return uid, gid
-
-    def _lookup(
-        self, container: Container, instruction: Instruction, file: str, name: str, field: int
-    ) -> int:
-        stream = self._archive(container, file)
-        text = _single_file(stream) if stream is not None else ""
-        for line in text.splitlines():
-            parts = line.split(":")
-            if len(parts) > field and parts[0] == name and parts[field].isdigit():
-                return int(parts[field])
-        raise instruction.error(f"--chown: no {name!r} in the image's {file}")
-
-    def _cached(self, key: str) -> str | None:
-        cache = self.spec.cache
-        for folder in cache.read if cache else ():
-            with contextlib.suppress(OSError):
-                image = (folder / key).read_text().strip()
-                with contextlib.suppress(ImageNotFound):
-                    self.client.api.inspect_image(image)
-                    self.output(f" ---> Using cache\n ---> {_short(image)}\n".encode())
-                    return image
-        return None
-
-    def _store(self, key: str, image: str) -> None:
-        folder = self.spec.cache.write if self.spec.cache else None
-        if folder is None:
-            return
-        with contextlib.suppress(OSError):
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
-            with os.fdopen(fd, "w") as out:
-                out.write(image)
-            os.replace(temporary, folder / key)
-
-
-def _key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
 
 def _short(image: str) -> str:
     return image.removeprefix("sha256:")[:12]
-
-
-def _explain(exc: BaseException) -> str:
-    return str(getattr(exc, "explanation", None) or exc)
-
-
-def _single_file(stream: Iterator[bytes]) -> str:
-    with tempfile.SpooledTemporaryFile() as data:
-        for chunk in stream:
-            data.write(chunk)
-        data.seek(0)
-        with tarfile.open(fileobj=data) as tar:
-            member = next((m for m in tar if m.isfile()), None)
-            found = tar.extractfile(member) if member else None
-            return found.read(1024 * 1024).decode(errors="replace") if found else ""
-
-
-def _with_config(client: docker.DockerClient, image: Mapping[str, Any], config: Mapping[str, Any]) -> str:
-    """An image of `image`'s layers and `config`: loaded as an archive of its configuration alone,
-    which the engine accepts because it already holds every layer the configuration names."""
-    document = {
-        "architecture": image.get("Architecture") or "amd64",
-        "os": image.get("Os") or "linux",
-        # The time of its last layer: the same steps and configuration give the same image id.
-        "created": image.get("Created") or datetime.now(UTC).isoformat(),
-        "config": dict(config),
-        "rootfs": {"type": "layers", "diff_ids": list(image["RootFS"]["Layers"])},
-    }
-    data = json.dumps(document, sort_keys=True).encode()
-    digest = hashlib.sha256(data).hexdigest()
-    layers = [f"{index}/layer.tar" for index in range(len(document["rootfs"]["diff_ids"]))]
-    manifest = json.dumps([{"Config": f"{digest}.json", "RepoTags": None, "Layers": layers}]).encode()
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        for name, content in ((f"{digest}.json", data), ("manifest.json", manifest)):
-            info = tarfile.TarInfo(name)
-            info.size = len(content)
-            tar.addfile(info, io.BytesIO(content))
-    try:
-        client.images.load(archive.getvalue())
-    except APIError as exc:
-        raise ExecutorError(
-            f"the Docker Engine did not take the image's configuration: {_explain(exc)}"
-        ) from None
-    return f"sha256:{digest}"
