@@ -295,3 +295,25 @@ def test_the_job_starts_once_its_services_answer_on_the_ports_their_images_expos
     assert "ready" in output  # one try, no retry loop: the service was up before the job started
     assert "service 'web' did not answer on port 9" in output  # nothing listens there: said, not fatal
     assert_nothing_left(client, labels)
+
+
+def test_a_job_or_service_on_an_image_another_project_built_is_refused_by_tag_or_id(
+    executor: DockerExecutor, client: docker.DockerClient, labels: dict[str, str], tmp_path: Path
+) -> None:
+    made = client.containers.create("ciserver-test/busybox:latest", ["true"], labels=labels)
+    theirs = client.api.commit(made.id, conf={"Labels": {"ciserver.project": "octo/other"}})["Id"]
+    made.remove(force=True)
+    try:
+        mine = {**labels, "ciserver.project": "octo/mine"}
+        for image in (theirs, theirs.removeprefix("sha256:")[:12]):
+            with pytest.raises(ExecutorError, match="was built by project octo/other"):
+                run(executor, job(tmp_path / "ws", mine, "true", image=image))
+        service = job(tmp_path / "ws", mine, "true", services=(ServiceSpec(image=theirs, alias="db"),))
+        with pytest.raises(ExecutorError, match="was built by project octo/other"):
+            run(executor, service)
+        own = {**labels, "ciserver.project": "octo/other"}
+        code, _, _ = run(executor, job(tmp_path / "ws", own, "true", image=theirs))
+        assert code == 0  # its own project runs it
+        assert_nothing_left(client, labels)
+    finally:
+        client.images.remove(theirs, force=True)

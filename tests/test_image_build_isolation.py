@@ -164,3 +164,28 @@ def test_an_image_build_beside_reaping_workers_keeps_its_steps_and_leaves_no_con
     ]
     assert removed == []
     subprocess.run(["docker", "image", "rm", "-f", release_image(name, sha)], capture_output=True)
+
+
+def test_a_project_cannot_run_or_build_on_the_release_image_of_another(
+    ciserver: CiServer, tmp_path: Path
+) -> None:
+    dockerfile = f"FROM {BUSYBOX}\nRUN echo their-secret-sauce > /sauce\n"
+    theirs, their_sha, their_build = pushed(
+        ciserver, tmp_path / "theirs", {"pipelines.yml": pipeline("{}"), "Dockerfile": dockerfile}, {}
+    )
+    assert ciserver.wait_build(their_build, timeout=90)["status"] == "success"
+    stolen = release_image(theirs, their_sha)
+    files = {
+        "pipelines.yml": f"jobs:\n  run:\n    image: {stolen}\n    script: [cat /sauce]\n"
+        "  package:\n    image_build: {}\n",
+        "Dockerfile": f"FROM {stolen}\nRUN cat /sauce\n",
+    }
+    *_, build_id = pushed(ciserver, tmp_path / "mine", files, {})
+    build = ciserver.wait_build(build_id, timeout=90)
+    jobs = {job["name"]: job for job in build["jobs"]}
+    assert jobs["run"]["status"] == "error" and f"was built by project {theirs}" in jobs["run"]["error"]
+    assert (
+        jobs["package"]["status"] == "failed" and f"was built by project {theirs}" in jobs["package"]["error"]
+    )
+    assert "their-secret-sauce" not in ciserver.log(jobs["run"]["id"]) + ciserver.log(jobs["package"]["id"])
+    subprocess.run(["docker", "image", "rm", "-f", stolen], capture_output=True)

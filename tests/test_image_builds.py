@@ -441,3 +441,24 @@ def test_an_image_from_scratch_has_only_what_its_dockerfile_put_there(
     assert client.containers.run(image, remove=True) == b"from scratch\n"
     listed = client.containers.run(image, ["ls", "/"], remove=True).decode().split()
     assert set(listed) <= {"bin", "dev", "etc", "proc", "sys"}, listed  # the engine's mount points only
+
+
+def test_a_dockerfile_cannot_build_on_or_copy_from_an_image_another_project_built(
+    executor: DockerExecutor,
+    client: docker.DockerClient,
+    labels: dict[str, str],
+    image_tags: list[str],
+    tmp_path: Path,
+) -> None:
+    other = tag_for(image_tags, "other")
+    build(executor, build_spec(write_context(tmp_path / "other", f"FROM {BUSYBOX}\nRUN echo theirs > /s\n"),
+                               {**labels, "ciserver.project": "octo/other"}, other,
+                               image_labels={"ciserver.project": "octo/other"}))  # fmt: skip
+    mine = {**labels, "ciserver.project": "octo/mine"}
+    for dockerfile, line in ((f"FROM {other}\n", 1), (f"FROM {BUSYBOX}\nCOPY --from={other} /s /s\n", 2)):
+        workspace = write_context(tmp_path / f"mine{line}", dockerfile)
+        with pytest.raises(
+            BuildFailed, match=rf"Dockerfile:{line}: image .* was built by project octo/other"
+        ):
+            build(executor, build_spec(workspace, mine, tag_for(image_tags, "mine")))
+    assert_nothing_left(client, labels)

@@ -68,6 +68,7 @@ def run_script_deploy(
                 env=env,
                 workspace=workspace,
                 labels={
+                    "ciserver.project": claimed.project,  # its image may be no other project's
                     "ciserver.data_dir": str(ctx.settings.data_dir),
                     "ciserver.worker": ctx.worker_name,
                     "ciserver.deployment": str(claimed.id),

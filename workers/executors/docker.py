@@ -32,7 +32,14 @@ from workers.executors.base import (
     shell_script,
 )
 from workers.executors.docker_build import ImageBuilder
-from workers.executors.docker_run import ENGINE_UNREACHABLE, JOB_CAPABILITIES, follow, hardening
+from workers.executors.docker_run import (
+    ENGINE_UNREACHABLE,
+    JOB_CAPABILITIES,
+    PROJECT_LABEL,
+    check_image_owner,
+    follow,
+    hardening,
+)
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +258,9 @@ class DockerExecutor:
             ) from None
 
     def _create_or_replace(self, config: dict[str, Any]) -> Container:
+        with contextlib.suppress(ImageNotFound):  # a missing image is pulled, then checked here again
+            labels = (self.client.api.inspect_image(config["image"]).get("Config") or {}).get("Labels")
+            check_image_owner(config["image"], labels, config["labels"].get(PROJECT_LABEL))
         try:
             return self.client.containers.create(**config)
         except APIError as exc:

@@ -34,7 +34,14 @@ from workers.executors.build_context import (
     pack_directories,
     pack_from_image,
 )
-from workers.executors.docker_run import ENGINE_UNREACHABLE, JOB_CAPABILITIES, follow, hardening
+from workers.executors.docker_run import (
+    ENGINE_UNREACHABLE,
+    JOB_CAPABILITIES,
+    PROJECT_LABEL,
+    check_image_owner,
+    follow,
+    hardening,
+)
 from workers.executors.dockerfile import (
     Dockerfile,
     DockerfileError,
@@ -157,7 +164,7 @@ class _Build:
         elif reference.lower() == "scratch":
             image, config = scratch_image(self.client), {}
         else:
-            image, config = image_config(self.client, reference, pull=self.pull)
+            image, config = self._external(reference, stage.start)
             if config.get("OnBuild"):
                 raise BuildFailed(
                     f"Dockerfile:{stage.start.line}: the base image {reference} has ONBUILD triggers, "
@@ -179,6 +186,17 @@ class _Build:
         """The image and state of the earlier stage `reference` names, or None for an image."""
         stage = stage_named([s for s in self.dockerfile.stages if s.index in self.built], reference)
         return self.built[stage.index] if stage is not None else None
+
+    def _external(self, reference: str, instruction: Instruction) -> tuple[str, dict[str, Any]]:
+        """An image the Dockerfile names that no stage of it made: pulled when allowed, and refused
+        when another project's build made it."""
+        image, config = image_config(self.client, reference, pull=self.pull)
+        project = self.spec.labels.get(PROJECT_LABEL)
+        try:
+            check_image_owner(reference, config.get("Labels"), project)
+        except ExecutorError as exc:
+            raise BuildFailed(f"Dockerfile:{instruction.line}: {exc}") from None
+        return image, config
 
     def _instruction(
         self, image: str, state: StageState, instruction: Instruction, outer: Mapping[str, str]
@@ -277,7 +295,7 @@ class _Build:
         if "from" in instruction.flags:
             reference = state.expand(instruction, instruction.flags["from"])
             earlier = self._built_stage(reference)
-            source_image = earlier[0] if earlier else image_config(self.client, reference, pull=self.pull)[0]
+            source_image = earlier[0] if earlier else self._external(reference, instruction)[0]
             source = self._create(source_image, entrypoint=NEVER_RUN, network_mode="none")
             try:
                 return pack_from_image(

@@ -1,16 +1,18 @@
 """What every container ciserver starts shares, whether it runs a job, a service or an image
-build's RUN step: the hardening and limits, and running one to its end with its output streamed."""
+build's RUN step: the hardening and limits, whose images it may start from, and running one to its
+end with its output streamed."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
 from requests.exceptions import RequestException
 
-from workers.executors.base import Limits, OutputSink
+from workers.executors.base import ExecutorError, Limits, OutputSink
 
 # What the docker SDK raises when the engine cannot be reached: not every requests error is wrapped.
 ENGINE_UNREACHABLE = (DockerException, RequestException)
@@ -23,6 +25,23 @@ JOB_CAPABILITIES = (
     "SETUID",  # apt drops to the _apt user to download; su/gosu switch to a build user
     "SETGID",  # the same, for groups
 )
+
+
+# The project whose job made a container or an image: step containers carry it, so every image an
+# image build commits does (and release images keep it), whatever tags or ids it is known by.
+PROJECT_LABEL = "ciserver.project"
+
+
+def check_image_owner(reference: str, labels: Mapping[str, str] | None, project: str | None) -> None:
+    """Refuse an image another project's build made (its release image, or a step of its build),
+    however the pipeline names it (tag, id, digest): a pusher may run and build on the images of its
+    own project and anyone's public images, never another project's."""
+    owner = (labels or {}).get(PROJECT_LABEL)
+    if owner and project and owner.lower() != project.lower():
+        raise ExecutorError(
+            f"image {reference!r} was built by project {owner}: a project's jobs and builds may use "
+            "its own images, not another project's"
+        )
 
 
 def limit_config(limits: Limits | None) -> dict[str, Any]:

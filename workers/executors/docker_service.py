@@ -23,9 +23,9 @@ from docker.models.containers import Container
 from ciserver.deploy.names import deploy_name
 from workers.executors.base import ExecutorError, Limits
 from workers.executors.docker import SERVICE_CAPABILITIES, connect_engine, hardening
+from workers.executors.docker_run import PROJECT_LABEL
 
 DEPLOY_LABEL = "ciserver.deploy"  # the data dir of the installation that started it
-PROJECT_LABEL = "ciserver.project"
 ENVIRONMENT_LABEL = "ciserver.environment"
 COLOR_LABEL = "ciserver.color"
 IMAGE_LABEL = "ciserver.image"
