@@ -27,8 +27,9 @@ from sqlalchemy.orm import Session
 from ciserver.config import Settings
 from ciserver.crypto import load_fernet
 from ciserver.deploy.router import main_config
+from ciserver.pipeline import load_pipeline
 from ciserver.store.db import session_scope
-from ciserver.store.models import Role
+from ciserver.store.models import Build, Job, Project, Role, Status
 from ciserver.store.tokens import create_token
 
 BUSYBOX = "ciserver-test/busybox:latest"
@@ -336,6 +337,43 @@ def containers_of_job(job_id: int, data_dir: Path | None = None) -> list[str]:
     if data_dir is not None:
         filters += ["--filter", f"label=ciserver.data_dir={data_dir}"]
     return subprocess.run(["docker", "ps", "-aq", *filters], capture_output=True, text=True).stdout.split()
+
+
+def green_build(
+    session: Session,
+    project: Project,
+    pipeline: str,
+    *,
+    branch: str | None = "main",
+    tag: str | None = None,
+    status: Status = Status.success,
+) -> Build:
+    """A build of `pipeline` with its image built, as a worker leaves it: what a release is made of."""
+    loaded = load_pipeline(pipeline)
+    build = Build(
+        project_id=project.id,
+        ref=f"refs/heads/{branch}" if branch else f"refs/tags/{tag}",
+        branch=branch,
+        tag=tag,
+        sha=f"{session.query(Build).count():040d}",
+        default_branch="main",
+        status=status.value,
+        deploy=loaded.model_dump(
+            mode="json", include={"environments", "service", "image"}, exclude_none=True
+        ),
+    )
+    session.add(build)
+    session.flush()
+    image = "sha256:" + "1" * 64
+    session.add(
+        Job(
+            build_id=build.id, position=0, name="package", stage="test", image="", script=[], env={},
+            timeout=60, after=[], status=Status.success.value,
+            image_tag="ciserver/octo-app:x", image_id=image, image_digest=image,
+        )
+    )  # fmt: skip
+    session.flush()
+    return build
 
 
 def fernet_of(session: Session) -> Fernet:

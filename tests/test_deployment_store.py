@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from ciserver.pipeline import load_pipeline
 from ciserver.store import deployments as store
 from ciserver.store.db import session_scope
-from ciserver.store.models import Build, Deployment, DeploymentStatus, Job, Project, Status, utcnow
+from ciserver.store.models import Deployment, DeploymentStatus, Project, Status, utcnow
 from ciserver.store.projects import add_project
-from tests.helpers import fernet_of
+from tests.helpers import fernet_of, green_build
 
 PIPELINE = """\
 image: busybox
@@ -47,40 +46,8 @@ def project(session: Session) -> Project:
     )
 
 
-def green_build(
-    session: Session, project: Project, branch: str = "main", status: Status = Status.success
-) -> int:
-    pipeline = load_pipeline(PIPELINE)
-    build = Build(
-        project_id=project.id,
-        ref=f"refs/heads/{branch}",
-        branch=branch,
-        sha=f"{len(session.query(Build).all()):040d}",
-        default_branch="main",
-        status=status.value,
-        deploy=pipeline.model_dump(mode="json", include={"environments", "service"}, exclude_none=True),
-    )
-    session.add(build)
-    session.flush()
-    session.add(
-        Job(
-            build_id=build.id,
-            position=0,
-            name="package",
-            stage="test",
-            image="",
-            script=[],
-            env={},
-            timeout=60,
-            after=[],
-            status=Status.success.value,
-            image_tag="ciserver/octo-app:x",
-            image_id="sha256:" + "1" * 64,
-            image_digest="sha256:" + "1" * 64,
-        )
-    )
-    session.flush()
-    return build.id
+def green(session: Session, project: Project, branch: str = "main", status: Status = Status.success) -> int:
+    return green_build(session, project, PIPELINE, branch=branch, status=status).id
 
 
 def deployed(session: Session, deployment_id: int) -> None:
@@ -93,7 +60,7 @@ def deployed(session: Session, deployment_id: int) -> None:
 def test_a_green_build_becomes_a_release_and_auto_environments_deploy_it(
     session: Session, project: Project
 ) -> None:
-    build_id = green_build(session, project)
+    build_id = green(session, project)
     started = store.release_build(session, build_id)
     assert len(started) == 1
     deployment = session.get(Deployment, started[0])
@@ -113,10 +80,10 @@ def test_a_green_build_becomes_a_release_and_auto_environments_deploy_it(
 def test_a_failed_build_makes_no_release_and_one_no_environment_takes_deploys_nowhere_saying_why(
     session: Session, project: Project
 ) -> None:
-    assert store.release_build(session, green_build(session, project, status=Status.failed)) == []
+    assert store.release_build(session, green(session, project, status=Status.failed)) == []
     assert store.list_releases(session, project.id) == []
-    store.release_build(session, green_build(session, project))  # main declares the environments
-    feature = green_build(session, project, branch="feature")
+    store.release_build(session, green(session, project))  # main declares the environments
+    feature = green(session, project, branch="feature")
     assert store.release_build(session, feature) == []
     release = store.list_releases(session, project.id)[0]
     assert release.build_id == feature
@@ -133,9 +100,9 @@ def test_a_failed_build_makes_no_release_and_one_no_environment_takes_deploys_no
 def test_an_environment_with_auto_and_after_follows_once_its_predecessor_succeeded(
     session: Session, project: Project
 ) -> None:
-    [declared] = store.release_build(session, green_build(session, project))
+    [declared] = store.release_build(session, green(session, project))
     deployed(session, declared)
-    [staging] = store.release_build(session, green_build(session, project, branch="release/2"))
+    [staging] = store.release_build(session, green(session, project, branch="release/2"))
     assert store.claim(session, staging, "w") is not None
     [qa] = store.finish(session, staging, DeploymentStatus.succeeded)
     follower = session.get(Deployment, qa)
@@ -144,7 +111,7 @@ def test_an_environment_with_auto_and_after_follows_once_its_predecessor_succeed
 
 
 def test_promote_checks_the_build_the_environment_and_its_after(session: Session, project: Project) -> None:
-    build_id = green_build(session, project)
+    build_id = green(session, project)
     [staging] = store.release_build(session, build_id)
     with pytest.raises(store.DeployRefused, match="has not yet succeeded in 'staging'") as early:
         store.promote(session, project, "production", build_id, "token:1 (ops)")
@@ -173,7 +140,7 @@ def test_promote_checks_the_build_the_environment_and_its_after(session: Session
         with pytest.raises(store.DeployRefused, match=message) as refused:
             action()
         assert refused.value.status == status
-    failed = green_build(session, project, status=Status.failed)
+    failed = green(session, project, status=Status.failed)
     with pytest.raises(store.DeployRefused, match="is failed: only a succeeded build"):
         store.promote(session, project, "staging", failed, "x")
 
@@ -181,22 +148,22 @@ def test_promote_checks_the_build_the_environment_and_its_after(session: Session
 def test_rollback_deploys_the_release_before_the_current_one(session: Session, project: Project) -> None:
     with pytest.raises(store.DeployRefused, match="no environment 'staging'"):
         store.rollback(session, project, "staging", "x")
-    first = green_build(session, project)
+    first = green(session, project)
     [one] = store.release_build(session, first)
     deployed(session, one)
     with pytest.raises(store.DeployRefused, match="no earlier release"):
         store.rollback(session, project, "staging", "x")
-    [two] = store.release_build(session, green_build(session, project))
+    [two] = store.release_build(session, green(session, project))
     deployed(session, two)
     back = store.rollback(session, project, "staging", "token:2 (ops)")
     assert back.action == "rollback" and back.release.build_id == first
 
 
 def test_a_newer_pending_deployment_supersedes_an_older_one(session: Session, project: Project) -> None:
-    [one] = store.release_build(session, green_build(session, project))
+    [one] = store.release_build(session, green(session, project))
     assert store.claim(session, one, "w") is not None
-    [two] = store.release_build(session, green_build(session, project))
-    [three] = store.release_build(session, green_build(session, project))
+    [two] = store.release_build(session, green(session, project))
+    [three] = store.release_build(session, green(session, project))
     assert store.claim(session, three, "w2") is None  # waits for the one under way
     older = session.get(Deployment, two)
     assert older is not None and (older.status, older.reason) == (
@@ -207,7 +174,7 @@ def test_a_newer_pending_deployment_supersedes_an_older_one(session: Session, pr
 
 
 def test_pause_resume_and_abort_follow_the_deployment_state(session: Session, project: Project) -> None:
-    [one] = store.release_build(session, green_build(session, project))
+    [one] = store.release_build(session, green(session, project))
     deployment = session.get(Deployment, one)
     assert deployment is not None
     with pytest.raises(store.DeployRefused, match="is pending: it cannot be paused now"):
@@ -228,11 +195,11 @@ def test_pause_resume_and_abort_follow_the_deployment_state(session: Session, pr
 
 
 def test_a_previous_color_is_retired_only_when_nothing_may_use_it(session: Session, project: Project) -> None:
-    [one] = store.release_build(session, green_build(session, project))
+    [one] = store.release_build(session, green(session, project))
     deployed(session, one)  # staging serves blue
     assert not store.retirable(session, "octo/app", "staging", "blue")
     assert store.retirable(session, "octo/app", "staging", "green")
-    [two] = store.release_build(session, green_build(session, project))
+    [two] = store.release_build(session, green(session, project))
     assert not store.retirable(session, "octo/app", "staging", "green")  # deployment two may reuse it
     store.finish(session, two, DeploymentStatus.failed, "no")
     assert store.retirable(session, "octo/app", "staging", "green")
@@ -242,7 +209,7 @@ def test_a_previous_color_is_retired_only_when_nothing_may_use_it(session: Sessi
 def test_a_deployment_of_a_lost_worker_is_let_go_for_the_outbox_and_resumed_elsewhere(
     session: Session, project: Project
 ) -> None:
-    [one] = store.release_build(session, green_build(session, project))
+    [one] = store.release_build(session, green(session, project))
     assert store.claim(session, one, "w-lost") is not None
     assert store.release_deployments_of(session, alive={"w-lost"}) == []
     assert store.release_deployments_of(session, alive={"w-other"}) == [one]

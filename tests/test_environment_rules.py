@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from ciserver.pipeline import load_pipeline
 from ciserver.store import deployments as store
 from ciserver.store.db import session_scope
 from ciserver.store.environments import find, job_refusal, protect
-from ciserver.store.models import Build, Deployment, Environment, Job, Project, Release, Status
+from ciserver.store.models import Deployment, Environment, Project, Release
 from ciserver.store.projects import add_project
 from ciserver.store.secrets import SecretError, secret_values, set_secret
-from tests.helpers import fernet_of
+from tests.helpers import fernet_of, green_build
 
 SERVICE = "service: {port: 8000, health: /healthz}\n"
 
@@ -55,48 +54,9 @@ def project(session: Session) -> Project:
     return new_project(session)
 
 
-def build(
-    session: Session, project: Project, file: str, branch: str | None = "main", tag: str | None = None
-) -> Build:
-    """A green build of `file` with its image, as a worker leaves it."""
-    loaded = load_pipeline(file)
-    row = Build(
-        project_id=project.id,
-        ref=f"refs/heads/{branch}" if branch else f"refs/tags/{tag}",
-        branch=branch,
-        tag=tag,
-        sha=f"{session.query(Build).count():040d}",
-        default_branch="main",
-        status=Status.success.value,
-        deploy=loaded.model_dump(
-            mode="json", include={"environments", "service", "image"}, exclude_none=True
-        ),
-    )
-    session.add(row)
-    session.flush()
-    session.add(
-        Job(
-            build_id=row.id,
-            position=0,
-            name="package",
-            stage="test",
-            image="",
-            script=[],
-            env={},
-            timeout=60,
-            after=[],
-            status=Status.success.value,
-            image_tag="ciserver/octo-app:x",
-            image_id="sha256:" + "1" * 64,
-        )
-    )
-    session.flush()
-    return row
-
-
 def released(session: Session, project: Project, file: str, **ref: str | None) -> tuple[Release, list[int]]:
     """The release of a new green build of `file`, and the deployments it started."""
-    made = build(session, project, file, **ref)
+    made = green_build(session, project, file, **ref)
     started = store.release_build(session, made.id)
     release = store.release_of_build(session, project, made.id)
     return release, started
@@ -245,8 +205,8 @@ def test_require_promote_set_by_ops_before_the_first_push_stops_auto(
 
 
 def test_jobs_get_an_environment_only_for_refs_its_rules_allow(session: Session, project: Project) -> None:
-    main = build(session, project, pipeline(STAGING))
-    feature = build(session, project, pipeline(STAGING), branch="feature/x")
+    main = green_build(session, project, pipeline(STAGING))
+    feature = green_build(session, project, pipeline(STAGING), branch="feature/x")
     assert job_refusal(session, main, "production") is None  # unknown: the default branch only
     assert job_refusal(session, feature, "production") == (
         "environment 'production' takes the default branch 'main' (its rules on the server); "

@@ -114,7 +114,7 @@ def checkout_at_sha(mirror: Path, sha: str, workspace: Path) -> None:
 
     Its objects are copies, never hard links to the mirror's: a job runs as root with DAC_OVERRIDE
     and may rewrite any file it reaches, and a shared inode would change what later builds check
-    out. Copying costs about 25 ms for a 50k-commit repository (benchmarks/checkout.py).
+    out. Copying costs about 50 ms for a 50k-commit repository (benchmarks/checkout.py).
     """
     shutil.rmtree(workspace, ignore_errors=True)
     workspace.parent.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,8 @@ class DockerServiceTarget:
         release = self.release
         name = self.name(color)
         for existing in self._containers(color):
-            if existing.status == "running" and existing.labels.get(IMAGE_LABEL) == release.image:
+            image = (existing.attrs.get("Labels") or {}).get(IMAGE_LABEL)
+            if existing.status == "running" and image == release.image:
                 address = self._address(existing)
                 if address:
                     return address  # the same release, still up: a rollback is a switch back
@@ -120,8 +121,8 @@ class DockerServiceTarget:
             "network": self.network,
             "ports": {f"{release.port}/tcp": ("127.0.0.1", None)},
             "labels": {
-                # The release image carries the labels of the job that built it; blanked here, so
-                # the reaper of job containers never takes a deployed service for a lost job's.
+                # A release image an earlier release built carries the labels of the job that built
+                # it; blanked here, so the reaper never takes a deployed service for a lost job's.
                 **dict.fromkeys(JOB_LABELS, ""),
                 **release.owner_labels(),
                 COLOR_LABEL: color,
@@ -161,11 +162,12 @@ class DockerServiceTarget:
                     network.remove()
 
     def _containers(self, color: str | None = None) -> list[Container]:
-        """This environment's containers (of `color`), found by their labels whatever their names."""
+        """This environment's containers (of `color`), found by their labels whatever their names; from
+        the list's own data (sparse), so one another process removes meanwhile is no error."""
         labels = self.release.owner_labels() | ({COLOR_LABEL: color} if color else {})
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
-        found = self.client.containers.list(all=True, filters=filters)
-        return [container for container in found if self._ours(container.labels)]
+        found = self.client.containers.list(all=True, filters=filters, sparse=True)
+        return [container for container in found if self._ours(container.attrs.get("Labels") or {})]
 
     def _ensure_network(self) -> None:
         """The environment's bridge, created on first use; jobs' containers are never put on it."""
