@@ -19,7 +19,7 @@ from ciserver.store.db import session_scope
 from ciserver.store.models import AuditEntry, Project, Role
 from ciserver.store.projects import add_project
 from tests.helpers import bearer, fernet_of
-from tests.test_deployment_store import green_build
+from tests.test_deployment_store import green
 
 BASE = "/api/v1/projects/octo/app"
 
@@ -47,7 +47,7 @@ def build_id(client: TestClient, settings: Settings) -> int:
             secret="s",
             fernet=fernet_of(session),
         )
-        build_id = green_build(session, project)
+        build_id = green(session, project)
         [staging] = store.release_build(session, build_id)
         store.claim(session, staging, "worker")
         store.save_progress(session, staging, color="blue", address="127.0.0.1:40000", weight=100)

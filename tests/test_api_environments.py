@@ -20,7 +20,7 @@ from ciserver.store.db import session_scope
 from ciserver.store.models import AuditEntry, Role
 from ciserver.store.projects import add_project, get_project
 from tests.helpers import bearer, fernet_of
-from tests.test_deployment_store import green_build
+from tests.test_deployment_store import green
 
 BASE = "/api/v1/projects/octo/app"
 PROTECTION = f"{BASE}/environments/production/protection"
@@ -54,7 +54,7 @@ def build_id(settings: Settings) -> int:
     with session_scope(settings.db_url) as session:
         project = get_project(session, "octo/app")
         assert project is not None
-        build_id = green_build(session, project)
+        build_id = green(session, project)
         [staging] = store.release_build(session, build_id)
         store.claim(session, staging, "worker")
         store.finish(session, staging, store.DeploymentStatus.succeeded)
