@@ -33,7 +33,7 @@ def _event(offset: int, data: bytes) -> ServerSentEvent:
 def _job_status(db_url: str, job_id: int) -> Status | None:
     with session_scope(db_url) as session:
         job = session.get(Job, job_id)
-        return Status(job.status) if job else None
+        return job.status if job else None
 
 
 async def follow_log(
@@ -63,7 +63,7 @@ async def follow_log(
             if status is None or status.final:
                 async for event in from_store():
                     yield event
-                yield ServerSentEvent(data=json.dumps({"status": status and status.value}), event="end")
+                yield ServerSentEvent(data=json.dumps({"status": status}), event="end")
                 return
             entries = None
             if redis is not None:

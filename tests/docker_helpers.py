@@ -51,7 +51,7 @@ def run(
             seen(b"".join(chunks))
 
     started = time.monotonic()
-    code = executor.run(spec, sink, stop or threading.Event())
+    code = executor.run(spec, sink, stop or threading.Event()).exit_code
     return code, b"".join(chunks).decode(errors="replace"), time.monotonic() - started
 
 

@@ -17,6 +17,7 @@ import pytest
 from tests.docker_helpers import PYTHON, assert_nothing_left, build_spec, job, run, write_context
 from workers.executors.base import (
     ExecutorError,
+    JobExit,
     JobSpec,
     Limits,
     ServiceSpec,
@@ -58,8 +59,8 @@ def test_a_job_stopped_before_it_starts_is_killed_at_once(
     stop = threading.Event()
     stop.set()
     started = time.monotonic()
-    code = executor.run(job(tmp_path, labels, "sleep 30"), lambda _: None, stop)
-    assert code == 137 and time.monotonic() - started < 5
+    exited = executor.run(job(tmp_path, labels, "sleep 30"), lambda _: None, stop)
+    assert exited == JobExit(137, stopped=True) and time.monotonic() - started < 5
     assert_nothing_left(client, labels)
 
 

@@ -1,9 +1,10 @@
 """The deploy worker: takes a deployment from the database, runs its strategy (ciserver.deploy.rollout)
 against the Docker Engine and nginx, and writes every step and the outcome back.
 
-A paused deployment lets go of its worker; resuming it hands it to any worker, which goes on from
-the recorded step. When a deployment ends, the next one waiting for its environment, and the
-environments that follow it automatically, are enqueued.
+A paused deployment leaves its worker; resuming it hands it to any worker, which goes on from the
+recorded step, as another does for a deployment its worker hands back when it stops. When a deployment
+ends, the next one waiting for its environment, and the environments that follow it automatically,
+are enqueued.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from redis.exceptions import RedisError
 from ciserver import queue
 from ciserver.crypto import load_fernet
 from ciserver.deploy.names import deploy_name, legacy_route_name
-from ciserver.deploy.rollout import Outcome, Place, Rollout
+from ciserver.deploy.rollout import Outcome, Place, Rollout, RolloutStatus
 from ciserver.deploy.router import Backend, NginxRouter
 from ciserver.deploy.traffic_log import AccessLog
 from ciserver.store import deployments as store
 from ciserver.store.db import session_scope
-from ciserver.store.models import DeploymentStatus
+from ciserver.store.models import Control, DeploymentStatus
 from ciserver.store.secrets import SecretError, secret_values
 from workers.context import WorkerContext, current
 from workers.deploy_script import run_script_deploy
@@ -43,12 +44,11 @@ def run_deployment(deployment_id: int) -> None:
     try:
         outcome = _roll_out(ctx, claimed)
     except (ExecutorError, SecretError) as exc:
-        outcome = Outcome("failed", str(exc))
+        outcome = Outcome(RolloutStatus.failed, str(exc))
     except BaseException as exc:
         log.exception("deployment %s failed", deployment_id)
-        _finish(
-            ctx, deployment_id, Outcome("failed", f"internal error: {type(exc).__name__}: {exc}"), claimed
-        )
+        internal = Outcome(RolloutStatus.failed, f"internal error: {type(exc).__name__}: {exc}")
+        _finish(ctx, deployment_id, internal, claimed)
         raise
     _finish(ctx, deployment_id, outcome, claimed)
 
@@ -71,7 +71,8 @@ def _roll_out(ctx: WorkerContext, claimed: store.Claimed) -> Outcome:
     assert service is not None and claimed.listen is not None  # the pipeline loader requires both
     if claimed.image is None:
         return Outcome(
-            "failed", "the release has no image: its pipeline has no image_build job that succeeded"
+            RolloutStatus.failed,
+            "the release has no image: its pipeline has no image_build job that succeeded",
         )
     release = ServiceRelease(
         project=claimed.project,
@@ -133,22 +134,23 @@ class _Journal:
         with session_scope(self.db) as session:
             store.add_step(session, self.id, entry)
 
-    def control(self) -> tuple[str | None, str | None]:
+    def control(self) -> tuple[Control | None, str | None]:
         with session_scope(self.db) as session:
             action, by = store.control_of(session, self.id)
         if action is None and self.ctx.hand_back.is_set():
-            return "hand_over", f"worker {self.ctx.worker_name}, told to stop"
+            return Control.hand_back, f"worker {self.ctx.worker_name}, told to stop"
         return action, by
 
 
 def _finish(ctx: WorkerContext, deployment_id: int, outcome: Outcome, claimed: store.Claimed) -> None:
     with session_scope(ctx.settings.db_url) as session:
-        if outcome.status == "paused":
+        if outcome.status == RolloutStatus.paused:
             store.pause(session, deployment_id)
             return
-        if outcome.status == "handed_over":
-            store.let_go(session, deployment_id)  # the outbox hands it to another worker
+        if outcome.status == RolloutStatus.handed_back:
+            store.let_go(session, deployment_id)  # the outbox gives it to another worker
             return
+        # The rollout's other ends are the deployment's final statuses, by the same names.
         start = store.finish(session, deployment_id, DeploymentStatus(outcome.status), outcome.reason)
     try:
         queue.enqueue_deployments(ctx.redis, start)

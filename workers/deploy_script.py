@@ -16,14 +16,15 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ciserver.deploy.rollout import Journal, Outcome, now_text
+from ciserver.deploy.rollout import Journal, Outcome, RolloutStatus, now_text
 from ciserver.masking import Masker
 from ciserver.pipeline import Environment
 from ciserver.pipeline.environments import DEFAULT_DEPLOY_TIMEOUT
 from ciserver.store.deployments import Claimed
+from ciserver.store.models import Control
 from ciserver.units import format_duration
 from workers.context import WorkerContext
-from workers.executors.base import JobSpec
+from workers.executors.base import JobExit, JobSpec
 from workers.jobspec import limits_for
 
 OUTPUT_KEPT = 4000  # characters of a step's output kept in its record
@@ -78,37 +79,33 @@ def run_script_deploy(
             )
             entry: dict[str, Any] = {"step": index + 1, "weight": weight, "started_at": now_text()}
             output = _OutputTail(secrets.values())
-            exit_code, timed_out = _run_step(ctx, spec, output, timeout)
-            entry.update(exit_code=exit_code, output=output.text(), finished_at=now_text())
+            exited = _run_step(ctx, spec, output, timeout)
+            entry.update(exit_code=exited.exit_code, output=output.text(), finished_at=now_text())
             journal.add_step(entry)
             journal.save(step=index + 1, weight=weight)
-            if timed_out:
+            if exited.stopped:
                 return Outcome(
-                    "failed",
+                    RolloutStatus.failed,
                     f"the deploy script timed out after {format_duration(timeout)} at step {index + 1}",
                 )
-            if exit_code != 0:
-                return Outcome("failed", f"the deploy script exited {exit_code} at step {index + 1}")
-        return Outcome("succeeded")
+            if exited.exit_code != 0:
+                return Outcome(
+                    RolloutStatus.failed, f"the deploy script exited {exited.exit_code} at step {index + 1}"
+                )
+        return Outcome(RolloutStatus.succeeded)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
 
 
-def _run_step(ctx: WorkerContext, spec: JobSpec, output: _OutputTail, timeout: int) -> tuple[int, bool]:
-    """The step's exit code, and whether its timeout stopped it."""
-    stop, expired = threading.Event(), threading.Event()
-
-    def expire() -> None:
-        expired.set()
-        stop.set()
-
-    timer = threading.Timer(timeout, expire)
+def _run_step(ctx: WorkerContext, spec: JobSpec, output: _OutputTail, timeout: int) -> JobExit:
+    """The step's end; `stopped` when its timeout ended it."""
+    stop = threading.Event()
+    timer = threading.Timer(timeout, stop.set)
     timer.start()
     try:
-        exit_code = ctx.executor.run(spec, output.write, stop)
+        return ctx.executor.run(spec, output.write, stop)
     finally:
         timer.cancel()
-    return exit_code, expired.is_set()
 
 
 class _OutputTail:
@@ -132,9 +129,9 @@ def _wait(journal: Journal, seconds: float) -> Outcome | None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         action, by = journal.control()
-        if action == "pause":
-            return Outcome("paused", f"paused by {by}")
-        if action == "abort":
-            return Outcome("failed", f"aborted by {by}")
+        if action == Control.pause:
+            return Outcome(RolloutStatus.paused, f"paused by {by}")
+        if action == Control.abort:
+            return Outcome(RolloutStatus.failed, f"aborted by {by}")
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
     return None

@@ -8,6 +8,7 @@ open, and the caller writes the outcome (see workers.tasks.run_job).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -27,7 +28,8 @@ from ciserver.masking import mask_text
 from ciserver.store.artifacts import artifacts_for_job
 from ciserver.store.clone_credentials import clone_remote
 from ciserver.store.environments import job_refusal
-from ciserver.store.models import Job, Status
+from ciserver.store.job_end import AttemptEnd
+from ciserver.store.models import Job, Status, StopReason
 from ciserver.store.secrets import SecretError, secret_values
 from ciserver.units import format_duration
 from workers import artifacts, cache
@@ -46,8 +48,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EXPIRE_IN = 30 * 24 * 3600
 HANDED_BACK = "its worker was told to stop and the grace period ran out: handed back to the queue"
-
-Outcome = tuple[Status, int | None, str | None]
 
 
 class JobRun:
@@ -106,69 +106,74 @@ class JobRun:
         self.expire_in = int((self.options.get("artifacts") or {}).get("expire_in") or DEFAULT_EXPIRE_IN)
         self.image: BuiltImage | None = None
 
-    def execute(self) -> Outcome:
-        """Run the attempt; never raises for the job's own failures, only reports them (masked)."""
-        status, exit_code, error = self._execute()
-        return status, exit_code, mask_text(error, self.secrets) if error else error
+    def execute(self) -> AttemptEnd:
+        """Run the attempt; never raises for the job's own failures, only reports them (masked),
+        with what it made."""
+        end = self._execute()
+        return dataclasses.replace(
+            end,
+            error=mask_text(end.error, self.secrets) if end.error else end.error,
+            kept=self.kept,
+            expire_in=self.expire_in,
+            image=self.image,
+        )
 
-    def _execute(self) -> Outcome:
+    def _execute(self) -> AttemptEnd:
         watch = StopWatch(self.ctx, self.job_id, self.timeout)
-        outcome: Outcome = (Status.error, None, "the worker stopped before the job ended")
+        end = AttemptEnd(Status.error, error="the worker stopped before the job ended")
         try:
             if self.problem:
-                return Status.error, None, self.problem
+                return AttemptEnd(Status.error, error=self.problem)
             ensure_commit(self.mirror, self.remote, self.sha, allow_local=self.settings.allow_local_repos)
             checkout_at_sha(self.mirror, self.sha, self.workspace)
             self._place_inputs()
             archive = self._restore_cache()
             self._hand_workspace_to_the_job_user()
             watch.start()
-            outcome = self._run(watch)
-            if outcome[0] == Status.success:
+            end = self._run(watch)
+            if end.status == Status.success:
                 self._keep_artifacts()
                 if archive is not None:
                     self._save_cache(archive)
         except (CheckoutError, ExecutorError, SpecError) as exc:
-            outcome = _stopped(watch) or (Status.error, None, str(exc))
+            end = watch.stopped() or AttemptEnd(Status.error, error=str(exc))
         except (artifacts.ArtifactError, BuildFailed) as exc:
-            outcome = (Status.failed, None, str(exc))
+            end = AttemptEnd(Status.failed, error=str(exc))
         except LogStoreError as exc:
-            outcome = (Status.error, None, str(exc))
+            end = AttemptEnd(Status.error, error=str(exc))
         except Exception as exc:
             log.exception("job %s: internal error", self.job_id)
-            outcome = (Status.error, None, f"internal error: {type(exc).__name__}: {exc}")
+            end = AttemptEnd(Status.error, error=f"internal error: {type(exc).__name__}: {exc}")
         finally:
             watch.finish()
             shutil.rmtree(self.workspace, ignore_errors=True)
-        return outcome
+        return end
 
     def close(self, status: Status, error: str | None) -> None:
         """The last line and the end of the live stream (`retrying` keeps readers waiting)."""
         if error:
             self.writer.line(f"ciserver: {error}")
-        self.writer.close(status.value)
+        self.writer.close(status)
 
     def note(self, text: str) -> None:
         """A line of ours in the job's log; a failing log store is reported by the job's output."""
         with contextlib.suppress(LogStoreError):
             self.writer.line(f"ciserver: {text}")
 
-    def hand_over(self, text: str) -> None:
+    def hand_back(self, text: str) -> None:
         """This attempt is over but the job is not (a retry follows): the stream stays open."""
         self.note(text)
         with contextlib.suppress(LogStoreError):
             self.writer.flush()
 
-    def _run(self, watch: StopWatch) -> Outcome:
+    def _run(self, watch: StopWatch) -> AttemptEnd:
         executor = self.ctx.executor
         if "image_build" in self.options:
             image = executor.build_image(self.build_spec, self.writer.write, watch.stop)
             self.image = image
             self.note(f"image {image.tag} built: id {image.image_id}, digest {image.digest}")
-            return Status.success, 0, None
-        exit_code = executor.run(self.spec, self.writer.write, watch.stop)
-        status, error = watch.outcome(exit_code)
-        return status, exit_code, error
+            return AttemptEnd(Status.success, exit_code=0)
+        return watch.end(executor.run(self.spec, self.writer.write, watch.stop).exit_code)
 
     def _hand_workspace_to_the_job_user(self) -> None:
         """A job running as `user: "1000:1000"` must be able to write its workspace."""
@@ -248,14 +253,6 @@ def _secrets(session: Session, job: Job, settings: Settings) -> dict[str, str]:
     return secret_values(session, job.build.project_id, wanted, load_fernet(settings), environment)
 
 
-def _stopped(watch: StopWatch) -> Outcome | None:
-    """The outcome of a job its StopWatch ended (cancel or timeout), whatever the engine said."""
-    if watch.reason is None:
-        return None
-    status, error = watch.outcome(-1)
-    return status, None, error
-
-
 class StopWatch:
     """Stops a job when its timeout passes or someone cancels it, and says which happened."""
 
@@ -263,7 +260,7 @@ class StopWatch:
         self.redis, self.key, self.timeout = ctx.redis, queue.cancel_key(job_id), timeout
         self.hand_back = ctx.hand_back
         self.stop = threading.Event()
-        self.reason: str | None = None
+        self.reason: StopReason | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -275,20 +272,20 @@ class StopWatch:
         while not self._done.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
-                self._request("timeout")
+                self._request(StopReason.timeout)
                 return
             if self.hand_back.is_set():
-                self._request("handed back")
+                self._request(StopReason.handed_back)
                 return
             try:
                 # A short block, so a finished job's watcher ends soon without anyone waking it.
                 if self.redis.blpop([self.key], timeout=min(left, 1.0)):
-                    self._request("canceled")
+                    self._request(StopReason.canceled)
                     return
             except RedisError:
                 time.sleep(min(left, 1.0))  # cancel is unavailable while Redis is; the timeout still holds
 
-    def _request(self, reason: str) -> None:
+    def _request(self, reason: StopReason) -> None:
         if not self._done.is_set():
             self.reason = reason
             self.stop.set()
@@ -296,13 +293,22 @@ class StopWatch:
     def finish(self) -> None:
         self._done.set()
 
-    def outcome(self, exit_code: int) -> tuple[Status, str | None]:
-        if self.reason == "handed back":
-            return Status.queued, HANDED_BACK
-        if self.reason == "canceled":
-            return Status.canceled, "canceled"
-        if self.reason == "timeout":
-            return Status.failed, f"timed out after {format_duration(self.timeout)}"
+    def end(self, exit_code: int) -> AttemptEnd:
+        """The attempt's end once the job's container exited with `exit_code`."""
+        if stopped := self.stopped(exit_code):
+            return stopped
         if exit_code == 0:
-            return Status.success, None
-        return Status.failed, f"exit code {exit_code}"
+            return AttemptEnd(Status.success, exit_code=exit_code)
+        return AttemptEnd(Status.failed, exit_code=exit_code, error=f"exit code {exit_code}")
+
+    def stopped(self, exit_code: int | None = None) -> AttemptEnd | None:
+        """The attempt's end when this stopped it (hand back, cancel or timeout), whatever the engine
+        said; None when it did not."""
+        if self.reason is None:
+            return None
+        status, error = {
+            StopReason.handed_back: (Status.queued, HANDED_BACK),
+            StopReason.canceled: (Status.canceled, "canceled"),
+            StopReason.timeout: (Status.failed, f"timed out after {format_duration(self.timeout)}"),
+        }[self.reason]
+        return AttemptEnd(status, exit_code=exit_code, error=error, stopped_by=self.reason)

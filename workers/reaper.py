@@ -8,7 +8,7 @@ workers.runner). For the tasks of one that is not:
   ended `error`, and its build goes on;
 - a build whose planning was lost is queued again (planning commits its jobs at once, so there is
   nothing half done), and the outbox enqueues it;
-- a deployment is let go, so the outbox hands it to another worker, which resumes its step;
+- a deployment is handed back, so the outbox gives it to another worker, which resumes its step;
 - the containers and networks labelled with a dead worker's jobs are removed from this engine.
 
 Nobody is judged dead until Redis has been up, and reachable from here, for a whole `worker_ttl`:
@@ -34,7 +34,8 @@ from ciserver.logs import LogStoreError, LogWriter
 from ciserver.store.builds import requeue_builds, unplanned_running_build_ids
 from ciserver.store.db import session_scope
 from ciserver.store.deployments import release_deployments_of
-from ciserver.store.dispatch import Dispatched, end_lost_job, jobs_of_lost_workers
+from ciserver.store.dispatch import Dispatched, jobs_of_lost_workers
+from ciserver.store.job_end import end_lost_job
 from ciserver.store.models import Status, utcnow
 from workers.context import WorkerContext
 from workers.executors.base import ExecutorError
@@ -82,14 +83,19 @@ class Reaper:
         with session_scope(self.settings.db_url) as session:
             lost = jobs_of_lost_workers(session, alive)
         dispatched: list[Dispatched] = []
+        deployments: list[int] = []
         for job_id, worker in lost:
             reason = f"the worker running it ({worker}) was lost"
             with session_scope(self.settings.db_url) as session:
-                status, next_jobs = end_lost_job(session, job_id, reason, concurrency)
-            dispatched += next_jobs
-            if status is not None:
-                self._note_in_log(job_id, reason, status)
+                ended = end_lost_job(session, job_id, reason, concurrency)
+            if ended is None:
+                continue
+            dispatched += ended.dispatched
+            deployments += ended.deployments
+            if ended.status is not None:
+                self._note_in_log(job_id, reason, ended.status)
         queue.enqueue_jobs(self.ctx.redis, dispatched)
+        queue.enqueue_deployments(self.ctx.redis, deployments)
         if lost:
             log.warning("jobs %s: their workers are gone; retried or ended", [job for job, _ in lost])
         return [job for job, _ in lost]
@@ -101,10 +107,12 @@ class Reaper:
         lost_builds = queue.builds_not_on_queue(self.ctx.redis, unplanned) if unplanned else []
         with session_scope(self.settings.db_url) as session:
             requeued = requeue_builds(session, lost_builds)
-            released = release_deployments_of(session, alive)
-        if requeued or released:
+            handed_back = release_deployments_of(session, alive)
+        if requeued or handed_back:
             log.warning(
-                "lost with their workers: builds %s queued again, deployments %s let go", requeued, released
+                "lost with their workers: builds %s queued again, deployments %s let go",
+                requeued,
+                handed_back,
             )
 
     def remove_containers(self, alive: set[str]) -> list[int]:
@@ -129,7 +137,7 @@ class Reaper:
             writer.line(f"ciserver: {reason}" + ("; retrying, as its retry policy says" if retrying else ""))
             writer.flush()
         if not retrying:
-            writer.close(status.value)
+            writer.close(status)
 
 
 class ReaperThread(threading.Thread):

@@ -14,12 +14,11 @@ from sqlalchemy import select
 from ciserver import queue
 from ciserver.crypto import SecretKeyError
 from ciserver.pipeline import Pipeline, PipelineError, PlanError, load_pipeline, plan_jobs, push_skip_reason
-from ciserver.store.artifacts import add_artifacts
 from ciserver.store.builds import auto_cancel_older
 from ciserver.store.clone_credentials import clone_remote
 from ciserver.store.db import session_scope
-from ciserver.store.deployments import release_build
-from ciserver.store.dispatch import Dispatched, advance, requeue_for_retry, should_retry
+from ciserver.store.dispatch import Dispatched, advance
+from ciserver.store.job_end import AttemptEnd, JobEnded, Verdict, end_attempt
 from ciserver.store.models import Build, Job, Status
 from ciserver.store.transitions import add_jobs, end_build, end_job, start_build, start_job
 from workers.checkout import CheckoutError, ensure_commit, read_file_at
@@ -152,13 +151,13 @@ def run_job(job_id: int) -> None:
         _run_job(ctx, job_id)
     except BaseException as exc:
         log.exception("job %s: failed to run", job_id)
+        internal = AttemptEnd(Status.error, error=_internal_error(exc))
         with session_scope(ctx.settings.db_url) as session:
-            job = session.get(Job, job_id)
-            dispatched: list[Dispatched] = []
-            if job is not None and end_job(session, job_id, Status.error, error=_internal_error(exc)):
-                dispatched = advance(session, job.build_id, ctx.settings.project_concurrency)
-        if not isinstance(exc, SystemExit | KeyboardInterrupt):
-            _enqueue(ctx, dispatched)
+            ended = end_attempt(
+                session, job_id, internal, concurrency=ctx.settings.project_concurrency, may_retry=False
+            )
+        if ended is not None and not isinstance(exc, SystemExit | KeyboardInterrupt):
+            _hand_out(ctx, ended)
         raise
 
 
@@ -169,28 +168,26 @@ def _run_job(ctx: WorkerContext, job_id: int) -> None:
         if started is None:
             return  # canceled, skipped, or already taken by another worker
         run = JobRun(ctx, session, started)
-    status, exit_code, error = run.execute()
+    end = run.execute()
     with session_scope(db) as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        attempt = job.attempt
-        if status == Status.queued and requeue_for_retry(session, job_id):
-            run.hand_over(f"attempt {attempt}: {error}")
-        elif should_retry(job, status, error) and requeue_for_retry(session, job_id):
-            run.hand_over(f"attempt {attempt} ended {status} ({error}); retrying, as its retry policy says")
+        ended = end_attempt(session, job_id, end, concurrency=ctx.settings.project_concurrency)
+        assert ended is not None
+        # Written before the end is committed: whoever sees the job final finds its last line there.
+        if ended.verdict == Verdict.handed_back:
+            run.hand_back(f"attempt {ended.attempt}: {end.error}")
+        elif ended.verdict == Verdict.retrying:
+            retrying = "retrying, as its retry policy says"
+            run.hand_back(f"attempt {ended.attempt} ended {end.status} ({end.error}); {retrying}")
         else:
-            end_job(session, job_id, status, exit_code=exit_code, error=error)
-            run.close(status, error)
-            if run.kept:
-                add_artifacts(session, job, run.kept, run.expire_in)
-            if run.image is not None:
-                job.image_tag, job.image_id = run.image.tag, run.image.image_id
-                job.image_digest = run.image.digest
-        dispatched = advance(session, job.build_id, ctx.settings.project_concurrency)
-        deployments = release_build(session, job.build_id)
-    _enqueue(ctx, dispatched)
-    if deployments:
+            run.close(end.status, end.error)
+    _hand_out(ctx, ended)
+
+
+def _hand_out(ctx: WorkerContext, ended: JobEnded) -> None:
+    """The jobs whose turn came and the deployments the job's end started, to the queue."""
+    _enqueue(ctx, ended.dispatched)
+    if ended.deployments:
         try:
-            queue.enqueue_deployments(ctx.redis, deployments)
+            queue.enqueue_deployments(ctx.redis, ended.deployments)
         except RedisError as exc:
-            log.warning("deployments %s: not enqueued, left to the outbox: %s", deployments, exc)
+            log.warning("deployments %s: not enqueued, left to the outbox: %s", ended.deployments, exc)

@@ -36,7 +36,7 @@ def builds(
             session,
             project=project,
             branch=branch,
-            status=status_.value if status_ else None,
+            status=status_,
             limit=limit,
             offset=offset,
         )

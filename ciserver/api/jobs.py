@@ -18,7 +18,6 @@ from ciserver.logs import FileLogStore
 from ciserver.store import audit
 from ciserver.store.builds import get_job
 from ciserver.store.dispatch import advance, play_manual
-from ciserver.store.models import Status
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -75,7 +74,7 @@ def log_text(
         found = get_job(session, job_id)
         if found is None:
             raise not_found("job", job_id)
-        complete = Status(found.status).final
+        complete = found.status.final
     store = FileLogStore(settings.logs_dir)
     size = store.size(job_id)
     if offset > size:

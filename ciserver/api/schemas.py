@@ -279,7 +279,7 @@ class DeploymentOut(BaseModel):
             previous_release_id=deployment.previous_release_id,
             action=deployment.action,
             strategy=deployment.strategy,
-            status=DeploymentStatus(deployment.status),
+            status=deployment.status,
             reason=deployment.reason,
             weight=deployment.weight,
             steps=list(deployment.steps or []),

@@ -14,6 +14,7 @@ steps (pause) and go on from where it stood; `Journal` keeps that place.
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 from ciserver.deploy.router import Backend, RouterError
 from ciserver.deploy.traffic_log import AccessLog
 from ciserver.pipeline import Strategy
+from ciserver.store.models import Control
 
 COLORS = ("blue", "green")
 UNHEALTHY_IN_A_ROW = 3  # one missed check during a step is noise; three are a verdict
@@ -53,8 +55,8 @@ class Journal(Protocol):
 
     def add_step(self, entry: dict[str, Any]) -> None: ...
 
-    def control(self) -> tuple[str | None, str | None]:
-        """("pause" or "abort", who asked), or (None, None)."""
+    def control(self) -> tuple[Control | None, str | None]:
+        """(pause, abort or hand back, who asked), or (None, None)."""
         ...
 
 
@@ -69,9 +71,20 @@ class Place:
     previous_address: str | None = None
 
 
+class RolloutStatus(enum.StrEnum):
+    """How a rollout ends, or stops for now: paused by an operator, or handed back by its worker
+    (which stops) for another to go on from the recorded step."""
+
+    succeeded = "succeeded"
+    failed = "failed"
+    rolled_back = "rolled_back"
+    paused = "paused"
+    handed_back = "handed_back"
+
+
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # succeeded, failed, rolled_back, paused, handed_over
+    status: RolloutStatus
     reason: str | None = None
     retire: str | None = None  # the previous color, to remove once keep_previous has passed
 
@@ -105,7 +118,7 @@ class Rollout:
             try:
                 return self._undo(reason or type(exc).__name__)
             except Exception as again:
-                return Outcome("failed", f"{reason}; and going back failed too: {again}")
+                return Outcome(RolloutStatus.failed, f"{reason}; and going back failed too: {again}")
 
     def _run(self) -> Outcome:
         place = self.place
@@ -128,7 +141,7 @@ class Rollout:
         retire = place.previous_color if place.previous_color != place.color else None
         if retire is not None and self.strategy.kind == "recreate":
             retire = None  # already stopped
-        return Outcome("succeeded", retire=retire)
+        return Outcome(RolloutStatus.succeeded, retire=retire)
 
     def _health_url(self) -> str:
         return f"http://{self.place.address}"
@@ -168,11 +181,11 @@ class Rollout:
         unhealthy = 0
         while True:
             action, by = self.journal.control()
-            if action == "pause":
-                return Outcome("paused", f"paused by {by}")
-            if action == "hand_over":  # the worker stops: another one goes on from this step
-                return Outcome("handed_over", f"handed over by {by}")
-            if action == "abort":
+            if action == Control.pause:
+                return Outcome(RolloutStatus.paused, f"paused by {by}")
+            if action == Control.hand_back:  # the worker stops: another one goes on from this step
+                return Outcome(RolloutStatus.handed_back, f"handed back by {by}")
+            if action == Control.abort:
                 return self._undo(f"aborted by {by}")
             figures = self.log.figures(since, self.place.address)
             entry.update(requests=figures.requests, errors=figures.errors, error_rate=figures.error_rate)
@@ -196,7 +209,7 @@ class Rollout:
         while True:
             problem = self.target.healthy(address)
             action, by = self.journal.control()
-            if problem is None or action == "abort":
+            if problem is None or action == Control.abort:
                 return None if problem is None else f"aborted by {by}"
             if self.clock() >= deadline:
                 return problem
@@ -210,10 +223,10 @@ class Rollout:
             self.journal.save(weight=0)
             if place.color is not None:
                 self.target.remove(place.color)
-            return Outcome("rolled_back", reason)
+            return Outcome(RolloutStatus.rolled_back, reason)
         if place.color is not None and place.step == 0:
             self.target.remove(place.color)
-        return Outcome("failed", reason)
+        return Outcome(RolloutStatus.failed, reason)
 
 
 def now_text() -> str:

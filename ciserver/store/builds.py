@@ -91,7 +91,7 @@ def list_builds(
     *,
     project: str | None = None,
     branch: str | None = None,
-    status: str | None = None,
+    status: Status | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Build], int]:

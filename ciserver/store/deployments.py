@@ -21,6 +21,8 @@ from ciserver.store import environments
 from ciserver.store.environments import on_default_branch
 from ciserver.store.models import (
     Build,
+    Control,
+    DeployAction,
     Deployment,
     DeploymentStatus,
     Environment,
@@ -95,12 +97,14 @@ def release_build(session: Session, build_id: int) -> list[int]:
         if name in refused or row is None or not environments.auto_deploys(row, declared):
             continue
         if environments.effective(row, declared).after is None:
-            started.append(_new_deployment(session, release, row, "auto", f"auto: build {build.id}"))
+            started.append(
+                _new_deployment(session, release, row, DeployAction.auto, f"auto: build {build.id}")
+            )
     return [deployment.id for deployment in started]
 
 
 def _new_deployment(
-    session: Session, release: Release, environment: Environment, action: str, triggered_by: str
+    session: Session, release: Release, environment: Environment, action: DeployAction, triggered_by: str
 ) -> Deployment:
     """A pending deployment; an older pending one of the environment is superseded by it."""
     declared = config_of(release).environments[environment.name]
@@ -127,7 +131,7 @@ def _new_deployment(
 
 
 def _end(deployment: Deployment, status: DeploymentStatus, reason: str | None) -> None:
-    deployment.status, deployment.reason = status.value, reason
+    deployment.status, deployment.reason = status, reason
     deployment.finished_at, deployment.worker = utcnow(), None
 
 
@@ -197,7 +201,7 @@ def promote(session: Session, project: Project, name: str, build_id: int, actor:
             f"the release of build {build_id} has not yet succeeded in {after!r}, which {name!r} comes after",
         )
     _refuse_when_under_way(session, row)
-    return _new_deployment(session, release, row, "promote", actor)
+    return _new_deployment(session, release, row, DeployAction.promote, actor)
 
 
 def rollback(session: Session, project: Project, name: str, actor: str) -> Deployment:
@@ -217,7 +221,7 @@ def rollback(session: Session, project: Project, name: str, actor: str) -> Deplo
     ).first()
     if row.release_id is None or earlier is None:
         raise DeployRefused(409, f"environment {name!r} has no earlier release that succeeded there")
-    return _new_deployment(session, earlier.release, row, "rollback", actor)
+    return _new_deployment(session, earlier.release, row, DeployAction.rollback, actor)
 
 
 def _succeeded_in(session: Session, release: Release, environment: str) -> bool:
@@ -291,7 +295,7 @@ def claim(session: Session, deployment_id: int, worker: str) -> Claimed | None:
         if why:
             _end(deployment, DeploymentStatus.failed, why)
             return None
-        deployment.status, deployment.started_at = DeploymentStatus.progressing.value, utcnow()
+        deployment.status, deployment.started_at = DeploymentStatus.progressing, utcnow()
         deployment.previous_release_id = environment.release_id
         deployment.previous_color, deployment.previous_address = environment.color, environment.address
     elif deployment.status != DeploymentStatus.progressing or deployment.worker is not None:
@@ -341,16 +345,16 @@ def add_step(session: Session, deployment_id: int, entry: dict[str, Any]) -> Non
         deployment.steps = [*deployment.steps, entry]  # a new list, so the JSON column is written
 
 
-def control_of(session: Session, deployment_id: int) -> tuple[str | None, str | None]:
+def control_of(session: Session, deployment_id: int) -> tuple[Control | None, str | None]:
     deployment = session.get(Deployment, deployment_id)
-    return (deployment.control, deployment.control_by) if deployment else ("abort", "its deletion")
+    return (deployment.control, deployment.control_by) if deployment else (Control.abort, "its deletion")
 
 
 def pause(session: Session, deployment_id: int) -> None:
     """The worker lets go of a deployment an operator paused; resume hands it to a worker again."""
     deployment = session.get(Deployment, deployment_id)
     if deployment is not None:
-        deployment.status, deployment.worker, deployment.control = DeploymentStatus.paused.value, None, None
+        deployment.status, deployment.worker, deployment.control = DeploymentStatus.paused, None, None
 
 
 def finish(
@@ -360,7 +364,7 @@ def finish(
     deployments to start now: the one waiting in this environment, and environments that follow
     this one automatically (`auto` with `after` naming it)."""
     deployment = session.get(Deployment, deployment_id)
-    if deployment is None or DeploymentStatus(deployment.status).final:
+    if deployment is None or deployment.status.final:
         return []
     environment = _locked(session, deployment.environment_id)
     _end(deployment, status, reason)
@@ -392,28 +396,30 @@ def _follow(session: Session, release: Release, after: str) -> list[int]:
         if row is None or environments.effective(row, declared).after != after:
             continue
         if environments.auto_deploys(row, declared) and not environments.refusal(row, name, declared, build):
-            started.append(_new_deployment(session, release, row, "auto", f"auto: after {after}").id)
+            started.append(
+                _new_deployment(session, release, row, DeployAction.auto, f"auto: after {after}").id
+            )
     return started
 
 
 def request_control(session: Session, deployment: Deployment, action: str, actor: str) -> bool:
     """pause, resume or abort, as an operator asks; False when the deployment's state does not allow it.
     Returns whether a worker must be handed the deployment (resume, or abort of a paused one)."""
-    status = DeploymentStatus(deployment.status)
+    status = deployment.status
     if action == "pause" and status == DeploymentStatus.progressing and deployment.control is None:
-        deployment.control, deployment.control_by = "pause", actor
+        deployment.control, deployment.control_by = Control.pause, actor
         return False
     if action == "resume" and status == DeploymentStatus.paused:
-        deployment.status, deployment.worker = DeploymentStatus.progressing.value, None
+        deployment.status, deployment.worker = DeploymentStatus.progressing, None
         deployment.control = None
         return True
     if action == "abort" and status == DeploymentStatus.pending:
         _end(deployment, DeploymentStatus.failed, f"aborted by {actor} before it started")
         return False
     if action == "abort" and status in UNDER_WAY:
-        deployment.control, deployment.control_by = "abort", actor
+        deployment.control, deployment.control_by = Control.abort, actor
         if status == DeploymentStatus.paused:
-            deployment.status, deployment.worker = DeploymentStatus.progressing.value, None
+            deployment.status, deployment.worker = DeploymentStatus.progressing, None
             return True
         return False
     raise DeployRefused(409, f"deployment {deployment.id} is {status}: it cannot be {_past(action)} now")

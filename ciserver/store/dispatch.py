@@ -18,11 +18,10 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from ciserver.store.models import Build, Job, Project, Status, utcnow
+from ciserver.store.models import Build, Job, Project, Status, StopReason, When, utcnow
 from ciserver.store.transitions import ACTIVE, end_job, settle_build
 
 MANUAL_WAITING = "manual job: start it with POST /api/v1/jobs/{id}/play"
-RETRY_REASONS = ("always", "script_failure", "runner_failure", "timeout")
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ def _advance_build(session: Session, build: Build, concurrency: int) -> list[Dis
             if job.status != Status.queued or job.dispatched_at is not None:
                 continue
             before = [by_name[name] for name in job.after if name in by_name]
-            if any(not Status(p.status).final for p in before):
+            if any(not p.status.final for p in before):
                 continue
             reason = _skip_reason(job, before)
             if reason is not None:
@@ -89,9 +88,9 @@ def _advance_build(session: Session, build: Build, concurrency: int) -> list[Dis
 def _skip_reason(job: Job, before: Sequence[Job]) -> str | None:
     """None when the job should run now; else why it does not."""
     failed = [p for p in before if _failed(p)]
-    if job.when == "always":
+    if job.when == When.always:
         return None
-    if job.when == "on_failure":
+    if job.when == When.on_failure:
         return None if failed else "when: on_failure, and no job before it failed"
     for p in before:
         if p.status == Status.skipped:
@@ -100,14 +99,14 @@ def _skip_reason(job: Job, before: Sequence[Job]) -> str | None:
             return f"{p.name!r} was skipped"
         if _failed(p):
             return f"{p.name!r} ended {p.status}"
-    if job.when == "manual":
+    if job.when == When.manual:
         return MANUAL_WAITING.format(id=job.id)
     return None
 
 
 def _waiting_manual(job: Job) -> bool:
     """A manual job not yet played (playing it makes it an on_success job)."""
-    return job.when == "manual" and job.status == Status.skipped
+    return job.when == When.manual and job.status == Status.skipped
 
 
 def _failed(job: Job) -> bool:
@@ -133,19 +132,19 @@ def _busy(session: Session, project_id: int) -> int:
     )
 
 
-def retry_kind(status: Status, error: str | None) -> str | None:
+def retry_kind(status: Status, stopped_by: StopReason | None) -> str | None:
     """The `retry.when` reason a job's end counts as, or None when it succeeded or was stopped."""
     if status == Status.error:
         return "runner_failure"
     if status == Status.failed:
-        return "timeout" if error and error.startswith("timed out") else "script_failure"
+        return "timeout" if stopped_by == StopReason.timeout else "script_failure"
     return None
 
 
-def should_retry(job: Job, status: Status, error: str | None) -> bool:
+def should_retry(job: Job, status: Status, stopped_by: StopReason | None) -> bool:
     """Whether the job's `retry` policy gives it another attempt after this end."""
     policy = (job.options or {}).get("retry") or {}
-    kind = retry_kind(status, error)
+    kind = retry_kind(status, stopped_by)
     if kind is None or job.attempt > int(policy.get("max", 0)):
         return False
     when = policy.get("when") or ["always"]
@@ -177,24 +176,6 @@ def jobs_of_lost_workers(session: Session, alive: set[str]) -> list[tuple[int, s
     return [(job_id, worker) for job_id, worker in session.execute(query) if worker not in alive]
 
 
-def end_lost_job(
-    session: Session, job_id: int, reason: str, concurrency: int = 0
-) -> tuple[Status | None, list[Dispatched]]:
-    """A running job whose worker is gone: another attempt if its retry policy gives one (a lost
-    worker counts as runner_failure), else `error` with the reason. Returns the job's new status
-    (None when it was no longer running) and what the dispatcher hands out next."""
-    job = session.get(Job, job_id)
-    if job is None or job.status != Status.running:
-        return None, []
-    if should_retry(job, Status.error, reason) and requeue_for_retry(session, job_id):
-        status = Status.queued
-    elif end_job(session, job_id, Status.error, error=reason):
-        status = Status.error
-    else:
-        return None, []
-    return status, advance(session, job.build_id, concurrency)
-
-
 def play_manual(session: Session, job: Job) -> bool:
     """Start a manual job that waits: it, and every skipped job after it, are queued again (the
     dispatcher decides each anew), and the build runs again. False when the job does not wait."""
@@ -217,7 +198,7 @@ def play_manual(session: Session, job: Job) -> bool:
             other.status, other.error, other.finished_at = Status.queued, None, None
             other.dispatched_at = None
             if other.id == job.id:
-                other.when = "on_success"  # played: from now on it runs as any other job
+                other.when = When.on_success  # played: from now on it runs as any other job
     session.execute(
         update(Build)
         .where(Build.id == job.build_id)

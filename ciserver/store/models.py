@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     DateTime,
+    Enum,
     ForeignKey,
     Index,
     String,
@@ -58,9 +59,6 @@ class Status(enum.StrEnum):
         return self not in (Status.queued, Status.running)
 
 
-FINAL_STATUSES = tuple(s.value for s in Status if s.final)
-
-
 class DeploymentStatus(enum.StrEnum):
     """States of a deployment; the last three are final."""
 
@@ -76,6 +74,41 @@ class DeploymentStatus(enum.StrEnum):
         return self in (DeploymentStatus.succeeded, DeploymentStatus.failed, DeploymentStatus.rolled_back)
 
 
+class When(enum.StrEnum):
+    """When a job runs once the jobs before it are final (pipelines.yml's `when`)."""
+
+    on_success = "on_success"
+    on_failure = "on_failure"
+    always = "always"
+    manual = "manual"  # skipped until someone plays it; then on_success
+
+
+class StopReason(enum.StrEnum):
+    """Why a job was stopped before it ended by itself: what its retry policy and its log go by."""
+
+    timeout = "timeout"
+    canceled = "canceled"
+    handed_back = "handed_back"  # its worker was told to stop: the job goes back to the queue
+
+
+class DeployAction(enum.StrEnum):
+    """What started a deployment."""
+
+    auto = "auto"
+    promote = "promote"
+    rollback = "rollback"
+
+
+class Control(enum.StrEnum):
+    """What a deployment under way is asked between two checks: an operator's pause or abort (kept on
+    the deployment), or hand back, its worker's own when it stops (never kept: another worker goes on
+    from the recorded step)."""
+
+    pause = "pause"
+    abort = "abort"
+    hand_back = "hand_back"
+
+
 class Role(enum.IntEnum):
     """API roles, each allowed what the ones below it are."""
 
@@ -85,11 +118,21 @@ class Role(enum.IntEnum):
     admin = 4
 
 
+def _values(kind: type[enum.StrEnum]) -> list[str]:
+    return [member.value for member in kind]
+
+
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         datetime: UTCDateTime,
         dict[str, Any]: JSON,
         list[Any]: JSON,
+        # A state column holds its enum's value in a VARCHAR(16), as it did before it was typed: no
+        # native enum type and no CHECK constraint, so older databases and their rows fit as they are;
+        # a value outside the enum is refused when written, and read back as a member.
+        enum.StrEnum: Enum(
+            enum.StrEnum, native_enum=False, validate_strings=True, length=16, values_callable=_values
+        ),
     }
 
 
@@ -131,7 +174,7 @@ class Build(Base):
     # is deployed with (None: the pipeline deploys nothing).
     deploy: Mapped[dict[str, Any] | None]
     # A build still `queued` is the outbox: one the queue lost is enqueued again (see ciserver.outbox).
-    status: Mapped[str] = mapped_column(String(16), default=Status.queued.value, index=True)
+    status: Mapped[Status] = mapped_column(default=Status.queued, index=True)
     error: Mapped[str | None] = mapped_column(Text)
     retry_of: Mapped[int | None] = mapped_column(ForeignKey("builds.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -156,7 +199,7 @@ class Job(Base):
     timeout: Mapped[int]
     after: Mapped[list[Any]]
     # Server defaults as well, so that store.upgrade can add these to an older database.
-    when: Mapped[str] = mapped_column(String(16), default="on_success", server_default=text("'on_success'"))
+    when: Mapped[When] = mapped_column(default=When.on_success, server_default=text("'on_success'"))
     allow_failure: Mapped[bool] = mapped_column(default=False, server_default=false())
     # What the executor needs beyond the script: services, artifacts, cache, secrets, image_build,
     # resources, user, network, retry; as the pipeline models dump them.
@@ -164,7 +207,7 @@ class Job(Base):
     attempt: Mapped[int] = mapped_column(default=1, server_default=text("1"))
     # Set when handed to the queue: a queued job without it waits for its `after` jobs or a free slot.
     dispatched_at: Mapped[datetime | None]
-    status: Mapped[str] = mapped_column(String(16), default=Status.queued.value)
+    status: Mapped[Status] = mapped_column(default=Status.queued)
     exit_code: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(Text)
     worker: Mapped[str | None] = mapped_column(String(255))
@@ -295,9 +338,9 @@ class Deployment(Base):
     release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"))
     # The release the environment ran when this started: what a roll back returns to.
     previous_release_id: Mapped[int | None] = mapped_column(ForeignKey("releases.id"))
-    action: Mapped[str] = mapped_column(String(16))  # auto, promote, rollback
+    action: Mapped[DeployAction]
     strategy: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default=DeploymentStatus.pending.value, index=True)
+    status: Mapped[DeploymentStatus] = mapped_column(default=DeploymentStatus.pending, index=True)
     reason: Mapped[str | None] = mapped_column(Text)
     # Percent of the traffic the new release has now, and how many of the strategy's steps are done.
     weight: Mapped[int] = mapped_column(default=0)
@@ -309,7 +352,7 @@ class Deployment(Base):
     previous_color: Mapped[str | None] = mapped_column(String(16))
     previous_address: Mapped[str | None] = mapped_column(String(255))
     # An operator's request the deploy worker acts on between checks: pause or abort.
-    control: Mapped[str | None] = mapped_column(String(16))
+    control: Mapped[Control | None]
     control_by: Mapped[str | None] = mapped_column(String(255))
     triggered_by: Mapped[str] = mapped_column(String(255))
     worker: Mapped[str | None] = mapped_column(String(255))

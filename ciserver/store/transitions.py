@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ciserver.store.models import Build, Job, Status, utcnow
+from ciserver.store.models import Build, Job, Status, When, utcnow
 
 ACTIVE = (Status.queued, Status.running)
 
@@ -62,7 +62,7 @@ def add_jobs(session: Session, build_id: int, plan: Sequence[JobPlan]) -> list[J
             env=dict(p.env),
             timeout=p.timeout,
             after=list(p.after),
-            when=p.when,
+            when=When(p.when),
             allow_failure=p.allow_failure,
             options=dict(p.options),
         )
@@ -100,7 +100,7 @@ def end_job(
 def settle_build(session: Session, build_id: int) -> Status | None:
     """Once every job is final, give the build the status its jobs add up to; else None."""
     jobs = list(session.scalars(select(Job).where(Job.build_id == build_id).order_by(Job.position)))
-    if any(not Status(job.status).final for job in jobs):
+    if any(not job.status.final for job in jobs):
         return None
     status, error = _outcome(jobs)
     end_build(session, build_id, status, error)

@@ -75,6 +75,15 @@ class ImageBuildSpec:
 
 
 @dataclass(frozen=True)
+class JobExit:
+    """How a job's container ended: its exit code, and whether `stop` had asked it to end (then it
+    was killed, and the code is the kill's)."""
+
+    exit_code: int
+    stopped: bool
+
+
+@dataclass(frozen=True)
 class BuiltImage:
     tag: str
     image_id: str  # "sha256:..."
@@ -94,19 +103,21 @@ OutputSink = Callable[[bytes], None]
 
 
 class Executor(Protocol):
-    def run(self, spec: JobSpec, output: OutputSink, stop: threading.Event) -> int:
-        """Run the job to its end and return its exit code; once `stop` is set, end it early.
+    """`stop` is the caller's way to ask for an early end; an executor only reads it, and says how
+    the job ended by what it returns."""
+
+    def run(self, spec: JobSpec, output: OutputSink, stop: threading.Event) -> JobExit:
+        """Run the job to its end and return how it ended; once `stop` is set, end it early.
 
         Output goes to `output` as it comes. Nothing the job started (its container, its services,
-        their network) may outlive this call. The executor sets `stop` itself when the job ends, to
-        release its own watchers.
+        their network) may outlive this call.
         """
         ...
 
     def build_image(self, spec: ImageBuildSpec, output: OutputSink, stop: threading.Event) -> BuiltImage:
         """Build the image, streaming the build's output; once `stop` is set, abort it (ExecutorError).
 
-        A failing Dockerfile raises BuildFailed. Like `run`, it sets `stop` itself when it ends.
+        A failing Dockerfile raises BuildFailed.
         """
         ...
 

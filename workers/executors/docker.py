@@ -25,6 +25,7 @@ from workers.executors.base import (
     BuiltImage,
     ExecutorError,
     ImageBuildSpec,
+    JobExit,
     JobSpec,
     Limits,
     OutputSink,
@@ -149,7 +150,7 @@ class DockerExecutor:
 
     # -- jobs ---------------------------------------------------------------------------------------
 
-    def run(self, spec: JobSpec, output: OutputSink, stop: threading.Event) -> int:
+    def run(self, spec: JobSpec, output: OutputSink, stop: threading.Event) -> JobExit:
         config = container_config(spec)
         cleanup = contextlib.ExitStack()  # unwinds in reverse: services, job container, then network
         try:
@@ -162,10 +163,10 @@ class DockerExecutor:
             services = [self._start_service(spec, service, cleanup) for service in spec.services]
             if services:
                 self._wait_for_services(spec, services, output, stop)
-            exit_code = follow(container, output, stop)
-            if exit_code == OOM_EXIT:
+            exited = JobExit(follow(container, output, stop), stopped=stop.is_set())
+            if exited.exit_code == OOM_EXIT:
                 self._note_oom(container, spec.limits, output)
-            return exit_code
+            return exited
         except APIError as exc:
             raise ExecutorError(f"the Docker Engine refused the job: {exc.explanation or exc}") from None
         except ENGINE_UNREACHABLE as exc:

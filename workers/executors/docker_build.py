@@ -232,7 +232,7 @@ class _Build:
         )
         self.output(f" ---> Running in {container.id[:12]}\n".encode())
         try:
-            code = follow(container, self.output, self._watch())
+            code = follow(container, self.output, self.stop)
         except APIError as exc:
             raise BuildFailed(f"RUN failed to start: {explain(exc)}") from None
         if self.stop.is_set():
@@ -345,18 +345,6 @@ class _Build:
     def _say(self, instruction: Instruction) -> None:
         self.step += 1
         self.output(f"Step {self.step}/{self.steps} : {instruction.text}\n".encode())
-
-    def _watch(self) -> threading.Event:
-        """The step's stop: set when the build's is (the step's own is set by `follow` at its end)."""
-        step = threading.Event()
-
-        def relay() -> None:
-            while not step.is_set():
-                if self.stop.wait(0.2):
-                    step.set()
-
-        threading.Thread(target=relay, daemon=True).start()
-        return step
 
     def _create(self, image: str, **config: Any) -> Container:
         try:

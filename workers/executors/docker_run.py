@@ -69,6 +69,11 @@ def hardening(capabilities: tuple[str, ...], limits: Limits | None, *, init: boo
     }
 
 
+# How long a finished container's killer may linger: `stop` is the caller's, so nothing here sets
+# it to wake the killer; a set `stop` wakes it at once.
+KILLER_POLL = 0.2
+
+
 def follow(container: Container, output: OutputSink, stop: threading.Event) -> int:
     """Start the container, stream its output until it ends (or `stop` kills it), return its code."""
     finished = threading.Event()
@@ -84,15 +89,15 @@ def follow(container: Container, output: OutputSink, stop: threading.Event) -> i
             output(chunk)
         return int(container.wait()["StatusCode"])
     finally:
-        finished.set()
-        stop.set()  # wakes the killer, which now sees there is nothing left to kill
-        killer.join()
+        finished.set()  # the killer ends within KILLER_POLL, having nothing left to kill
 
 
 def _kill_when_stopped(container: Container, stop: threading.Event, finished: threading.Event) -> None:
-    stop.wait()
-    if not finished.is_set():
-        kill(container)
+    while not finished.is_set():
+        if stop.wait(KILLER_POLL):
+            if not finished.is_set():
+                kill(container)
+            return
 
 
 def kill(container: Container) -> None:
