@@ -1,5 +1,6 @@
 """The dispatcher on a real SQLite database: which job runs next, which is skipped and why, what a
-retry, a manual job and the per-project limit do, and the build status the jobs add up to."""
+retry, a manual job and the per-project limit do, the build status the jobs add up to, and what a
+job's end leads to (store.job_end)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
+from ciserver.store.artifacts import artifacts_of_build
 from ciserver.store.db import session_scope
 from ciserver.store.dispatch import advance, play_manual, requeue_for_retry, should_retry
+from ciserver.store.job_end import AttemptEnd, Verdict, end_attempt, end_lost_job
 from ciserver.store.models import Build, Job, Status, StopReason
 from ciserver.store.projects import add_project, get_project
 from ciserver.store.transitions import add_jobs, end_job, start_build, start_job
@@ -182,3 +185,82 @@ def test_the_project_limit_holds_jobs_back_until_a_slot_frees_across_builds(sess
     assert finish(session, first, "x", Status.success, concurrency=2) == ["x"]  # the second build's x
     assert job(session, second, "x").dispatched_at is not None
     assert job(session, second, "y").dispatched_at is None
+
+
+@dataclass(frozen=True)
+class Made:
+    """What an attempt made: a kept file (store.artifacts.KeptFile) or an image (job_end.MadeImage)."""
+
+    path: str = "dist/app.tar"
+    size: int = 3
+    sha256: str = "f" * 64
+    storage_key: str = "1/dist/app.tar"
+    tag: str = "ciserver/octo-app:aaaa"
+    image_id: str = "sha256:1"
+    digest: str = "sha256:2"
+
+
+def test_a_timeout_is_retried_by_the_reason_it_stopped_not_by_the_words_of_its_error(
+    session: Session,
+) -> None:
+    policy = {"retry": {"max": 1, "when": ["timeout"]}}
+    build_id, _ = new_build(session, [Planned("slow", options=policy), Planned("says_so", options=policy)])
+    slow, says_so = job(session, build_id, "slow"), job(session, build_id, "says_so")
+    for row in (slow, says_so):
+        start_job(session, row.id, "w.1")
+    stopped = AttemptEnd(Status.failed, error="timed out after 1s", stopped_by=StopReason.timeout)
+    ended = end_attempt(session, slow.id, stopped)
+    assert ended is not None
+    assert (ended.verdict, ended.status, ended.attempt) == (Verdict.retrying, Status.queued, 1)
+    assert names(session, ended.dispatched) == ["slow"]
+    printed = AttemptEnd(Status.failed, exit_code=1, error="timed out after 1s")  # the script's own words
+    ended = end_attempt(session, says_so.id, printed)
+    assert ended is not None and (ended.verdict, ended.status) == (Verdict.final, Status.failed)
+
+
+def test_an_attempt_handed_back_runs_again_and_the_one_that_ends_leaves_what_it_made(
+    session: Session,
+) -> None:
+    build_id, _ = new_build(session, [Planned("package"), Planned("ship", after=("package",))])
+    package = job(session, build_id, "package")
+    start_job(session, package.id, "w.1")
+    back = AttemptEnd(Status.queued, error="handed back", stopped_by=StopReason.handed_back)
+    handed = end_attempt(session, package.id, back)
+    assert handed is not None and (handed.verdict, handed.status) == (Verdict.handed_back, Status.queued)
+    assert names(session, handed.dispatched) == ["package"]
+
+    start_job(session, package.id, "w.2")
+    made = Made()
+    ended = end_attempt(
+        session, package.id, AttemptEnd(Status.success, 0, kept=[made], expire_in=60, image=made)
+    )
+    assert ended is not None
+    assert (ended.verdict, ended.status, ended.attempt) == (Verdict.final, Status.success, 2)
+    assert names(session, ended.dispatched) == ["ship"]
+    package = job(session, build_id, "package")
+    assert (package.image_tag, package.image_id, package.image_digest) == (
+        made.tag,
+        made.image_id,
+        made.digest,
+    )
+    assert [a.path for a in artifacts_of_build(session, build_id)] == ["dist/app.tar"]
+
+
+def test_a_lost_job_is_retried_only_while_it_runs_and_an_internal_error_ends_it_whatever_its_policy(
+    session: Session,
+) -> None:
+    policy = {"retry": {"max": 2, "when": ["runner_failure"]}}
+    build_id, _ = new_build(session, [Planned("lost", options=policy), Planned("broken", options=policy)])
+    lost, broken = job(session, build_id, "lost"), job(session, build_id, "broken")
+    assert end_lost_job(session, lost.id, "the worker running it (w.9) was lost") is None  # not running
+    start_job(session, lost.id, "w.9")
+    start_job(session, broken.id, "w.1")
+    ended = end_lost_job(session, lost.id, "the worker running it (w.9) was lost")
+    assert ended is not None and (ended.verdict, ended.status) == (Verdict.retrying, Status.queued)
+
+    internal = AttemptEnd(Status.error, error="internal error: KeyError: 'x'")
+    ended = end_attempt(session, broken.id, internal, may_retry=False)
+    assert ended is not None and (ended.verdict, ended.status) == (Verdict.final, Status.error)
+    late = end_attempt(session, broken.id, AttemptEnd(Status.success, 0))  # another worker, too late
+    assert late is not None and (late.verdict, late.status) == (Verdict.final, None)
+    assert job(session, build_id, "broken").status == Status.error
