@@ -31,15 +31,8 @@ from ciserver.pipeline.models import (
     Service,
     matrix_variants,
 )
-from ciserver.pipeline.plan import (
-    PlanError,
-    PlannedJob,
-    accepted_refs,
-    accepts_release,
-    job_runs,
-    plan_jobs,
-    push_skip_reason,
-)
+from ciserver.pipeline.plan import PlanError, PlannedJob, plan_jobs
+from ciserver.pipeline.rules import accepted_refs, accepts_release, job_runs, push_skip_reason
 from ciserver.pipeline.schema import pipeline_json_schema
 
 __all__ = [
