@@ -33,13 +33,13 @@ from workers.executors.base import (
 )
 from workers.executors.docker_build import ImageBuilder
 from workers.executors.docker_run import (
-    ENGINE_UNREACHABLE,
     JOB_CAPABILITIES,
     PROJECT_LABEL,
     check_image_owner,
     follow,
     hardening,
 )
+from workers.executors.engine_errors import ENGINE_UNREACHABLE, engine_unreachable, image_missing
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def connect_engine() -> docker.DockerClient:
     try:
         return docker.from_env(timeout=120)
     except ENGINE_UNREACHABLE as exc:
-        raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
+        raise engine_unreachable(exc) from None
 
 
 class DockerExecutor:
@@ -169,7 +169,7 @@ class DockerExecutor:
         except APIError as exc:
             raise ExecutorError(f"the Docker Engine refused the job: {exc.explanation or exc}") from None
         except ENGINE_UNREACHABLE as exc:
-            raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
+            raise engine_unreachable(exc) from None
         finally:
             cleanup.close()
 
@@ -231,7 +231,7 @@ class DockerExecutor:
                 f"the Docker Engine could not create the job's network: {exc.explanation}"
             ) from None
         except ENGINE_UNREACHABLE as exc:
-            raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
+            raise engine_unreachable(exc) from None
 
     def _create(self, image: str, config: dict[str, Any]) -> Container:
         try:
@@ -244,18 +244,15 @@ class DockerExecutor:
                 f"the Docker Engine could not create the container {config['name']}: {exc.explanation}"
             ) from None
         except ENGINE_UNREACHABLE as exc:
-            raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
+            raise engine_unreachable(exc) from None
 
     def _pull(self, image: str) -> None:
         if not self.pull:
-            raise ExecutorError(f"image {image!r} is not on this worker's Docker Engine")
+            raise image_missing(image)
         try:
             self.client.images.pull(image)
         except ENGINE_UNREACHABLE as exc:
-            raise ExecutorError(
-                f"image {image!r} is not on this worker's Docker Engine and could not be pulled: "
-                f"{getattr(exc, 'explanation', None) or exc}"
-            ) from None
+            raise image_missing(image, exc) from None
 
     def _create_or_replace(self, config: dict[str, Any]) -> Container:
         with contextlib.suppress(ImageNotFound):  # a missing image is pulled, then checked here again
@@ -321,7 +318,7 @@ class DockerExecutor:
                     self._remove_network(network, force=True)
                     removed.append(network_labels)
         except ENGINE_UNREACHABLE as exc:
-            raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
+            raise engine_unreachable(exc) from None
         return _once_per_job(removed)
 
     def build_image(self, spec: ImageBuildSpec, output: OutputSink, stop: threading.Event) -> BuiltImage:
