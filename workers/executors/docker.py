@@ -1,6 +1,7 @@
 """The Docker executor: each job in a fresh container of its image, the workspace at /workspace.
 
-With docker_build (image builds), the only modules that import the docker SDK. `container_config`
+The executor modules (this one, docker_build for image builds, and those they share) are the only
+ones that import the docker SDK: an import contract in pyproject.toml says so. `container_config`
 and `service_config` are the pure translation from a JobSpec to docker-py arguments;
 `DockerExecutor` does the I/O around them.
 """
