@@ -56,7 +56,6 @@ class Child:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
-    restarts: int = 0
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +189,6 @@ class Supervisor:
             code = child.proc.returncode if child.proc else None
             if time.monotonic() - child.started_at < RESTART_BACKOFF:
                 continue
-            child.restarts += 1
             print(f"ciserver: {child.name} exited ({code}); restarting (see {child.log_path})", flush=True)
             child.start()
 
