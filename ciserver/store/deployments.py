@@ -35,11 +35,16 @@ UNDER_WAY = (DeploymentStatus.progressing, DeploymentStatus.paused)
 
 
 class DeployRefused(Exception):
-    """A promote or rollback that cannot be done as asked; `status` is the HTTP answer."""
+    """A promote, rollback or control of a deployment that the state of things does not allow now;
+    the message says why."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.status, self.message = status, message
+        self.message = message
+
+
+class DeployTargetMissing(DeployRefused):
+    """A promote or rollback naming a build or environment the project does not have."""
 
 
 def config_of(release: Release) -> DeployConfig:
@@ -167,10 +172,10 @@ def release_of_build(session: Session, project: Project, build_id: int) -> Relea
         return release
     build = session.get(Build, build_id)
     if build is None or build.project_id != project.id:
-        raise DeployRefused(404, f"build_id: project {project.name} has no build {build_id}")
+        raise DeployTargetMissing(f"build_id: project {project.name} has no build {build_id}")
     if build.status != Status.success:
-        raise DeployRefused(409, f"build {build_id} is {build.status}: only a succeeded build is a release")
-    raise DeployRefused(409, f"build {build_id} made no release: its pipeline names no environment")
+        raise DeployRefused(f"build {build_id} is {build.status}: only a succeeded build is a release")
+    raise DeployRefused(f"build {build_id} made no release: its pipeline names no environment")
 
 
 def promote(session: Session, project: Project, name: str, build_id: int, actor: str) -> Deployment:
@@ -180,20 +185,19 @@ def promote(session: Session, project: Project, name: str, build_id: int, actor:
     declared = config_of(release).environments.get(name)
     if declared is None:
         known = ", ".join(config_of(release).environments) or "none"
-        raise DeployRefused(
-            404, f"environment {name!r} is not in build {build_id}'s pipeline (it has {known})"
+        raise DeployTargetMissing(
+            f"environment {name!r} is not in build {build_id}'s pipeline (it has {known})"
         )
     build = session.get(Build, build_id)
     assert build is not None
     row = environments.find(session, project.id, name, lock=True)
     why = environments.refusal(row, name, declared, build)
     if why:
-        raise DeployRefused(409, f"build {build_id} cannot go to {name!r}: {why}")
+        raise DeployRefused(f"build {build_id} cannot go to {name!r}: {why}")
     assert row is not None  # refusal says why when there is none
     after = environments.effective(row, declared).after
     if after is not None and not _succeeded_in(session, release, after):
         raise DeployRefused(
-            409,
             f"the release of build {build_id} has not yet succeeded in {after!r}, which {name!r} comes after",
         )
     _refuse_when_under_way(session, row)
@@ -204,7 +208,7 @@ def rollback(session: Session, project: Project, name: str, actor: str) -> Deplo
     """Deploy the release the environment ran before its current one, with its strategy."""
     row = environments.find(session, project.id, name, lock=True)
     if row is None:
-        raise DeployRefused(404, f"project {project.name} has no environment {name!r}")
+        raise DeployTargetMissing(f"project {project.name} has no environment {name!r}")
     _refuse_when_under_way(session, row)
     earlier = session.scalars(
         select(Deployment)
@@ -216,7 +220,7 @@ def rollback(session: Session, project: Project, name: str, actor: str) -> Deplo
         .order_by(Deployment.finished_at.desc(), Deployment.id.desc())
     ).first()
     if row.release_id is None or earlier is None:
-        raise DeployRefused(409, f"environment {name!r} has no earlier release that succeeded there")
+        raise DeployRefused(f"environment {name!r} has no earlier release that succeeded there")
     return _new_deployment(session, earlier.release, row, "rollback", actor)
 
 
@@ -239,7 +243,6 @@ def _refuse_when_under_way(session: Session, environment: Environment) -> None:
     busy = _under_way(session, environment.id)
     if busy is not None:
         raise DeployRefused(
-            409,
             f"deployment {busy.id} of {environment.name!r} is {busy.status}: "
             f"wait for it, or abort it with POST /api/v1/deployments/{busy.id}/abort",
         )
@@ -416,7 +419,7 @@ def request_control(session: Session, deployment: Deployment, action: str, actor
             deployment.status, deployment.worker = DeploymentStatus.progressing.value, None
             return True
         return False
-    raise DeployRefused(409, f"deployment {deployment.id} is {status}: it cannot be {_past(action)} now")
+    raise DeployRefused(f"deployment {deployment.id} is {status}: it cannot be {_past(action)} now")
 
 
 def _past(action: str) -> str:
