@@ -32,8 +32,9 @@ from ciserver.api.schemas import (
 )
 from ciserver.pipeline.environments import ENVIRONMENT_NAME
 from ciserver.store import audit
-from ciserver.store import deployments as store
+from ciserver.store import releases as store
 from ciserver.store.artifacts import artifacts_of_build
+from ciserver.store.deployments import list_environments
 from ciserver.store.environments import find, rules_of
 from ciserver.store.environments import protect as store_protect
 from ciserver.store.models import Deployment, Project, Release
@@ -80,7 +81,7 @@ def environments(name: str, _: Viewer, db: DatabaseDep) -> list[EnvironmentOut]:
                 deployed_by=row.deployed_by,
                 latest_deployment=DeploymentOut.of(latest) if latest else None,
             )
-            for row, latest in store.list_environments(session, project.id)
+            for row, latest in list_environments(session, project.id)
         ]
 
 
