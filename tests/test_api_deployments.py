@@ -15,6 +15,7 @@ import ciserver.outbox as outbox
 from ciserver.app import create_app
 from ciserver.config import Settings
 from ciserver.store import deployments as store
+from ciserver.store import releases
 from ciserver.store.db import session_scope
 from ciserver.store.models import AuditEntry, Project, Role
 from ciserver.store.projects import add_project
@@ -48,7 +49,7 @@ def build_id(client: TestClient, settings: Settings) -> int:
             fernet=fernet_of(session),
         )
         build_id = green(session, project)
-        [staging] = store.release_build(session, build_id)
+        [staging] = releases.deployments_for_green_build(session, build_id)
         store.claim(session, staging, "worker")
         store.save_progress(session, staging, color="blue", address="127.0.0.1:40000", weight=100)
         store.finish(session, staging, store.DeploymentStatus.succeeded)

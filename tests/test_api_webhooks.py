@@ -239,6 +239,21 @@ def test_a_body_over_the_limit_gets_413(client: TestClient, settings: Settings) 
     assert builds(settings) == []
 
 
+def test_the_body_limit_counts_streamed_bytes_and_comes_after_the_forge_and_content_type(
+    client: TestClient, settings: Settings
+) -> None:
+    body = github_push_body("octo/hello", SHA, message="x" * settings.max_body_bytes)
+    headers = github_headers(body, "s3cret")
+    refusal = {"message": f"body: larger than {settings.max_body_bytes} bytes"}
+    declared = client.post("/webhooks/github", content=body, headers=headers)
+    streamed = client.post("/webhooks/github", content=iter([body[:1000], body[1000:]]), headers=headers)
+    assert [(r.status_code, r.json()) for r in (declared, streamed)] == [(413, refusal)] * 2
+    assert client.post("/webhooks/nope", content=body, headers=headers).status_code == 404
+    plain = headers | {"Content-Type": "text/plain"}
+    assert client.post("/webhooks/github", content=body, headers=plain).status_code == 415
+    assert builds(settings) == []
+
+
 @pytest.mark.parametrize("message", ["docs only [skip ci]", "[CI SKIP] typo"])
 def test_skip_ci_in_the_head_commit_answers_200_and_builds_nothing(
     client: TestClient, settings: Settings, message: str

@@ -147,7 +147,7 @@ def _finish(ctx: WorkerContext, deployment_id: int, outcome: Outcome, claimed: s
             store.pause(session, deployment_id)
             return
         if outcome.status == "handed_over":
-            store.let_go(session, deployment_id)  # the outbox hands it to another worker
+            store.hand_back(session, deployment_id)  # the outbox hands it to another worker
             return
         start = store.finish(session, deployment_id, DeploymentStatus(outcome.status), outcome.reason)
     try:

@@ -33,7 +33,7 @@ from ciserver import queue
 from ciserver.logs import LogStoreError, LogWriter
 from ciserver.store.builds import requeue_builds, unplanned_running_build_ids
 from ciserver.store.db import session_scope
-from ciserver.store.deployments import release_deployments_of
+from ciserver.store.deployments import hand_back_deployments_of
 from ciserver.store.dispatch import Dispatched, end_lost_job, jobs_of_lost_workers
 from ciserver.store.models import Status, utcnow
 from workers.context import WorkerContext
@@ -101,7 +101,7 @@ class Reaper:
         lost_builds = queue.builds_not_on_queue(self.ctx.redis, unplanned) if unplanned else []
         with session_scope(self.settings.db_url) as session:
             requeued = requeue_builds(session, lost_builds)
-            released = release_deployments_of(session, alive)
+            released = hand_back_deployments_of(session, alive)
         if requeued or released:
             log.warning(
                 "lost with their workers: builds %s queued again, deployments %s let go", requeued, released

@@ -18,9 +18,9 @@ from ciserver.store.artifacts import add_artifacts
 from ciserver.store.builds import auto_cancel_older
 from ciserver.store.clone_credentials import clone_remote
 from ciserver.store.db import session_scope
-from ciserver.store.deployments import release_build
 from ciserver.store.dispatch import Dispatched, advance, requeue_for_retry, should_retry
 from ciserver.store.models import Build, Job, Status
+from ciserver.store.releases import deployments_for_green_build
 from ciserver.store.transitions import add_jobs, end_build, end_job, start_build, start_job
 from workers.checkout import CheckoutError, ensure_commit, read_file_at
 from workers.context import WorkerContext, current
@@ -187,7 +187,7 @@ def _run_job(ctx: WorkerContext, job_id: int) -> None:
                 job.image_tag, job.image_id = run.image.tag, run.image.image_id
                 job.image_digest = run.image.digest
         dispatched = advance(session, job.build_id, ctx.settings.project_concurrency)
-        deployments = release_build(session, job.build_id)
+        deployments = deployments_for_green_build(session, job.build_id)
     _enqueue(ctx, dispatched)
     if deployments:
         try:
