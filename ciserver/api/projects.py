@@ -8,7 +8,7 @@ from ciserver.api.deps import Admin, DatabaseDep, SettingsDep, Viewer, project_o
 from ciserver.api.schemas import ProjectIn, ProjectOut
 from ciserver.clone_urls import CloneURLError, check_clone_url
 from ciserver.store import audit
-from ciserver.store.projects import ProjectError, add_project, list_projects
+from ciserver.store.projects import ProjectError, ProjectExists, add_project, list_projects
 
 router = APIRouter(prefix="/api/v1/projects", tags=["projects"])
 
@@ -34,7 +34,7 @@ def create(body: ProjectIn, caller: Admin, db: DatabaseDep, settings: SettingsDe
     except (CloneURLError, ProjectError) as exc:
         code = (
             status.HTTP_409_CONFLICT
-            if "already exists" in str(exc)
+            if isinstance(exc, ProjectExists)
             else status.HTTP_422_UNPROCESSABLE_CONTENT
         )
         raise HTTPException(code, str(exc)) from None
