@@ -15,8 +15,9 @@ import pytest
 from docker.errors import ImageNotFound
 from redis import Redis
 
+from ciserver.ports import free_port
 from tests.docker_helpers import PYTHON
-from tests.helpers import BUSYBOX, CiServer, free_port
+from tests.helpers import BUSYBOX, CiServer
 from workers.executors.docker import DockerExecutor
 
 

@@ -28,6 +28,7 @@ from ciserver.config import Settings
 from ciserver.crypto import load_fernet
 from ciserver.deploy.router import main_config
 from ciserver.pipeline import load_pipeline
+from ciserver.ports import free_port
 from ciserver.store.db import session_scope
 from ciserver.store.models import Build, Job, Project, Role, Status
 from ciserver.store.tokens import create_token
@@ -36,12 +37,6 @@ BUSYBOX = "ciserver-test/busybox:latest"
 FINAL = ("success", "failed", "error", "canceled", "skipped")
 ZERO_SHA = "0" * 40
 WEBHOOK_SECRET = "s3cret-s3cret-s3cret"  # registration asks for at least 16 characters
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def git(repo: Path, *args: str) -> str:

@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import CiServer, commit, deploying_server, free_port, make_repo
+from ciserver.ports import free_port
+from tests.helpers import CiServer, commit, deploying_server, make_repo
 from workers.executors.docker_service import container_name
 
 pytestmark = pytest.mark.e2e

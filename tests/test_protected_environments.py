@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import CiServer, commit, deploying_server, free_port, git, make_repo
+from ciserver.ports import free_port
+from tests.helpers import CiServer, commit, deploying_server, git, make_repo
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from ciserver.deploy.router import Backend, NginxRouter
-from tests.helpers import free_port
+from ciserver.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
