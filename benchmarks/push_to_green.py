@@ -25,7 +25,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ciserver.ports import free_port
-from tests.helpers import BUSYBOX, commit, git, github_headers, github_push_body, make_repo
+from tests.support.engine import BUSYBOX
+from tests.support.git import commit, git, make_repo
+from tests.support.payloads import github_headers, github_push_body
 
 SECRET = "s3cret-s3cret-s3cret"  # a webhook secret has 16 characters or more
 PIPELINE = f"""\

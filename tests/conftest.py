@@ -16,8 +16,8 @@ from docker.errors import ImageNotFound
 from redis import Redis
 
 from ciserver.ports import free_port
-from tests.docker_helpers import PYTHON
-from tests.helpers import BUSYBOX, CiServer
+from tests.support.engine import BUSYBOX, PYTHON
+from tests.support.server import CiServer
 from workers.executors.docker import DockerExecutor
 
 

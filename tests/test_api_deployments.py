@@ -18,7 +18,7 @@ from ciserver.store import deployments as store
 from ciserver.store.db import session_scope
 from ciserver.store.models import AuditEntry, Project, Role
 from ciserver.store.projects import add_project
-from tests.helpers import bearer, fernet_of
+from tests.support.store import bearer, fernet_of
 from tests.test_deployment_store import green
 
 BASE = "/api/v1/projects/octo/app"

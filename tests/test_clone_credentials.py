@@ -21,8 +21,10 @@ from ciserver.store.clone_credentials import clone_remote
 from ciserver.store.db import session_scope
 from ciserver.store.key_check import open_server_key
 from ciserver.store.models import Project, Role
-from tests.git_https import GitHttpsServer
-from tests.helpers import CiServer, bearer, make_repo
+from tests.support.git import make_repo
+from tests.support.git_https import GitHttpsServer
+from tests.support.server import CiServer
+from tests.support.store import bearer
 
 WEBHOOK_SECRET = "a-webhook-secret-of-some-length"
 

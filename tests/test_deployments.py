@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from ciserver.ports import free_port
-from tests.helpers import CiServer, commit, deploying_server, make_repo
+from tests.support.git import commit, make_repo
+from tests.support.server import CiServer, deploying_server
 from workers.executors.docker_service import container_name
 
 pytestmark = pytest.mark.e2e

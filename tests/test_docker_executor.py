@@ -14,7 +14,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.docker_helpers import PYTHON, assert_nothing_left, build_spec, job, run, write_context
+from tests.support.engine import PYTHON
+from tests.support.executor import assert_nothing_left, build_spec, job, run, write_context
 from workers.executors.base import (
     ExecutorError,
     JobSpec,

@@ -17,7 +17,10 @@ from ciserver.logs import FileLogStore
 from ciserver.store.db import session_scope
 from ciserver.store.models import Build, Job
 from ciserver.store.projects import add_project
-from tests.helpers import BUSYBOX, EngineProxy, containers_of_job, fernet_of, make_repo
+from tests.support.engine import BUSYBOX, containers_of_job
+from tests.support.git import make_repo
+from tests.support.proxy import EngineProxy
+from tests.support.store import fernet_of
 from workers.context import current
 from workers.tasks import run_build, run_job
 

@@ -14,15 +14,11 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from tests.helpers import (
-    BUSYBOX,
-    CiServer,
-    LogFollower,
-    RedisServer,
-    commit,
-    containers_of_job,
-    make_repo,
-)
+from tests.support.engine import BUSYBOX, containers_of_job
+from tests.support.git import commit, make_repo
+from tests.support.server import CiServer
+from tests.support.services import RedisServer
+from tests.support.sse import LogFollower
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,9 @@ import pytest
 from redis import Redis
 
 from ciserver.deploy.names import release_tag
-from tests.helpers import BUSYBOX, CiServer, commit, make_repo
+from tests.support.engine import BUSYBOX
+from tests.support.git import commit, make_repo
+from tests.support.server import CiServer
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ import docker
 import pytest
 from docker.errors import ImageNotFound
 
-from tests.docker_helpers import assert_nothing_left, build_spec, job, run, write_context
+from tests.support.executor import assert_nothing_left, build_spec, job, run, write_context
 from workers.executors.base import BuildCache, BuildFailed, ExecutorError, Limits
 from workers.executors.docker import DockerExecutor
 

@@ -15,7 +15,10 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import BUSYBOX, CiServer, LogFollower, containers_of_job, make_repo
+from tests.support.engine import BUSYBOX, containers_of_job
+from tests.support.git import make_repo
+from tests.support.server import CiServer
+from tests.support.sse import LogFollower
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from ciserver.deploy.names import release_tag
-from tests.helpers import BUSYBOX, CiServer, commit, make_repo
+from tests.support.engine import BUSYBOX
+from tests.support.git import commit, make_repo
+from tests.support.server import CiServer
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from ciserver.ports import free_port
-from tests.helpers import CiServer, commit, deploying_server, git, make_repo
+from tests.support.git import commit, git, make_repo
+from tests.support.server import CiServer, deploying_server
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import BUSYBOX, CiServer, commit, containers_of_job, git, make_repo
+from tests.support.engine import BUSYBOX, containers_of_job
+from tests.support.git import commit, git, make_repo
+from tests.support.server import CiServer
 
 pytestmark = pytest.mark.e2e
 

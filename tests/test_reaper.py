@@ -19,7 +19,7 @@ from ciserver.config import Settings
 from ciserver.store.db import session_scope
 from ciserver.store.models import Build, Job, Status, utcnow
 from ciserver.store.projects import add_project
-from tests.helpers import fernet_of
+from tests.support.store import fernet_of
 from workers.context import WorkerContext
 from workers.reaper import Reaper
 

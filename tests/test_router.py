@@ -19,7 +19,7 @@ import pytest
 
 from ciserver.deploy.router import Backend, NginxRouter, RouterError, main_config, upstream_config
 from ciserver.ports import free_port
-from tests.helpers import start_nginx
+from tests.support.services import start_nginx
 
 pytestmark = pytest.mark.e2e
 

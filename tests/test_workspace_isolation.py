@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import BUSYBOX, CiServer, commit, git, make_repo
+from tests.support.engine import BUSYBOX
+from tests.support.git import commit, git, make_repo
+from tests.support.server import CiServer
 
 pytestmark = pytest.mark.e2e
 
