@@ -3,9 +3,7 @@ ciserver (API and worker processes) for the end-to-end tests."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,37 +11,21 @@ from pathlib import Path
 import docker
 import pytest
 from docker.errors import ImageNotFound
-from redis import Redis
 
-from ciserver.ports import free_port
 from tests.support.engine import BUSYBOX, PYTHON
 from tests.support.server import CiServer
+from tests.support.services import RedisServer
 from workers.executors.docker import DockerExecutor
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private redis-server for the whole run."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    directory = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", ""],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = Redis.from_url(url)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except Exception:
-            time.sleep(0.05)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    redis = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield redis.url
+    finally:
+        redis.stop()
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ from ciserver.store.models import Project, Role
 from tests.support.git import make_repo
 from tests.support.git_https import GitHttpsServer
 from tests.support.server import CiServer
+from tests.support.services import redis_database
 from tests.support.store import bearer
 
 WEBHOOK_SECRET = "a-webhook-secret-of-some-length"
@@ -126,7 +127,7 @@ def test_a_private_https_repository_builds_and_no_process_argument_or_file_holds
     with GitHttpsServer(served, "ci-bot", password, tmp_path / "tls") as git_server:
         server = CiServer(
             tmp_path / "ci",
-            redis_url.rsplit("/", 1)[0] + "/11",  # its worker alone takes what is enqueued here
+            redis_database(redis_url, 11),  # its worker alone takes what is enqueued here
             GIT_SSL_CAINFO=str(git_server.cafile),
         )
         (tmp_path / "ci").mkdir()
@@ -165,7 +166,7 @@ def test_a_wrong_password_fails_the_build_showing_the_url_with_stars(
     subprocess.run(["git", "clone", "-q", "--bare", "--", str(work), str(served / "app.git")], check=True)
     with GitHttpsServer(served, "ci-bot", "the-right-one", tmp_path / "tls") as git_server:
         server = CiServer(
-            tmp_path / "ci", redis_url.rsplit("/", 1)[0] + "/11", GIT_SSL_CAINFO=str(git_server.cafile)
+            tmp_path / "ci", redis_database(redis_url, 11), GIT_SSL_CAINFO=str(git_server.cafile)
         )
         (tmp_path / "ci").mkdir()
         server.start(workers=1)

@@ -20,6 +20,7 @@ from ciserver.store.projects import add_project
 from tests.support.engine import BUSYBOX, containers_of_job
 from tests.support.git import make_repo
 from tests.support.proxy import EngineProxy
+from tests.support.services import redis_database
 from tests.support.store import fernet_of
 from workers.context import current
 from workers.tasks import run_build, run_job
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """The settings `ciserver worker` would read, on a Redis database of this test's own."""
-    own_db = redis_url.rsplit("/", 1)[0] + "/7"
+    own_db = redis_database(redis_url, 7)
     Redis.from_url(own_db).flushdb()
     monkeypatch.setenv("CISERVER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("CISERVER_REDIS_URL", own_db)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -29,8 +30,8 @@ def start_nginx(root: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 class RedisServer:
-    """A redis-server of a test's own, with an append-only file, that can be killed and started again
-    on the same port with the same data (as a restart of a production Redis)."""
+    """A private redis-server (the whole run's, or a test's own), with an append-only file, that can be
+    killed and started again on the same port with the same data (as a restart of a production Redis)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory, self.port = directory, free_port()
@@ -38,6 +39,8 @@ class RedisServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RedisServer:
+        if shutil.which("redis-server") is None:
+            raise AssertionError("redis-server is not installed (apt-get install redis-server)")
         self.directory.mkdir(parents=True, exist_ok=True)
         argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
                 "--appendonly", "yes", "--save", ""]  # fmt: skip
@@ -57,3 +60,14 @@ class RedisServer:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def redis_database(url: str, number: int) -> str:
+    """The same Redis at another database number: a server whose workers must take only its own work
+    (and whose queues no other test's workers see) gets a database of its own."""
+    return url.rsplit("/", 1)[0] + f"/{number}"
