@@ -24,7 +24,7 @@ from workers.executors.docker_service import container_name
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello"
 PROJECT = "acme/hello"
 INTERVAL = 12  # seconds per canary step: long enough to send 1,000 requests at the 5% step
 
