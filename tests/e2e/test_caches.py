@@ -6,13 +6,9 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import pytest
-
 from tests.support.engine import BUSYBOX
 from tests.support.git import commit, git, make_repo
 from tests.support.server import CiServer
-
-pytestmark = pytest.mark.e2e
 
 # Prints what the cache held, then puts $CONTENT in it (saved when the job succeeds).
 PIPELINE = f"""\

@@ -9,8 +9,6 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-
 from tests.support.git import make_repo
 from tests.support.git_https import GitHttpsServer
 from tests.support.server import CiServer
@@ -34,7 +32,6 @@ def command_lines() -> dict[int, bytes]:
     return lines
 
 
-@pytest.mark.e2e
 def test_a_private_https_repository_builds_and_no_process_argument_or_file_holds_its_password(
     tmp_path: Path, redis_url: str, busybox_image: str
 ) -> None:
@@ -78,7 +75,6 @@ def test_a_private_https_repository_builds_and_no_process_argument_or_file_holds
             server.stop()
 
 
-@pytest.mark.e2e
 def test_a_wrong_password_fails_the_build_showing_the_url_with_stars(
     tmp_path: Path, redis_url: str, busybox_image: str
 ) -> None:

@@ -23,8 +23,6 @@ from tests.support.server import CiServer, deploying_server
 from tests.support.services import redis_database
 from workers.executors.docker_service import container_name
 
-pytestmark = pytest.mark.e2e
-
 # The released service: busybox's httpd answering "<project> <short sha>" at / and ok at /healthz.
 DOCKERFILE = """\
 FROM ciserver-test/busybox:latest

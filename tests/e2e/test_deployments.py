@@ -22,8 +22,6 @@ from tests.support.server import CiServer, deploying_server
 from tests.support.services import redis_database
 from workers.executors.docker_service import container_name
 
-pytestmark = pytest.mark.e2e
-
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello"
 PROJECT = "acme/hello"
 INTERVAL = 12  # seconds per canary step: long enough to send 1,000 requests at the 5% step

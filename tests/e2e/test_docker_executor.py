@@ -24,7 +24,7 @@ from workers.executors.base import (
 )
 from workers.executors.docker import DockerExecutor
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120), pytest.mark.usefixtures("test_images")]
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("test_images")]
 
 MiB = 1024**2
 

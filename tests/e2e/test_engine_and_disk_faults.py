@@ -25,8 +25,6 @@ from tests.support.store import fernet_of
 from workers.context import current
 from workers.tasks import run_build, run_job
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:

@@ -20,8 +20,6 @@ from tests.support.server import CiServer
 from tests.support.services import RedisServer, redis_database
 from tests.support.sse import LogFollower
 
-pytestmark = pytest.mark.e2e
-
 TTL = 3  # CISERVER_WORKER_TTL of these servers: a lost worker is found within seconds
 
 KILLED = f"""\

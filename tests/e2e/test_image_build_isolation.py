@@ -20,8 +20,6 @@ from tests.support.git import commit, make_repo
 from tests.support.server import CiServer
 from tests.support.services import redis_database
 
-pytestmark = pytest.mark.e2e
-
 JOB_CAPABILITY_MASK = "00000000000000cb"  # CHOWN, DAC_OVERRIDE, FOWNER, SETGID, SETUID
 
 

@@ -21,8 +21,6 @@ from tests.support.server import CiServer
 from tests.support.services import redis_database
 from tests.support.sse import LogFollower
 
-pytestmark = pytest.mark.e2e
-
 LOG_MAX = 64 * 1024
 LIMIT = 1024 * 1024  # artifacts and caches
 TEN_TB = 10 * 1024**4

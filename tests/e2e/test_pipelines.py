@@ -10,14 +10,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from ciserver.deploy.names import release_tag
 from tests.support.engine import BUSYBOX
 from tests.support.git import commit, make_repo
 from tests.support.server import CiServer
-
-pytestmark = pytest.mark.e2e
 
 
 def new_project(

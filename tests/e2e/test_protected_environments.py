@@ -21,8 +21,6 @@ from tests.support.git import commit, git, make_repo
 from tests.support.server import CiServer, deploying_server
 from tests.support.services import redis_database
 
-pytestmark = pytest.mark.e2e
-
 # A tiny service: busybox httpd answering its commit at /, `ok` at /healthz, and at /secret the
 # DB_URL it was given (so a test can see which secret reached the deployment).
 SERVE = (

@@ -8,13 +8,9 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-
 from tests.support.engine import BUSYBOX, containers_of_job
 from tests.support.git import commit, git, make_repo
 from tests.support.server import CiServer
-
-pytestmark = pytest.mark.e2e
 
 TWO_STAGES = f"""\
 image: {BUSYBOX}

@@ -24,8 +24,6 @@ from tests.support.store import fernet_of
 from workers.context import WorkerContext
 from workers.reaper import Reaper
 
-pytestmark = pytest.mark.e2e
-
 TTL = 3
 
 

@@ -21,8 +21,6 @@ from ciserver.deploy.router import Backend, NginxRouter, RouterError, main_confi
 from ciserver.ports import free_port
 from tests.support.services import start_nginx
 
-pytestmark = pytest.mark.e2e
-
 
 def backend(answer: str) -> tuple[ThreadingHTTPServer, str]:
     class Handler(BaseHTTPRequestHandler):
