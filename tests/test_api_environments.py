@@ -20,7 +20,7 @@ from ciserver.store import releases
 from ciserver.store.db import session_scope
 from ciserver.store.models import AuditEntry, Role
 from ciserver.store.projects import add_project, get_project
-from tests.helpers import bearer, fernet_of
+from tests.support.store import bearer, fernet_of
 from tests.test_deployment_store import green
 
 BASE = "/api/v1/projects/octo/app"

@@ -20,14 +20,14 @@ from ciserver.store.db import session_scope
 from ciserver.store.key_check import open_server_key
 from ciserver.store.models import Build, Project
 from ciserver.store.projects import add_project
-from tests.helpers import (
+from tests.support.payloads import (
     ZERO_SHA,
-    fernet_of,
     github_headers,
     github_push_body,
     gitlab_headers,
     gitlab_push_body,
 )
+from tests.support.store import fernet_of
 
 SHA = "a" * 40
 

@@ -15,7 +15,7 @@ from ciserver.store import releases
 from ciserver.store.db import session_scope
 from ciserver.store.models import Deployment, DeploymentStatus, Project, Status, utcnow
 from ciserver.store.projects import add_project
-from tests.helpers import fernet_of, green_build
+from tests.support.store import fernet_of, green_build
 
 PIPELINE = """\
 image: busybox

@@ -16,7 +16,7 @@ from ciserver.store.dispatch import advance, play_manual, requeue_for_retry, sho
 from ciserver.store.models import Build, Job, Status
 from ciserver.store.projects import add_project, get_project
 from ciserver.store.transitions import add_jobs, end_job, start_build, start_job
-from tests.helpers import fernet_of
+from tests.support.store import fernet_of
 
 
 @dataclass(frozen=True)

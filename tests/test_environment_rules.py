@@ -18,7 +18,7 @@ from ciserver.store.environments import find, job_refusal, protect
 from ciserver.store.models import Deployment, Environment, Project, Release
 from ciserver.store.projects import add_project
 from ciserver.store.secrets import SecretError, secret_values, set_secret
-from tests.helpers import fernet_of, green_build
+from tests.support.store import fernet_of, green_build
 
 SERVICE = "service: {port: 8000, health: /healthz}\n"
 

@@ -18,7 +18,7 @@ from starlette.datastructures import Headers
 from ciserver.forges import FORGES, get_forge
 from ciserver.forges.base import BadSignature, Ignored, MalformedPayload, Ping, PushEvent
 from ciserver.forges.github import GITHUB
-from tests.forge_fuzz import json_values, mutated_fixtures
+from tests.support.forge_fuzz import json_values, mutated_fixtures
 
 FIXTURES = Path(__file__).parent / "fixtures" / "github"
 REAL_PAYLOADS = (

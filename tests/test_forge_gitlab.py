@@ -16,7 +16,7 @@ from starlette.datastructures import Headers
 from ciserver.forges import get_forge
 from ciserver.forges.base import BadSignature, Ignored, MalformedPayload, Ping, PushEvent
 from ciserver.forges.gitlab import GITLAB
-from tests.forge_fuzz import json_values, mutated_fixtures
+from tests.support.forge_fuzz import json_values, mutated_fixtures
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gitlab"
 REAL_PAYLOADS = (

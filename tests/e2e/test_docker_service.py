@@ -18,8 +18,6 @@ from workers.context import WorkerContext
 from workers.executors.docker_service import DockerServiceTarget, ServiceRelease
 from workers.reaper import Reaper
 
-pytestmark = pytest.mark.e2e
-
 HTTPD = ["sh", "-c", "mkdir -p /www && echo ok > /www/healthz && exec httpd -f -p 8000 -h /www"]
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.docker_helpers import PYTHON, assert_nothing_left, build_spec, job, run, write_context
+from tests.support.engine import PYTHON
+from tests.support.executor import assert_nothing_left, build_spec, job, run, write_context
 from workers.executors.base import (
     ExecutorError,
     JobSpec,
@@ -23,7 +24,7 @@ from workers.executors.base import (
 )
 from workers.executors.docker import DockerExecutor
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120), pytest.mark.usefixtures("test_images")]
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("test_images")]
 
 MiB = 1024**2
 

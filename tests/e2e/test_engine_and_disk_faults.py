@@ -17,17 +17,19 @@ from ciserver.logs import FileLogStore
 from ciserver.store.db import session_scope
 from ciserver.store.models import Build, Job
 from ciserver.store.projects import add_project
-from tests.helpers import BUSYBOX, EngineProxy, containers_of_job, fernet_of, make_repo
+from tests.support.engine import BUSYBOX, containers_of_job
+from tests.support.git import make_repo
+from tests.support.proxy import EngineProxy
+from tests.support.services import redis_database
+from tests.support.store import fernet_of
 from workers.context import current
 from workers.tasks import run_build, run_job
-
-pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """The settings `ciserver worker` would read, on a Redis database of this test's own."""
-    own_db = redis_url.rsplit("/", 1)[0] + "/7"
+    own_db = redis_database(redis_url, 7)
     Redis.from_url(own_db).flushdb()
     monkeypatch.setenv("CISERVER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("CISERVER_REDIS_URL", own_db)

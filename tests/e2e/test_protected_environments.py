@@ -16,9 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import CiServer, commit, deploying_server, free_port, git, make_repo
-
-pytestmark = pytest.mark.e2e
+from ciserver.ports import free_port
+from tests.support.git import commit, git, make_repo
+from tests.support.server import CiServer, deploying_server
+from tests.support.services import redis_database
 
 # A tiny service: busybox httpd answering its commit at /, `ok` at /healthz, and at /secret the
 # DB_URL it was given (so a test can see which secret reached the deployment).
@@ -115,7 +116,7 @@ def served(port: int, path: str = "/") -> str:
 @pytest.fixture(scope="module")
 def ci(tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("protected")
-    with deploying_server(root, redis_url.rsplit("/", 1)[0] + "/5", workers=2) as server:
+    with deploying_server(root, redis_database(redis_url, 5), workers=2) as server:
         yield Server(server, root)
 
 

@@ -10,12 +10,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from ciserver.deploy.names import release_tag
-from tests.helpers import BUSYBOX, CiServer, commit, make_repo
-
-pytestmark = pytest.mark.e2e
+from tests.support.engine import BUSYBOX
+from tests.support.git import commit, make_repo
+from tests.support.server import CiServer
 
 
 def new_project(
@@ -432,7 +430,7 @@ def test_a_new_push_to_a_branch_cancels_its_older_running_build(ciserver: CiServ
 def test_the_example_service_is_tested_built_and_its_image_answers(
     ciserver: CiServer, tmp_path: Path
 ) -> None:
-    example = Path(__file__).resolve().parent.parent / "examples" / "hello"
+    example = Path(__file__).resolve().parents[2] / "examples" / "hello"
     files = {path.name: path.read_text() for path in example.iterdir() if path.is_file()}
     name, sha, _ = new_project(ciserver, tmp_path, files.pop("pipelines.yml"), files)
     image = release_tag(name, sha)

@@ -17,13 +17,13 @@ import docker
 import pytest
 from docker.errors import ImageNotFound
 
-from tests.docker_helpers import assert_nothing_left, build_spec, job, run, write_context
+from tests.support.engine import BUSYBOX
+from tests.support.executor import assert_nothing_left, build_spec, job, run, write_context
 from workers.executors.base import BuildCache, BuildFailed, ExecutorError, Limits
 from workers.executors.docker import DockerExecutor
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180), pytest.mark.usefixtures("test_images")]
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("test_images")]
 
-BUSYBOX = "ciserver-test/busybox:latest"
 # CHOWN, DAC_OVERRIDE, FOWNER, SETGID, SETUID: a job's capabilities, as /proc shows them
 JOB_CAPABILITY_MASK = "00000000000000cb"
 

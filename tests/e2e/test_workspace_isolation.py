@@ -10,13 +10,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
-from tests.helpers import BUSYBOX, CiServer, commit, git, make_repo
-
-pytestmark = pytest.mark.e2e
-
-PYTHON = "ciserver-test/python:3.11"
+from tests.support.engine import BUSYBOX, PYTHON
+from tests.support.git import commit, git, make_repo
+from tests.support.server import CiServer
 
 # Run as root with the job's capabilities (DAC_OVERRIDE among them): every file under .git is
 # rewritten in place, so a file that shares its inode with anything outside the job changes there.

@@ -18,9 +18,8 @@ import httpx
 import pytest
 
 from ciserver.deploy.router import Backend, NginxRouter, RouterError, main_config, upstream_config
-from tests.helpers import free_port, start_nginx
-
-pytestmark = pytest.mark.e2e
+from ciserver.ports import free_port
+from tests.support.services import start_nginx
 
 
 def backend(answer: str) -> tuple[ThreadingHTTPServer, str]:

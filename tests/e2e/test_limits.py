@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import BUSYBOX, CiServer, LogFollower, containers_of_job, make_repo
-
-pytestmark = pytest.mark.e2e
+from tests.support.engine import BUSYBOX, containers_of_job
+from tests.support.git import make_repo
+from tests.support.server import CiServer
+from tests.support.services import redis_database
+from tests.support.sse import LogFollower
 
 LOG_MAX = 64 * 1024
 LIMIT = 1024 * 1024  # artifacts and caches
@@ -36,7 +38,7 @@ def server(
         "CISERVER_JOB_TIMEOUT_MAX": "3600",
     }
     # A Redis database of its own: no other test's workers take these jobs with other limits.
-    server = CiServer(root, redis_url.rsplit("/", 1)[0] + "/11", **limits)
+    server = CiServer(root, redis_database(redis_url, 11), **limits)
     server.start(workers=2)
     try:
         yield server

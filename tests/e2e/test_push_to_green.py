@@ -8,11 +8,9 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-
-from tests.helpers import BUSYBOX, CiServer, commit, containers_of_job, git, make_repo
-
-pytestmark = pytest.mark.e2e
+from tests.support.engine import BUSYBOX, containers_of_job
+from tests.support.git import commit, git, make_repo
+from tests.support.server import CiServer
 
 TWO_STAGES = f"""\
 image: {BUSYBOX}

@@ -6,11 +6,9 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import pytest
-
-from tests.helpers import BUSYBOX, CiServer, commit, git, make_repo
-
-pytestmark = pytest.mark.e2e
+from tests.support.engine import BUSYBOX
+from tests.support.git import commit, git, make_repo
+from tests.support.server import CiServer
 
 # Prints what the cache held, then puts $CONTENT in it (saved when the job succeeds).
 PIPELINE = f"""\

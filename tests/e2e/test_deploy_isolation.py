@@ -17,10 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import CiServer, commit, deploying_server, free_port, make_repo
+from ciserver.ports import free_port
+from tests.support.git import commit, make_repo
+from tests.support.server import CiServer, deploying_server
+from tests.support.services import redis_database
 from workers.executors.docker_service import container_name
-
-pytestmark = pytest.mark.e2e
 
 # The released service: busybox's httpd answering "<project> <short sha>" at / and ok at /healthz.
 DOCKERFILE = """\
@@ -117,7 +118,7 @@ def expected(project: str, sha: str) -> str:
 @pytest.fixture(scope="module")
 def ci(tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("isolation")
-    with deploying_server(root, redis_url.rsplit("/", 1)[0] + "/12", workers=2) as server:
+    with deploying_server(root, redis_database(redis_url, 12), workers=2) as server:
         yield Server(server, root)
 
 

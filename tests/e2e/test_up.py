@@ -11,12 +11,9 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from ciserver.deploy.router import Backend, NginxRouter
-from tests.helpers import free_port
-
-pytestmark = pytest.mark.e2e
+from ciserver.ports import free_port
 
 
 def alive(pid: int) -> bool:

@@ -8,12 +8,12 @@ import re
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.helpers import BUSYBOX, CiServer, github_headers, github_push_body, make_repo
-from tests.helpers import WEBHOOK_SECRET as SECRET
-
-pytestmark = pytest.mark.e2e
+from tests.support.engine import BUSYBOX
+from tests.support.git import make_repo
+from tests.support.payloads import WEBHOOK_SECRET as SECRET
+from tests.support.payloads import github_headers, github_push_body
+from tests.support.server import CiServer
 
 MIB = 1024 * 1024
 

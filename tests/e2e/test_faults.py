@@ -14,17 +14,11 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from tests.helpers import (
-    BUSYBOX,
-    CiServer,
-    LogFollower,
-    RedisServer,
-    commit,
-    containers_of_job,
-    make_repo,
-)
-
-pytestmark = pytest.mark.e2e
+from tests.support.engine import BUSYBOX, containers_of_job
+from tests.support.git import commit, make_repo
+from tests.support.server import CiServer
+from tests.support.services import RedisServer, redis_database
+from tests.support.sse import LogFollower
 
 TTL = 3  # CISERVER_WORKER_TTL of these servers: a lost worker is found within seconds
 
@@ -51,7 +45,7 @@ jobs:
 @pytest.fixture
 def server(tmp_path: Path, redis_url: str, busybox_image: str) -> Iterator[CiServer]:
     """An API and no worker yet, on its own Redis database; each test starts the workers it kills."""
-    own_db = redis_url.rsplit("/", 1)[0] + "/6"  # its workers see only its own RQ registrations
+    own_db = redis_database(redis_url, 6)  # its workers see only its own RQ registrations
     Redis.from_url(own_db).flushdb()
     ciserver = CiServer(tmp_path, own_db, CISERVER_WORKER_TTL=str(TTL), CISERVER_STOP_GRACE="3")
     ciserver.start(workers=0)

@@ -16,12 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import CiServer, commit, deploying_server, free_port, make_repo
+from ciserver.ports import free_port
+from tests.support.git import commit, make_repo
+from tests.support.server import CiServer, deploying_server
+from tests.support.services import redis_database
 from workers.executors.docker_service import container_name
 
-pytestmark = pytest.mark.e2e
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello"
 PROJECT = "acme/hello"
 INTERVAL = 12  # seconds per canary step: long enough to send 1,000 requests at the 5% step
 
@@ -129,7 +130,7 @@ def deployer(
     root = tmp_path_factory.mktemp("deploy")
     repo = root / "repo"
     make_repo(repo, {name: (EXAMPLE / name).read_text() for name in ("app.py", "Dockerfile")})
-    with deploying_server(root, redis_url.rsplit("/", 1)[0] + "/3", workers=3) as server:
+    with deploying_server(root, redis_database(redis_url, 3), workers=3) as server:
         server.add_project(PROJECT, repo)
         yield Deployer(server, repo, free_port(), free_port())
 

@@ -19,18 +19,17 @@ from ciserver.config import Settings
 from ciserver.store.db import session_scope
 from ciserver.store.models import Build, Job, Status, utcnow
 from ciserver.store.projects import add_project
-from tests.helpers import fernet_of
+from tests.support.services import redis_database
+from tests.support.store import fernet_of
 from workers.context import WorkerContext
 from workers.reaper import Reaper
-
-pytestmark = pytest.mark.e2e
 
 TTL = 3
 
 
 @pytest.fixture
 def settings(tmp_path: Path, redis_url: str) -> Iterator[Settings]:
-    own_db = redis_url.rsplit("/", 1)[0] + "/8"  # no other test's worker takes what is enqueued here
+    own_db = redis_database(redis_url, 8)  # no other test's worker takes what is enqueued here
     redis = Redis.from_url(own_db)
     redis.flushdb()
     while int(redis.info("server")["uptime_in_seconds"]) < TTL:  # the reaper judges no one before

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import docker
 
+from tests.support.engine import BUSYBOX
 from workers.executors.base import ImageBuildSpec, JobSpec
 from workers.executors.docker import DockerExecutor
-
-PYTHON = "ciserver-test/python:3.11"
 
 
 def job_id() -> int:
@@ -26,7 +25,7 @@ def job(workspace: Path, labels: dict[str, str], *script: str, **changes: object
     fields: dict[str, object] = {
         "job_id": job_id(),
         "name": "test",
-        "image": "ciserver-test/busybox:latest",
+        "image": BUSYBOX,
         "script": script,
         "env": {},
         "workspace": workspace,

@@ -15,9 +15,10 @@ import pytest
 from redis import Redis
 
 from ciserver.deploy.names import release_tag
-from tests.helpers import BUSYBOX, CiServer, commit, make_repo
-
-pytestmark = pytest.mark.e2e
+from tests.support.engine import BUSYBOX
+from tests.support.git import commit, make_repo
+from tests.support.server import CiServer
+from tests.support.services import redis_database
 
 JOB_CAPABILITY_MASK = "00000000000000cb"  # CHOWN, DAC_OVERRIDE, FOWNER, SETGID, SETUID
 
@@ -126,7 +127,7 @@ def test_a_secret_is_refused_as_a_build_arg(ciserver: CiServer, tmp_path: Path) 
 def reaping(tmp_path: Path, redis_url: str, busybox_image: str) -> Iterator[CiServer]:
     """Two workers whose reapers run every second and a half (a TTL of 3 s), on a Redis database
     of their own."""
-    own_db = redis_url.rsplit("/", 1)[0] + "/9"
+    own_db = redis_database(redis_url, 9)
     Redis.from_url(own_db).flushdb()
     (tmp_path / "server").mkdir()
     server = CiServer(tmp_path / "server", own_db, CISERVER_WORKER_TTL="3")
