@@ -82,9 +82,29 @@ def spec_for(
     labels: Mapping[str, str],
     settings: Settings,
 ) -> JobSpec | ImageBuildSpec:
-    """What the executor runs for this job: its image build, or else its script's container."""
-    if options.image_build is not None:
-        return _image_build_spec(job, options, options.image_build, env, secrets, workspace, labels, settings)
+    """What the executor runs for this job: its image build, or else its script's container. An
+    image build's context and Dockerfile are resolved only once the workspace is checked out (links
+    in the checkout decide where they lead), by the builder."""
+    image_build, build = options.image_build, job.build
+    if image_build is not None:
+        return ImageBuildSpec(
+            job_id=job.id,
+            workspace=workspace,
+            context=image_build.context,
+            dockerfile=image_build.dockerfile,
+            tag=release_tag(build.project.name, build.sha),
+            target=image_build.target,
+            build_args=_build_args(image_build, env, secrets),
+            labels=dict(labels),
+            image_labels={
+                "ciserver.project": build.project.name,
+                "ciserver.build": str(build.id),
+                "org.opencontainers.image.revision": build.sha,
+            },
+            limits=limits_for(options.resources, settings),
+            network=options.network,
+            cache=build_cache(settings, build),
+        )
     return JobSpec(
         job_id=job.id,
         name=job.name,
@@ -100,19 +120,10 @@ def spec_for(
     )
 
 
-def _image_build_spec(
-    job: Job,
-    options: JobOptions,
-    image_build: ImageBuild,
-    env: Mapping[str, str],
-    secrets: Mapping[str, str],
-    workspace: Path,
-    labels: Mapping[str, str],
-    settings: Settings,
-) -> ImageBuildSpec:
-    """The image build of an `image_build` job. Its context and Dockerfile are resolved only once
-    the workspace is checked out (links in the checkout decide where they lead), by the builder."""
-    build = job.build
+def _build_args(
+    image_build: ImageBuild, env: Mapping[str, str], secrets: Mapping[str, str]
+) -> dict[str, str]:
+    """The build args with variables expanded; none may hold a secret's value."""
     build_args = {name: expand(value, env) for name, value in image_build.build_args.items()}
     for name, value in build_args.items():
         used = sorted(secret for secret, text in secrets.items() if text and text in value)
@@ -121,24 +132,7 @@ def _image_build_spec(
                 f"image_build.build_args.{name}: holds the value of secret {used[0]}; a build arg "
                 "stays in the image for anyone who pulls it, so secrets are refused there"
             )
-    return ImageBuildSpec(
-        job_id=job.id,
-        workspace=workspace,
-        context=image_build.context,
-        dockerfile=image_build.dockerfile,
-        tag=release_tag(build.project.name, build.sha),
-        target=image_build.target,
-        build_args=build_args,
-        labels=dict(labels),
-        image_labels={
-            "ciserver.project": build.project.name,
-            "ciserver.build": str(build.id),
-            "org.opencontainers.image.revision": build.sha,
-        },
-        limits=limits_for(options.resources, settings),
-        network=options.network,
-        cache=build_cache(settings, build),
-    )
+    return build_args
 
 
 def build_cache(settings: Settings, build: Build) -> BuildCache:
