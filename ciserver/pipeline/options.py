@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from ciserver.pipeline.environments import EnvironmentName
-from ciserver.pipeline.fields import EnvName, Network, Strict, User
+from ciserver.pipeline.fields import EnvName, Loc, Network, Strict, User
 from ciserver.pipeline.models import Artifacts, Cache, ImageBuild, Job, Resources, Retry, Service
 
 
@@ -62,6 +62,6 @@ class JobOptions(Strict):
 _DEFAULTS = JobOptions().model_dump(mode="json", exclude_none=True)
 
 
-def _dotted(loc: tuple[str | int, ...]) -> str:
+def _dotted(loc: Loc) -> str:
     """options.services[0].alias"""
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
