@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
+from ciserver.pipeline import JobOptions, Retry
 from ciserver.store.db import session_scope
 from ciserver.store.dispatch import advance, play_manual, requeue_for_retry, should_retry
 from ciserver.store.models import Build, Job, Status
@@ -25,7 +26,7 @@ class Planned:
     after: tuple[str, ...] = ()
     when: str = "on_success"
     allow_failure: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
+    options: JobOptions = field(default_factory=JobOptions)
     stage: str = "test"
     image: str = "busybox"
     script: list[str] = field(default_factory=lambda: ["true"])
@@ -159,7 +160,7 @@ def test_a_manual_job_waits_and_playing_it_runs_it_and_the_jobs_that_need_it(ses
 
 
 def test_retry_gives_a_new_attempt_only_for_the_reasons_its_policy_names(session: Session) -> None:
-    policy = {"retry": {"max": 1, "when": ["timeout", "runner_failure"]}}
+    policy = JobOptions(retry=Retry(max=1, when=["timeout", "runner_failure"]))
     build_id, _ = new_build(session, [Planned("flaky", options=policy)])
     flaky = job(session, build_id, "flaky")
     start_job(session, flaky.id, "w.1")

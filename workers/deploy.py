@@ -19,6 +19,7 @@ from ciserver.deploy.names import deploy_name, legacy_route_name
 from ciserver.deploy.rollout import Outcome, Place, Rollout
 from ciserver.deploy.router import Backend, NginxRouter
 from ciserver.deploy.traffic_log import AccessLog
+from ciserver.pipeline import Resources
 from ciserver.store import deployments as store
 from ciserver.store.db import session_scope
 from ciserver.store.models import DeploymentStatus
@@ -82,7 +83,7 @@ def _roll_out(ctx: WorkerContext, claimed: store.Claimed) -> Outcome:
         health=service.health,
         env={**service.env, **variables, **secrets, "CISERVER_ENVIRONMENT": claimed.environment},
         command=service.command,
-        limits=limits_for({}, ctx.settings),
+        limits=limits_for(Resources(), ctx.settings),
     )
     name = deploy_name(claimed.project, claimed.environment)
     router = NginxRouter(

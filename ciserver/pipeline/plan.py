@@ -4,13 +4,11 @@ and pushes the rules let through, ciserver.pipeline.rules decides)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-from pydantic import BaseModel
 
 from ciserver.pipeline.environments import DEFAULT_DEPLOY_TIMEOUT
 from ciserver.pipeline.globs import MatchBudget, MatchTooCostly
 from ciserver.pipeline.models import Job, Pipeline, matrix_variants
+from ciserver.pipeline.options import JobOptions
 from ciserver.pipeline.rules import MATCH_STEPS, job_runs
 from ciserver.units import format_duration
 
@@ -22,22 +20,7 @@ class PlanError(Exception):
 
 @dataclass(frozen=True)
 class PlannedJob:
-    """One job with every default applied: what the store records and a worker runs.
-
-    `options` holds only the keys the job sets, each as `model_dump(mode="json", exclude_none=True)`
-    of its model gives it, so that `Model.model_validate(options[key])` rebuilds it:
-
-    - services: [{"image": str, "alias": str, "env": {str: str}, "command"?: [str]}]  (Service)
-    - artifacts: {"paths": [str], "expire_in": seconds}  (Artifacts)
-    - cache: {"key": template, "paths": [str]}  (Cache; render the key with cache_key_parts)
-    - secrets: [variable names]
-    - image_build: {"context": str, "dockerfile": str, "target"?: str, "build_args": {str: str}}  (ImageBuild)
-    - resources: {"memory"?: bytes, "cpus"?: float, "pids"?: int}  (Resources)
-    - user: str
-    - network: "none"  (absent for the default network)
-    - retry: {"max": int, "when": ["always" | "script_failure" | "runner_failure" | "timeout"]}  (Retry)
-    - environment: str  (whose scoped secrets the job wants; the worker checks the ref may use them)
-    """
+    """One job with every default applied: what the store records and a worker runs."""
 
     name: str  # a matrix job: "unit [PYTHON=3.10, DB=sqlite]"
     stage: str
@@ -48,20 +31,7 @@ class PlannedJob:
     after: tuple[str, ...]  # what ends first: its needs, else every planned job of the earlier stages
     when: str = "on_success"
     allow_failure: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-_OPTIONS = (
-    "services",
-    "artifacts",
-    "cache",
-    "secrets",
-    "image_build",
-    "resources",
-    "user",
-    "retry",
-    "environment",
-)
+    options: JobOptions = field(default_factory=JobOptions)
 
 
 def plan_jobs(
@@ -149,9 +119,6 @@ def _planned(
     matrix: dict[str, str],
     default_timeout: int,
 ) -> PlannedJob:
-    options = {key: value for key in _OPTIONS if (value := _dumped(getattr(job, key))) not in (None, [], {})}
-    if job.network != "default":
-        options["network"] = job.network
     # An image build runs no container of its own: the top-level image is not its image.
     default_image = None if job.image_build is not None else pipeline.image
     return PlannedJob(
@@ -164,14 +131,5 @@ def _planned(
         after=after,
         when=job.when,
         allow_failure=job.allow_failure,
-        options=options,
+        options=JobOptions.of(job),
     )
-
-
-def _dumped(value: Any) -> Any:
-    """JSON-ready, as the store keeps it and the models read it back."""
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", exclude_none=True)
-    if isinstance(value, list):
-        return [_dumped(item) for item in value]
-    return value

@@ -1,6 +1,7 @@
 """Faults under a worker: the Docker Engine unreachable for a moment (its socket relayed through one
-a test takes away), and a log store that cannot write (a full device, a write cut short). Jobs run
-through the worker's own entry points, with real git, Docker, Redis and SQLite."""
+a test takes away), a log store that cannot write (a full device, a write cut short), and a job row
+whose options it cannot read. Jobs run through the worker's own entry points, with real git,
+Docker, Redis and SQLite."""
 
 from __future__ import annotations
 
@@ -124,6 +125,25 @@ def test_a_log_store_that_cannot_write_ends_the_job_in_error_and_leaves_no_conta
     assert containers_of_job(ids["noisy"], settings.data_dir) == []
     with session_scope(settings.db_url) as session:
         build = session.get(Build, noisy.build_id)
+        assert build is not None and build.status == "error"
+
+
+def test_a_job_whose_stored_options_do_not_read_back_ends_in_error_naming_the_key(
+    settings: Settings, tmp_path: Path
+) -> None:
+    ids = planned(settings, tmp_path, f"image: {BUSYBOX}\njobs:\n  old:\n    retry: 2\n    script: [x]\n")
+    with session_scope(settings.db_url) as session:
+        row = session.get(Job, ids["old"])
+        assert row is not None
+        row.options = {"retry": {"max": 2, "when": ["always"]}, "resources": {"memory": "lots"}}
+    run_job(ids["old"])
+    old = job(settings, ids["old"])
+    message = "the job's stored options cannot be read: options.resources.memory: invalid size 'lots'"
+    assert (old.status, old.attempt) == ("error", 1)
+    assert str(old.error).startswith(message)
+    assert f"ciserver: {message}" in FileLogStore(settings.logs_dir).read(ids["old"]).decode()
+    with session_scope(settings.db_url) as session:
+        build = session.get(Build, old.build_id)
         assert build is not None and build.status == "error"
 
 
