@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from push_to_green import SECRET, Server  # noqa: E402
 
 from ciserver.deploy.router import Backend, NginxRouter  # noqa: E402
-from tests.helpers import commit, free_port, make_repo  # noqa: E402
+from ciserver.ports import free_port  # noqa: E402
+from tests.support.git import commit, make_repo  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "hello"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ciserver.pipeline import glob_match, load_pipeline, plan_jobs
 from ciserver.pipeline.fields import MAX_PATTERN_LENGTH
-from ciserver.pipeline.plan import MATCH_STEPS
+from ciserver.pipeline.rules import MATCH_STEPS
 
 # A pattern that nearly matches (same start and end, one directory too deep): the matcher runs whole.
 ORDINARY = ("src/*/*.py", "src/app/" + "module/" * 8 + "views{}.py")

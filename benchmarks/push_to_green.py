@@ -24,7 +24,10 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.helpers import BUSYBOX, commit, free_port, git, github_headers, github_push_body, make_repo
+from ciserver.ports import free_port
+from tests.support.engine import BUSYBOX
+from tests.support.git import commit, git, make_repo
+from tests.support.payloads import github_headers, github_push_body
 
 SECRET = "s3cret-s3cret-s3cret"  # a webhook secret has 16 characters or more
 PIPELINE = f"""\

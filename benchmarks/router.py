@@ -28,7 +28,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from ciserver.deploy.router import Backend, NginxRouter, RouterError  # noqa: E402
-from tests.helpers import free_port, start_nginx  # noqa: E402
+from ciserver.ports import free_port  # noqa: E402
+from tests.support.services import start_nginx  # noqa: E402
 
 
 def backend(answer: str) -> str:

@@ -38,7 +38,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.helpers import RedisServer, free_port, github_headers, github_push_body  # noqa: E402
+from ciserver.ports import free_port  # noqa: E402
+from tests.support.payloads import github_headers, github_push_body  # noqa: E402
+from tests.support.services import RedisServer  # noqa: E402
 
 MIB = 1024 * 1024
 SECRET = "a-webhook-secret-for-the-benchmark"

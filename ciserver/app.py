@@ -41,7 +41,12 @@ def create_app(settings: Settings | None = None, *, outbox: bool = True) -> Fast
         lifespan=lifespan,
     )
     app.state.settings = settings
-    errors.install(app, max_body=settings.api_max_body_bytes, exempt="/webhooks/")
+    errors.install(
+        app,
+        max_body=settings.api_max_body_bytes,
+        webhooks="/webhooks/",
+        webhook_max_body=settings.max_body_bytes,
+    )
     # Before the projects router: its /projects/{name:path} would take /projects/o/r/secrets (and
     # /environments, /releases) too.
     app.include_router(secrets_api.router)

@@ -18,7 +18,6 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -239,15 +238,3 @@ class LogWriter:
             log.info("job %s: live log stream back", self.job_id)
             self._stream_down_until = 0.0
         return True
-
-
-@dataclass(frozen=True)
-class LogChunk:
-    """A piece of a log with the byte offset it starts at."""
-
-    offset: int
-    data: bytes
-
-    @property
-    def end(self) -> int:
-        return self.offset + len(self.data)

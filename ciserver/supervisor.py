@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from ciserver.config import Settings
 from ciserver.deploy.nginx_control import CONTROL_FILE
 from ciserver.deploy.router import main_config
+from ciserver.ports import free_port
 
 PR_SET_PDEATHSIG = 1
 RESTART_BACKOFF = 2.0
@@ -34,12 +35,6 @@ RESTART_BACKOFF = 2.0
 
 class StartError(Exception):
     """`up` cannot start; the message says what to install or set."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _die_with_parent() -> None:
@@ -56,7 +51,6 @@ class Child:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
-    restarts: int = 0
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +184,6 @@ class Supervisor:
             code = child.proc.returncode if child.proc else None
             if time.monotonic() - child.started_at < RESTART_BACKOFF:
                 continue
-            child.restarts += 1
             print(f"ciserver: {child.name} exited ({code}); restarting (see {child.log_path})", flush=True)
             child.start()
 

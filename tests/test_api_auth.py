@@ -15,8 +15,8 @@ from ciserver.config import Settings
 from ciserver.store.db import session_scope
 from ciserver.store.models import AuditEntry, Role, Token, utcnow
 from ciserver.store.tokens import hash_token
-from tests.helpers import WEBHOOK_SECRET as SECRET
-from tests.helpers import bearer
+from tests.support.payloads import WEBHOOK_SECRET as SECRET
+from tests.support.store import bearer
 
 
 @pytest.fixture

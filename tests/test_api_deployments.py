@@ -15,10 +15,12 @@ import ciserver.outbox as outbox
 from ciserver.app import create_app
 from ciserver.config import Settings
 from ciserver.store import deployments as store
+from ciserver.store import releases
 from ciserver.store.db import session_scope
 from ciserver.store.models import AuditEntry, Project, Role
 from ciserver.store.projects import add_project
-from tests.helpers import bearer, fernet_of
+from tests.support.services import redis_database
+from tests.support.store import bearer, fernet_of
 from tests.test_deployment_store import green
 
 BASE = "/api/v1/projects/octo/app"
@@ -48,7 +50,7 @@ def build_id(client: TestClient, settings: Settings) -> int:
             fernet=fernet_of(session),
         )
         build_id = green(session, project)
-        [staging] = store.release_build(session, build_id)
+        [staging] = releases.deployments_for_green_build(session, build_id)
         store.claim(session, staging, "worker")
         store.save_progress(session, staging, color="blue", address="127.0.0.1:40000", weight=100)
         store.finish(session, staging, store.DeploymentStatus.succeeded)
@@ -140,7 +142,7 @@ def test_the_outbox_hands_recorded_deployments_to_the_queue(
         json={"build_id": build_id},
         headers=bearer(settings, Role.ops),
     ).json()["id"]
-    quiet = redis_url.rsplit("/", 1)[0] + "/4"  # a database no worker takes work from
+    quiet = redis_database(redis_url, 4)  # a database no worker takes work from
     redis = Redis.from_url(quiet)
     redis.flushdb()
     with_redis = settings.model_copy(update={"redis_url": quiet})

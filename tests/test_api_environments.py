@@ -16,10 +16,11 @@ from ciserver.app import create_app
 from ciserver.cli import app as cli_app
 from ciserver.config import Settings, get_settings
 from ciserver.store import deployments as store
+from ciserver.store import releases
 from ciserver.store.db import session_scope
 from ciserver.store.models import AuditEntry, Role
 from ciserver.store.projects import add_project, get_project
-from tests.helpers import bearer, fernet_of
+from tests.support.store import bearer, fernet_of
 from tests.test_deployment_store import green
 
 BASE = "/api/v1/projects/octo/app"
@@ -55,7 +56,7 @@ def build_id(settings: Settings) -> int:
         project = get_project(session, "octo/app")
         assert project is not None
         build_id = green(session, project)
-        [staging] = store.release_build(session, build_id)
+        [staging] = releases.deployments_for_green_build(session, build_id)
         store.claim(session, staging, "worker")
         store.finish(session, staging, store.DeploymentStatus.succeeded)
     return build_id

@@ -20,7 +20,7 @@ from ciserver.config import Settings
 from ciserver.store.db import session_scope
 from ciserver.store.models import Role
 from ciserver.store.projects import add_project
-from tests.helpers import bearer, fernet_of
+from tests.support.store import bearer, fernet_of
 
 DATA = Path(tempfile.mkdtemp(prefix="ciserver-fuzz-"))
 atexit.register(shutil.rmtree, DATA, ignore_errors=True)

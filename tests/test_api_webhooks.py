@@ -20,14 +20,14 @@ from ciserver.store.db import session_scope
 from ciserver.store.key_check import open_server_key
 from ciserver.store.models import Build, Project
 from ciserver.store.projects import add_project
-from tests.helpers import (
+from tests.support.payloads import (
     ZERO_SHA,
-    fernet_of,
     github_headers,
     github_push_body,
     gitlab_headers,
     gitlab_push_body,
 )
+from tests.support.store import fernet_of
 
 SHA = "a" * 40
 
@@ -236,6 +236,21 @@ def test_an_organisation_ping_on_the_shared_url_answers_200(client: TestClient) 
 def test_a_body_over_the_limit_gets_413(client: TestClient, settings: Settings) -> None:
     body = github_push_body("octo/hello", SHA, message="x" * settings.max_body_bytes)
     assert github(client, body).status_code == 413
+    assert builds(settings) == []
+
+
+def test_the_body_limit_counts_streamed_bytes_and_comes_after_the_forge_and_content_type(
+    client: TestClient, settings: Settings
+) -> None:
+    body = github_push_body("octo/hello", SHA, message="x" * settings.max_body_bytes)
+    headers = github_headers(body, "s3cret")
+    refusal = {"message": f"body: larger than {settings.max_body_bytes} bytes"}
+    declared = client.post("/webhooks/github", content=body, headers=headers)
+    streamed = client.post("/webhooks/github", content=iter([body[:1000], body[1000:]]), headers=headers)
+    assert [(r.status_code, r.json()) for r in (declared, streamed)] == [(413, refusal)] * 2
+    assert client.post("/webhooks/nope", content=body, headers=headers).status_code == 404
+    plain = headers | {"Content-Type": "text/plain"}
+    assert client.post("/webhooks/github", content=body, headers=plain).status_code == 415
     assert builds(settings) == []
 
 

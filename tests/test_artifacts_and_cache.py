@@ -143,7 +143,7 @@ def test_expired_artifacts_are_removed_with_their_files_and_no_longer_served(tmp
     from ciserver.store.db import session_scope
     from ciserver.store.models import Build, Job
     from ciserver.store.projects import add_project
-    from tests.helpers import fernet_of
+    from tests.support.store import fernet_of
 
     settings = Settings(data_dir=tmp_path / "data")
     root = workspace(tmp_path, {"dist/a.whl": "A", "dist/b.whl": "B"})

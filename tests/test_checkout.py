@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ciserver.clone_urls import Remote
-from tests.helpers import commit, git, make_repo
+from tests.support.git import commit, git, make_repo
 from workers import artifacts, cache
 from workers.checkout import CheckoutError, checkout_at_sha, ensure_commit, read_file_at
 

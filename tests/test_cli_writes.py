@@ -17,7 +17,7 @@ from ciserver.store.db import session_scope
 from ciserver.store.models import AuditEntry, Token, utcnow
 from ciserver.store.projects import get_project
 from ciserver.store.tokens import find_token
-from tests.helpers import WEBHOOK_SECRET
+from tests.support.payloads import WEBHOOK_SECRET
 
 ACTOR = f"cli:{getpass.getuser()}"
 

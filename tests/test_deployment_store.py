@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy.orm import Session
 
 from ciserver.store import deployments as store
+from ciserver.store import releases
 from ciserver.store.db import session_scope
 from ciserver.store.models import Deployment, DeploymentStatus, Project, Status, utcnow
 from ciserver.store.projects import add_project
-from tests.helpers import fernet_of, green_build
+from tests.support.store import fernet_of, green_build
 
 PIPELINE = """\
 image: busybox
@@ -61,7 +62,7 @@ def test_a_green_build_becomes_a_release_and_auto_environments_deploy_it(
     session: Session, project: Project
 ) -> None:
     build_id = green(session, project)
-    started = store.release_build(session, build_id)
+    started = releases.deployments_for_green_build(session, build_id)
     assert len(started) == 1
     deployment = session.get(Deployment, started[0])
     assert deployment is not None
@@ -71,7 +72,7 @@ def test_a_green_build_becomes_a_release_and_auto_environments_deploy_it(
         "blue_green",
     )
     assert deployment.release.image_id == "sha256:" + "1" * 64
-    assert store.release_build(session, build_id) == []  # once only
+    assert releases.deployments_for_green_build(session, build_id) == []  # once only
     # After staging succeeds, nothing follows automatically: production waits for a promote, and qa
     # (auto, after staging) takes only release/* branches.
     assert store.finish(session, started[0], DeploymentStatus.succeeded) == []
@@ -80,12 +81,12 @@ def test_a_green_build_becomes_a_release_and_auto_environments_deploy_it(
 def test_a_failed_build_makes_no_release_and_one_no_environment_takes_deploys_nowhere_saying_why(
     session: Session, project: Project
 ) -> None:
-    assert store.release_build(session, green(session, project, status=Status.failed)) == []
-    assert store.list_releases(session, project.id) == []
-    store.release_build(session, green(session, project))  # main declares the environments
+    assert releases.deployments_for_green_build(session, green(session, project, status=Status.failed)) == []
+    assert releases.list_releases(session, project.id) == []
+    releases.deployments_for_green_build(session, green(session, project))  # main declares the environments
     feature = green(session, project, branch="feature")
-    assert store.release_build(session, feature) == []
-    release = store.list_releases(session, project.id)[0]
+    assert releases.deployments_for_green_build(session, feature) == []
+    release = releases.list_releases(session, project.id)[0]
     assert release.build_id == feature
     assert release.refused == {
         "staging": "environment 'staging' takes branches [main, release/*] (its rules on the server); "
@@ -100,9 +101,9 @@ def test_a_failed_build_makes_no_release_and_one_no_environment_takes_deploys_no
 def test_an_environment_with_auto_and_after_follows_once_its_predecessor_succeeded(
     session: Session, project: Project
 ) -> None:
-    [declared] = store.release_build(session, green(session, project))
+    [declared] = releases.deployments_for_green_build(session, green(session, project))
     deployed(session, declared)
-    [staging] = store.release_build(session, green(session, project, branch="release/2"))
+    [staging] = releases.deployments_for_green_build(session, green(session, project, branch="release/2"))
     assert store.claim(session, staging, "w") is not None
     [qa] = store.finish(session, staging, DeploymentStatus.succeeded)
     follower = session.get(Deployment, qa)
@@ -112,12 +113,12 @@ def test_an_environment_with_auto_and_after_follows_once_its_predecessor_succeed
 
 def test_promote_checks_the_build_the_environment_and_its_after(session: Session, project: Project) -> None:
     build_id = green(session, project)
-    [staging] = store.release_build(session, build_id)
+    [staging] = releases.deployments_for_green_build(session, build_id)
     with pytest.raises(store.DeployRefused, match="has not yet succeeded in 'staging'") as early:
-        store.promote(session, project, "production", build_id, "token:1 (ops)")
-    assert early.value.status == 409
+        releases.promote(session, project, "production", build_id, "token:1 (ops)")
+    assert type(early.value) is store.DeployRefused
     deployed(session, staging)
-    deployment = store.promote(session, project, "production", build_id, "token:1 (ops)")
+    deployment = releases.promote(session, project, "production", build_id, "token:1 (ops)")
     assert (deployment.action, deployment.strategy, deployment.triggered_by) == (
         "promote",
         "canary",
@@ -125,45 +126,53 @@ def test_promote_checks_the_build_the_environment_and_its_after(session: Session
     )
     with pytest.raises(store.DeployRefused, match=r"deployment \d+ of 'production' is progressing") as busy:
         assert store.claim(session, deployment.id, "w") is not None
-        store.promote(session, project, "production", build_id, "token:1 (ops)")
-    assert busy.value.status == 409
+        releases.promote(session, project, "production", build_id, "token:1 (ops)")
+    assert type(busy.value) is store.DeployRefused
     refusals = [
-        (404, "has no build 999", lambda: store.promote(session, project, "production", 999, "x")),
-        (404, "'nowhere' is not in build", lambda: store.promote(session, project, "nowhere", build_id, "x")),
         (
-            409,
+            store.DeployTargetMissing,
+            "has no build 999",
+            lambda: releases.promote(session, project, "production", 999, "x"),
+        ),
+        (
+            store.DeployTargetMissing,
+            "'nowhere' is not in build",
+            lambda: releases.promote(session, project, "nowhere", build_id, "x"),
+        ),
+        (
+            store.DeployRefused,
             "takes branches \\[release/\\*\\]",
-            lambda: store.promote(session, project, "qa", build_id, "x"),
+            lambda: releases.promote(session, project, "qa", build_id, "x"),
         ),
     ]
-    for status, message, action in refusals:
+    for kind, message, action in refusals:
         with pytest.raises(store.DeployRefused, match=message) as refused:
             action()
-        assert refused.value.status == status
+        assert type(refused.value) is kind
     failed = green(session, project, status=Status.failed)
     with pytest.raises(store.DeployRefused, match="is failed: only a succeeded build"):
-        store.promote(session, project, "staging", failed, "x")
+        releases.promote(session, project, "staging", failed, "x")
 
 
 def test_rollback_deploys_the_release_before_the_current_one(session: Session, project: Project) -> None:
     with pytest.raises(store.DeployRefused, match="no environment 'staging'"):
-        store.rollback(session, project, "staging", "x")
+        releases.rollback(session, project, "staging", "x")
     first = green(session, project)
-    [one] = store.release_build(session, first)
+    [one] = releases.deployments_for_green_build(session, first)
     deployed(session, one)
     with pytest.raises(store.DeployRefused, match="no earlier release"):
-        store.rollback(session, project, "staging", "x")
-    [two] = store.release_build(session, green(session, project))
+        releases.rollback(session, project, "staging", "x")
+    [two] = releases.deployments_for_green_build(session, green(session, project))
     deployed(session, two)
-    back = store.rollback(session, project, "staging", "token:2 (ops)")
+    back = releases.rollback(session, project, "staging", "token:2 (ops)")
     assert back.action == "rollback" and back.release.build_id == first
 
 
 def test_a_newer_pending_deployment_supersedes_an_older_one(session: Session, project: Project) -> None:
-    [one] = store.release_build(session, green(session, project))
+    [one] = releases.deployments_for_green_build(session, green(session, project))
     assert store.claim(session, one, "w") is not None
-    [two] = store.release_build(session, green(session, project))
-    [three] = store.release_build(session, green(session, project))
+    [two] = releases.deployments_for_green_build(session, green(session, project))
+    [three] = releases.deployments_for_green_build(session, green(session, project))
     assert store.claim(session, three, "w2") is None  # waits for the one under way
     older = session.get(Deployment, two)
     assert older is not None and (older.status, older.reason) == (
@@ -174,7 +183,7 @@ def test_a_newer_pending_deployment_supersedes_an_older_one(session: Session, pr
 
 
 def test_pause_resume_and_abort_follow_the_deployment_state(session: Session, project: Project) -> None:
-    [one] = store.release_build(session, green(session, project))
+    [one] = releases.deployments_for_green_build(session, green(session, project))
     deployment = session.get(Deployment, one)
     assert deployment is not None
     with pytest.raises(store.DeployRefused, match="is pending: it cannot be paused now"):
@@ -195,24 +204,24 @@ def test_pause_resume_and_abort_follow_the_deployment_state(session: Session, pr
 
 
 def test_a_previous_color_is_retired_only_when_nothing_may_use_it(session: Session, project: Project) -> None:
-    [one] = store.release_build(session, green(session, project))
+    [one] = releases.deployments_for_green_build(session, green(session, project))
     deployed(session, one)  # staging serves blue
     assert not store.retirable(session, "octo/app", "staging", "blue")
     assert store.retirable(session, "octo/app", "staging", "green")
-    [two] = store.release_build(session, green(session, project))
+    [two] = releases.deployments_for_green_build(session, green(session, project))
     assert not store.retirable(session, "octo/app", "staging", "green")  # deployment two may reuse it
     store.finish(session, two, DeploymentStatus.failed, "no")
     assert store.retirable(session, "octo/app", "staging", "green")
     assert not store.retirable(session, "octo/app", "nowhere", "green")
 
 
-def test_a_deployment_of_a_lost_worker_is_let_go_for_the_outbox_and_resumed_elsewhere(
+def test_a_deployment_of_a_lost_worker_is_handed_back_for_the_outbox_and_resumed_elsewhere(
     session: Session, project: Project
 ) -> None:
-    [one] = store.release_build(session, green(session, project))
+    [one] = releases.deployments_for_green_build(session, green(session, project))
     assert store.claim(session, one, "w-lost") is not None
-    assert store.release_deployments_of(session, alive={"w-lost"}) == []
-    assert store.release_deployments_of(session, alive={"w-other"}) == [one]
+    assert store.hand_back_deployments_of(session, alive={"w-lost"}) == []
+    assert store.hand_back_deployments_of(session, alive={"w-other"}) == [one]
     session.expire_all()
     deployment = session.get(Deployment, one)
     assert deployment is not None and (deployment.status, deployment.worker) == ("progressing", None)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
+from ciserver.pipeline import JobOptions, Retry
 from ciserver.store.artifacts import artifacts_of_build
 from ciserver.store.db import session_scope
 from ciserver.store.dispatch import advance, play_manual, requeue_for_retry, should_retry
@@ -19,7 +20,7 @@ from ciserver.store.job_end import AttemptEnd, Verdict, end_attempt, end_lost_jo
 from ciserver.store.models import Build, Job, Status, StopReason
 from ciserver.store.projects import add_project, get_project
 from ciserver.store.transitions import add_jobs, end_job, start_build, start_job
-from tests.helpers import fernet_of
+from tests.support.store import fernet_of
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Planned:
     after: tuple[str, ...] = ()
     when: str = "on_success"
     allow_failure: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
+    options: JobOptions = field(default_factory=JobOptions)
     stage: str = "test"
     image: str = "busybox"
     script: list[str] = field(default_factory=lambda: ["true"])
@@ -162,7 +163,7 @@ def test_a_manual_job_waits_and_playing_it_runs_it_and_the_jobs_that_need_it(ses
 
 
 def test_retry_gives_a_new_attempt_only_for_the_reasons_its_policy_names(session: Session) -> None:
-    policy = {"retry": {"max": 1, "when": ["timeout", "runner_failure"]}}
+    policy = JobOptions(retry=Retry(max=1, when=["timeout", "runner_failure"]))
     build_id, _ = new_build(session, [Planned("flaky", options=policy)])
     flaky = job(session, build_id, "flaky")
     start_job(session, flaky.id, "w.1")
@@ -203,7 +204,7 @@ class Made:
 def test_a_timeout_is_retried_by_the_reason_it_stopped_not_by_the_words_of_its_error(
     session: Session,
 ) -> None:
-    policy = {"retry": {"max": 1, "when": ["timeout"]}}
+    policy = JobOptions(retry=Retry(max=1, when=["timeout"]))
     build_id, _ = new_build(session, [Planned("slow", options=policy), Planned("says_so", options=policy)])
     slow, says_so = job(session, build_id, "slow"), job(session, build_id, "says_so")
     for row in (slow, says_so):
@@ -249,7 +250,7 @@ def test_an_attempt_handed_back_runs_again_and_the_one_that_ends_leaves_what_it_
 def test_a_lost_job_is_retried_only_while_it_runs_and_an_internal_error_ends_it_whatever_its_policy(
     session: Session,
 ) -> None:
-    policy = {"retry": {"max": 2, "when": ["runner_failure"]}}
+    policy = JobOptions(retry=Retry(max=2, when=["runner_failure"]))
     build_id, _ = new_build(session, [Planned("lost", options=policy), Planned("broken", options=policy)])
     lost, broken = job(session, build_id, "lost"), job(session, build_id, "broken")
     assert end_lost_job(session, lost.id, "the worker running it (w.9) was lost") is None  # not running

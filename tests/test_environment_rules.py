@@ -12,12 +12,13 @@ import pytest
 from sqlalchemy.orm import Session
 
 from ciserver.store import deployments as store
+from ciserver.store import releases
 from ciserver.store.db import session_scope
 from ciserver.store.environments import find, job_refusal, protect
 from ciserver.store.models import Deployment, Environment, Project, Release
 from ciserver.store.projects import add_project
 from ciserver.store.secrets import SecretError, secret_values, set_secret
-from tests.helpers import fernet_of, green_build
+from tests.support.store import fernet_of, green_build
 
 SERVICE = "service: {port: 8000, health: /healthz}\n"
 
@@ -57,8 +58,8 @@ def project(session: Session) -> Project:
 def released(session: Session, project: Project, file: str, **ref: str | None) -> tuple[Release, list[int]]:
     """The release of a new green build of `file`, and the deployments it started."""
     made = green_build(session, project, file, **ref)
-    started = store.release_build(session, made.id)
-    release = store.release_of_build(session, project, made.id)
+    started = releases.deployments_for_green_build(session, made.id)
+    release = releases.release_of_build(session, project, made.id)
     return release, started
 
 
@@ -201,7 +202,7 @@ def test_require_promote_set_by_ops_before_the_first_push_stops_auto(
     row = find(session, project.id, "staging")
     assert row is not None and row.listen == "127.0.0.1:9001" and row.rules_by == "cli:ops"
     assert (row.branches, row.tags) == (None, None), "ops' rules stay: the default branch only"
-    assert store.promote(session, project, "staging", release.build_id, "token:1").action == "promote"
+    assert releases.promote(session, project, "staging", release.build_id, "token:1").action == "promote"
 
 
 def test_jobs_get_an_environment_only_for_refs_its_rules_allow(session: Session, project: Project) -> None:

@@ -465,7 +465,7 @@ def test_an_image_build_job_has_no_image_and_no_script_unless_it_names_an_image(
     jobs = planned(text)
     assert (jobs["build"].image, jobs["build"].script) == ("", [])
     assert jobs["tools"].image == "helper"
-    assert jobs["build"].options == {
+    assert jobs["build"].options.stored() == {
         "image_build": {"context": ".", "dockerfile": "Dockerfile", "build_args": {}}
     }
 
@@ -497,7 +497,7 @@ jobs:
 
 def test_options_carry_what_the_worker_needs_and_validate_back() -> None:
     jobs = planned(OPTIONS)
-    a, b = jobs["a"].options, jobs["b"].options
+    a, b = jobs["a"].options.stored(), jobs["b"].options.stored()
     assert a["services"] == [
         {"image": "reg:5000/team/db:15", "alias": "db", "env": {"P": "1"}, "command": ["db", "--fast"]},
         {"image": "cache", "alias": "kv", "env": {}},
@@ -537,15 +537,19 @@ def test_options_carry_what_the_worker_needs_and_validate_back() -> None:
 
 def test_options_are_json_and_hold_only_what_a_job_sets() -> None:
     jobs = planned(OPTIONS)
-    assert json.loads(json.dumps(jobs["a"].options)) == jobs["a"].options
+    assert json.loads(json.dumps(jobs["a"].options.stored())) == jobs["a"].options.stored()
     offline = planned("image: x\njobs:\n  a: {script: [x], network: none}\n")["a"]
-    assert offline.options == {"network": "none"}
-    assert planned("image: x\njobs:\n  a: {script: [x], network: default}\n")["a"].options == {}
+    assert offline.options.stored() == {"network": "none"}
+    assert planned("image: x\njobs:\n  a: {script: [x], network: default}\n")["a"].options.stored() == {}
 
 
 def test_a_retry_shorthand_plans_as_retry_always() -> None:
-    assert planned(RULES + "    retry: 3\n")["a"].options == {"retry": {"max": 3, "when": ["always"]}}
-    assert planned(RULES + "    retry: 0\n")["a"].options == {"retry": {"max": 0, "when": ["always"]}}
+    assert planned(RULES + "    retry: 3\n")["a"].options.stored() == {
+        "retry": {"max": 3, "when": ["always"]}
+    }
+    assert planned(RULES + "    retry: 0\n")["a"].options.stored() == {
+        "retry": {"max": 0, "when": ["always"]}
+    }
 
 
 job_keys = st.fixed_dictionaries(
@@ -598,7 +602,7 @@ def test_a_plan_only_ever_waits_on_planned_jobs_and_never_in_a_circle(
 
 def test_a_job_environment_is_in_its_options_for_the_worker_to_check() -> None:
     job = planned("image: x\njobs:\n  a: {script: [x], environment: production, secrets: [T]}\n")["a"]
-    assert job.options == {"secrets": ["T"], "environment": "production"}
+    assert job.options.stored() == {"secrets": ["T"], "environment": "production"}
     with pytest.raises(PipelineError, match=r"pipelines.yml:3: jobs.a.environment: invalid environment name"):
         load_pipeline("image: x\njobs:\n  a: {script: [x], environment: Prod}\n")
 

@@ -25,7 +25,7 @@ from ciserver.store.db import session_scope
 from ciserver.store.models import AuditEntry, Role, Secret
 from ciserver.store.projects import add_project, get_project
 from ciserver.store.secrets import SecretError, list_secrets, secret_values, set_secret
-from tests.helpers import bearer, fernet_of
+from tests.support.store import bearer, fernet_of
 
 VALUE = "s3cr3t-deploy-t0ken-VALUE"
 

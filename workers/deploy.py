@@ -20,6 +20,7 @@ from ciserver.deploy.names import deploy_name, legacy_route_name
 from ciserver.deploy.rollout import Outcome, Place, Rollout, RolloutStatus
 from ciserver.deploy.router import Backend, NginxRouter
 from ciserver.deploy.traffic_log import AccessLog
+from ciserver.pipeline import Resources
 from ciserver.store import deployments as store
 from ciserver.store.db import session_scope
 from ciserver.store.models import Control, DeploymentStatus
@@ -83,7 +84,7 @@ def _roll_out(ctx: WorkerContext, claimed: store.Claimed) -> Outcome:
         health=service.health,
         env={**service.env, **variables, **secrets, "CISERVER_ENVIRONMENT": claimed.environment},
         command=service.command,
-        limits=limits_for({}, ctx.settings),
+        limits=limits_for(Resources(), ctx.settings),
     )
     name = deploy_name(claimed.project, claimed.environment)
     router = NginxRouter(
@@ -148,7 +149,7 @@ def _finish(ctx: WorkerContext, deployment_id: int, outcome: Outcome, claimed: s
             store.pause(session, deployment_id)
             return
         if outcome.status == RolloutStatus.handed_back:
-            store.let_go(session, deployment_id)  # the outbox gives it to another worker
+            store.hand_back(session, deployment_id)  # the outbox gives it to another worker
             return
         # The rollout's other ends are the deployment's final statuses, by the same names.
         start = store.finish(session, deployment_id, DeploymentStatus(outcome.status), outcome.reason)

@@ -18,7 +18,7 @@ from typing import Any
 
 from ciserver.deploy.rollout import Journal, Outcome, RolloutStatus, now_text
 from ciserver.masking import Masker
-from ciserver.pipeline import Environment
+from ciserver.pipeline import Environment, Resources
 from ciserver.pipeline.environments import DEFAULT_DEPLOY_TIMEOUT
 from ciserver.store.deployments import Claimed
 from ciserver.store.models import Control
@@ -74,7 +74,7 @@ def run_script_deploy(
                     "ciserver.worker": ctx.worker_name,
                     "ciserver.deployment": str(claimed.id),
                 },
-                limits=limits_for({}, ctx.settings),
+                limits=limits_for(Resources(), ctx.settings),
                 container=f"ciserver-deploy-{claimed.id}-{index + 1}",
             )
             entry: dict[str, Any] = {"step": index + 1, "weight": weight, "started_at": now_text()}

@@ -25,6 +25,8 @@ from ciserver.config import Settings
 from ciserver.crypto import SecretKeyError, load_fernet
 from ciserver.logs import LogStoreError, LogWriter
 from ciserver.masking import mask_text
+from ciserver.pipeline import JobOptions, OptionsError
+from ciserver.pipeline.fields import DEFAULT_CACHE_KEY, DEFAULT_EXPIRE_IN
 from ciserver.store.artifacts import artifacts_for_job
 from ciserver.store.clone_credentials import clone_remote
 from ciserver.store.environments import job_refusal
@@ -35,45 +37,34 @@ from ciserver.units import format_duration
 from workers import artifacts, cache
 from workers.checkout import CheckoutError, checkout_at_sha, ensure_commit
 from workers.context import WorkerContext
-from workers.executors.base import BuildFailed, BuiltImage, ExecutorError
-from workers.jobspec import (
-    SpecError,
-    ci_variables,
-    image_build_spec,
-    job_spec,
-    numeric_owner,
-)
+from workers.executors.base import BuildFailed, BuiltImage, ExecutorError, ImageBuildSpec, JobSpec
+from workers.jobspec import SpecError, ci_variables, numeric_owner, spec_for
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EXPIRE_IN = 30 * 24 * 3600
 HANDED_BACK = "its worker was told to stop and the grace period ran out: handed back to the queue"
 
 
 class JobRun:
-    """Everything one attempt needs, read from the database up front; problems found then (a
-    missing secret, limits over the maximum) end the attempt in `error` when it executes."""
+    """Everything one attempt needs, read from the database up front; problems found then (options
+    this version cannot read, a missing secret, limits over the maximum) end the attempt in `error`
+    when it executes."""
 
     def __init__(self, ctx: WorkerContext, session: Session, job: Job) -> None:
         build = job.build
         self.ctx, self.settings = ctx, ctx.settings
         self.job_id, self.timeout = job.id, job.timeout
-        self.options = dict(job.options or {})
         self.sha, self.project_id = build.sha, build.project.id
         self.remote = Remote(build.project.repo_url)
         self.ref, self.default_branch = build.ref, build.default_branch
         self.mirror = self.settings.mirrors_dir / f"{self.project_id}.git"
         self.workspace = self.settings.workspaces_dir / str(build.id) / str(job.id)
         self.problem: str | None = None
-        env = {str(k): str(v) for k, v in job.env.items()} | ci_variables(build, job)
-        secrets: dict[str, str] = {}
-        try:
-            self.remote = clone_remote(build.project.repo_url, build.project.repo_credentials, self.settings)
-            secrets = _secrets(session, job, self.settings)
-        except (SecretError, SecretKeyError) as exc:
-            self.problem = str(exc)
-        self.env = env | secrets
-        self.secrets = list(secrets.values())
+        self.env = {str(k): str(v) for k, v in job.env.items()} | ci_variables(build, job)
+        self.secrets: list[str] = []
+        # Read back from the row here, so that one this version cannot read ends the job in error.
+        self.options = JobOptions()
+        self.spec: JobSpec | ImageBuildSpec | None = None  # None: a problem ends the attempt
         labels = {
             "ciserver.job": str(job.id),
             "ciserver.build": str(build.id),
@@ -82,14 +73,14 @@ class JobRun:
             "ciserver.data_dir": str(self.settings.data_dir),
         }
         try:
-            if "image_build" in self.options:
-                self.build_spec = image_build_spec(
-                    job, self.env, secrets, self.workspace, labels, self.settings
-                )
-            else:
-                self.spec = job_spec(job, self.env, self.workspace, labels, self.settings)
-        except SpecError as exc:
-            self.problem = self.problem or str(exc)
+            self.options = JobOptions.from_stored(job.options)
+            self.remote = clone_remote(build.project.repo_url, build.project.repo_credentials, self.settings)
+            secrets = _secrets(session, job, self.options, self.settings)
+            self.env |= secrets
+            self.secrets = list(secrets.values())
+            self.spec = spec_for(job, self.options, self.env, secrets, self.workspace, labels, self.settings)
+        except (OptionsError, SecretError, SecretKeyError, SpecError) as exc:
+            self.problem = str(exc)
         self.inputs = [
             (a.path, self.settings.artifacts_dir / a.storage_key) for a in artifacts_for_job(session, job)
         ]
@@ -103,7 +94,7 @@ class JobRun:
             spill_dir=self.settings.logs_dir,
         )
         self.kept: list[artifacts.StoredFile] = []
-        self.expire_in = int((self.options.get("artifacts") or {}).get("expire_in") or DEFAULT_EXPIRE_IN)
+        self.expire_in = self.options.artifacts.expire_in if self.options.artifacts else DEFAULT_EXPIRE_IN
         self.image: BuiltImage | None = None
 
     def execute(self) -> AttemptEnd:
@@ -122,7 +113,8 @@ class JobRun:
         watch = StopWatch(self.ctx, self.job_id, self.timeout)
         end = AttemptEnd(Status.error, error="the worker stopped before the job ended")
         try:
-            if self.problem:
+            spec = self.spec
+            if self.problem or spec is None:
                 return AttemptEnd(Status.error, error=self.problem)
             ensure_commit(self.mirror, self.remote, self.sha, allow_local=self.settings.allow_local_repos)
             checkout_at_sha(self.mirror, self.sha, self.workspace)
@@ -130,7 +122,7 @@ class JobRun:
             archive = self._restore_cache()
             self._hand_workspace_to_the_job_user()
             watch.start()
-            end = self._run(watch)
+            end = self._run(spec, watch)
             if end.status == Status.success:
                 self._keep_artifacts()
                 if archive is not None:
@@ -166,18 +158,18 @@ class JobRun:
         with contextlib.suppress(LogStoreError):
             self.writer.flush()
 
-    def _run(self, watch: StopWatch) -> AttemptEnd:
+    def _run(self, spec: JobSpec | ImageBuildSpec, watch: StopWatch) -> AttemptEnd:
         executor = self.ctx.executor
-        if "image_build" in self.options:
-            image = executor.build_image(self.build_spec, self.writer.write, watch.stop)
+        if isinstance(spec, ImageBuildSpec):
+            image = executor.build_image(spec, self.writer.write, watch.stop)
             self.image = image
             self.note(f"image {image.tag} built: id {image.image_id}, digest {image.digest}")
             return AttemptEnd(Status.success, exit_code=0)
-        return watch.end(executor.run(self.spec, self.writer.write, watch.stop).exit_code)
+        return watch.end(executor.run(spec, self.writer.write, watch.stop).exit_code)
 
     def _hand_workspace_to_the_job_user(self) -> None:
         """A job running as `user: "1000:1000"` must be able to write its workspace."""
-        owner = numeric_owner(getattr(self, "spec", None) and self.spec.user)
+        owner = numeric_owner(self.spec.user if isinstance(self.spec, JobSpec) else None)
         if owner is None or os.geteuid() != 0:
             return
         for path in [self.workspace, *self.workspace.rglob("*")]:
@@ -191,11 +183,11 @@ class JobRun:
     def _restore_cache(self) -> Path | None:
         """The archive this job saves to: its own ref's. It restores that, or else (read only) the
         default branch's; one that cannot be restored is reported and the job runs without it."""
-        spec = self.options.get("cache")
-        if not spec:
+        asked = self.options.cache
+        if asked is None:
             return None
         try:
-            key = cache.render_key(spec.get("key") or "default", self.workspace)
+            key = cache.render_key(asked.key or DEFAULT_CACHE_KEY, self.workspace)
         except cache.CacheError as exc:
             self.note(f"{exc}; the job runs without the cache")
             return None
@@ -214,21 +206,22 @@ class JobRun:
         return places[0][0]
 
     def _save_cache(self, archive: Path) -> None:
+        asked = self.options.cache
+        if asked is None:
+            return
         try:
-            size = cache.save(
-                archive, self.workspace, self.options["cache"]["paths"], self.settings.cache_max_bytes
-            )
+            size = cache.save(archive, self.workspace, asked.paths, self.settings.cache_max_bytes)
             self.note(f"cache: saved ({size:,} bytes)")
         except cache.CacheError as exc:
             self.note(str(exc))
 
     def _keep_artifacts(self) -> None:
-        spec = self.options.get("artifacts")
-        if not spec:
+        asked = self.options.artifacts
+        if asked is None:
             return
         self.kept = artifacts.collect(
             self.workspace,
-            spec["paths"],
+            asked.paths,
             self.settings.artifacts_dir,
             self.job_id,
             max_bytes=self.settings.artifact_max_bytes,
@@ -238,11 +231,10 @@ class JobRun:
         self.note(f"artifacts: kept {len(self.kept)} file(s), {total:,} bytes")
 
 
-def _secrets(session: Session, job: Job, settings: Settings) -> dict[str, str]:
+def _secrets(session: Session, job: Job, options: JobOptions, settings: Settings) -> dict[str, str]:
     """The secrets the job names: with `environment:`, that environment's values over the project's,
     only for a ref the environment's rules on the server allow (SecretError naming them otherwise)."""
-    wanted = job.options.get("secrets") or []
-    environment = job.options.get("environment")
+    wanted, environment = options.secrets, options.environment
     if environment is not None:
         refused = job_refusal(session, job.build, environment)
         if refused:

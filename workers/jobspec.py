@@ -1,15 +1,15 @@
-"""From a job row to what an executor runs: the CI_* variables, the image with its variables
-expanded, the container limits within the server's maximum, the services, the image build."""
+"""From a job row and its options to what an executor runs: the CI_* variables, the image with its
+variables expanded, the container limits within the server's maximum, the services, the image build."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from ciserver.config import Settings
 from ciserver.deploy.names import release_tag
+from ciserver.pipeline import ImageBuild, JobOptions, Resources, Service
 from ciserver.store.models import Build, Job
 from workers.cache import ref_folder
 from workers.executors.base import BuildCache, ImageBuildSpec, JobSpec, Limits, ServiceSpec
@@ -46,39 +46,65 @@ def expand(text: str, variables: Mapping[str, str]) -> str:
     return _VARIABLE.sub(lambda m: variables.get(m.group(1) or m.group(2), m.group(0)), text)
 
 
-def limits_for(options: Mapping[str, Any], settings: Settings) -> Limits:
+def limits_for(resources: Resources, settings: Settings) -> Limits:
     """The job's resources, defaulting to the server's; asking over the server maximum is an error."""
-    asked = options.get("resources") or {}
     checks = (
-        ("memory", settings.job_memory, settings.job_memory_max),
-        ("cpus", settings.job_cpus, settings.job_cpus_max),
-        ("pids", settings.job_pids, settings.job_pids_max),
+        ("memory", resources.memory, settings.job_memory, settings.job_memory_max),
+        ("cpus", resources.cpus, settings.job_cpus, settings.job_cpus_max),
+        ("pids", resources.pids, settings.job_pids, settings.job_pids_max),
     )
-    values: dict[str, Any] = {}
-    for key, default, maximum in checks:
-        value = asked.get(key)
+    values: dict[str, float] = {}
+    for key, value, default, maximum in checks:
         if value is not None and value > maximum:
             raise SpecError(f"resources.{key}: {value} is over this server's maximum of {maximum}")
         values[key] = value if value is not None else min(default, maximum)
     return Limits(memory=int(values["memory"]), cpus=float(values["cpus"]), pids=int(values["pids"]))
 
 
-def services_for(options: Mapping[str, Any], variables: Mapping[str, str]) -> tuple[ServiceSpec, ...]:
+def services_for(services: Sequence[Service], variables: Mapping[str, str]) -> tuple[ServiceSpec, ...]:
     return tuple(
         ServiceSpec(
-            image=expand(service["image"], variables),
-            alias=service["alias"],
-            env={str(k): str(v) for k, v in (service.get("env") or {}).items()},
-            command=tuple(service["command"]) if service.get("command") else None,
+            image=expand(service.image, variables),
+            alias=str(service.alias),  # the model sets it from the image when the file does not
+            env=dict(service.env),
+            command=tuple(service.command) if service.command else None,
         )
-        for service in options.get("services") or ()
+        for service in services
     )
 
 
-def job_spec(
-    job: Job, env: Mapping[str, str], workspace: Path, labels: Mapping[str, str], settings: Settings
-) -> JobSpec:
-    options = job.options or {}
+def spec_for(
+    job: Job,
+    options: JobOptions,
+    env: Mapping[str, str],
+    secrets: Mapping[str, str],
+    workspace: Path,
+    labels: Mapping[str, str],
+    settings: Settings,
+) -> JobSpec | ImageBuildSpec:
+    """What the executor runs for this job: its image build, or else its script's container. An
+    image build's context and Dockerfile are resolved only once the workspace is checked out (links
+    in the checkout decide where they lead), by the builder."""
+    image_build, build = options.image_build, job.build
+    if image_build is not None:
+        return ImageBuildSpec(
+            job_id=job.id,
+            workspace=workspace,
+            context=image_build.context,
+            dockerfile=image_build.dockerfile,
+            tag=release_tag(build.project.name, build.sha),
+            target=image_build.target,
+            build_args=_build_args(image_build, env, secrets),
+            labels=dict(labels),
+            image_labels={
+                "ciserver.project": build.project.name,
+                "ciserver.build": str(build.id),
+                "org.opencontainers.image.revision": build.sha,
+            },
+            limits=limits_for(options.resources, settings),
+            network=options.network,
+            cache=build_cache(settings, build),
+        )
     return JobSpec(
         job_id=job.id,
         name=job.name,
@@ -87,26 +113,18 @@ def job_spec(
         env=dict(env),
         workspace=workspace,
         labels=dict(labels),
-        services=services_for(options, env),
-        limits=limits_for(options, settings),
-        user=options.get("user") or settings.job_user,
-        network=options.get("network") or "default",
+        services=services_for(options.services, env),
+        limits=limits_for(options.resources, settings),
+        user=options.user or settings.job_user,
+        network=options.network,
     )
 
 
-def image_build_spec(
-    job: Job,
-    env: Mapping[str, str],
-    secrets: Mapping[str, str],
-    workspace: Path,
-    labels: Mapping[str, str],
-    settings: Settings,
-) -> ImageBuildSpec:
-    """The image build of an `image_build` job. Its context and Dockerfile are resolved only once
-    the workspace is checked out (links in the checkout decide where they lead), by the builder."""
-    build = job.build
-    options = (job.options or {})["image_build"]
-    build_args = {str(k): expand(str(v), env) for k, v in (options.get("build_args") or {}).items()}
+def _build_args(
+    image_build: ImageBuild, env: Mapping[str, str], secrets: Mapping[str, str]
+) -> dict[str, str]:
+    """The build args with variables expanded; none may hold a secret's value."""
+    build_args = {name: expand(value, env) for name, value in image_build.build_args.items()}
     for name, value in build_args.items():
         used = sorted(secret for secret, text in secrets.items() if text and text in value)
         if used:
@@ -114,24 +132,7 @@ def image_build_spec(
                 f"image_build.build_args.{name}: holds the value of secret {used[0]}; a build arg "
                 "stays in the image for anyone who pulls it, so secrets are refused there"
             )
-    return ImageBuildSpec(
-        job_id=job.id,
-        workspace=workspace,
-        context=options.get("context") or ".",
-        dockerfile=options.get("dockerfile") or "Dockerfile",
-        tag=release_tag(build.project.name, build.sha),
-        target=options.get("target"),
-        build_args=build_args,
-        labels=dict(labels),
-        image_labels={
-            "ciserver.project": build.project.name,
-            "ciserver.build": str(build.id),
-            "org.opencontainers.image.revision": build.sha,
-        },
-        limits=limits_for(job.options or {}, settings),
-        network=(job.options or {}).get("network") or "default",
-        cache=build_cache(settings, build),
-    )
+    return build_args
 
 
 def build_cache(settings: Settings, build: Build) -> BuildCache:

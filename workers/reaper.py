@@ -33,7 +33,7 @@ from ciserver import queue
 from ciserver.logs import LogStoreError, LogWriter
 from ciserver.store.builds import requeue_builds, unplanned_running_build_ids
 from ciserver.store.db import session_scope
-from ciserver.store.deployments import release_deployments_of
+from ciserver.store.deployments import hand_back_deployments_of
 from ciserver.store.dispatch import Dispatched, jobs_of_lost_workers
 from ciserver.store.job_end import end_lost_job
 from ciserver.store.models import Status, utcnow
@@ -107,7 +107,7 @@ class Reaper:
         lost_builds = queue.builds_not_on_queue(self.ctx.redis, unplanned) if unplanned else []
         with session_scope(self.settings.db_url) as session:
             requeued = requeue_builds(session, lost_builds)
-            handed_back = release_deployments_of(session, alive)
+            handed_back = hand_back_deployments_of(session, alive)
         if requeued or handed_back:
             log.warning(
                 "lost with their workers: builds %s queued again, deployments %s let go",

@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from ciserver.api.builds import not_found
-from ciserver.api.deps import DatabaseDep, RowId, SettingsDep, Viewer
+from ciserver.api.deps import DatabaseDep, RowId, SettingsDep, Viewer, not_found
 from ciserver.api.schemas import ArtifactOut
 from ciserver.store.artifacts import artifacts_of_build, get_artifact
 from ciserver.store.builds import get_build

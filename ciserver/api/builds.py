@@ -8,17 +8,13 @@ from fastapi import APIRouter, HTTPException, Query, status
 from redis.exceptions import RedisError
 
 from ciserver import queue
-from ciserver.api.deps import MAX_ROW, DatabaseDep, Developer, RedisDep, RowId, Viewer
+from ciserver.api.deps import MAX_ROW, DatabaseDep, Developer, RedisDep, RowId, Viewer, not_found
 from ciserver.api.schemas import BuildCreated, BuildDetail, BuildList, BuildOut
 from ciserver.store import audit
 from ciserver.store.builds import cancel_build, get_build, list_builds, retry_build
 from ciserver.store.models import Status
 
 router = APIRouter(prefix="/api/v1/builds", tags=["builds"])
-
-
-def not_found(what: str, ident: object) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} {ident} does not exist")
 
 
 @router.get("", response_model=BuildList, summary="Builds, newest first")

@@ -8,10 +8,18 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, status
 from sqlalchemy.orm import Session
 
-from ciserver.api.builds import not_found
-from ciserver.api.deps import MAX_ROW, DatabaseDep, Developer, RowId, SettingsDep, Viewer
-from ciserver.api.projects import project_or_404
-from ciserver.api.releases import enqueue, refusal_as_http, require_promote_role
+from ciserver.api.deps import (
+    MAX_ROW,
+    DatabaseDep,
+    Developer,
+    RowId,
+    SettingsDep,
+    Viewer,
+    enqueue_deployment,
+    not_found,
+    project_or_404,
+    require_promote_role,
+)
 from ciserver.api.schemas import DeploymentOut
 from ciserver.store import audit
 from ciserver.store import deployments as store
@@ -64,8 +72,7 @@ def control(
     with db.session() as session:
         found = _get(session, deployment_id)
         require_promote_role(session, caller, found.project_id, found.environment.name)
-        with refusal_as_http():
-            hand_over = store.request_control(session, found, action, caller.actor)
+        needs_worker = store.request_control(session, found, action, caller.actor)
         audit.record(
             session,
             caller.actor,
@@ -74,8 +81,8 @@ def control(
         )
         session.flush()
         answer = DeploymentOut.of(found)
-    if hand_over:
-        enqueue(settings, deployment_id)
+    if needs_worker:
+        enqueue_deployment(settings, deployment_id)
     return answer
 
 

@@ -1,4 +1,5 @@
-"""Dependencies shared by the routers: settings, database sessions, Redis, and who is calling."""
+"""What the routers share: settings, database sessions, Redis, who is calling and what they may do, the
+404 for a missing row, and handing a deployment to a worker."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from cryptography.fernet import Fernet
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 from starlette.convertors import Convertor, register_url_convertor
 
@@ -18,7 +20,9 @@ from ciserver import queue
 from ciserver.config import Settings
 from ciserver.crypto import SecretKeyError, load_fernet
 from ciserver.store.db import session_scope
-from ciserver.store.models import Role
+from ciserver.store.environments import find, promote_role
+from ciserver.store.models import Project, Role
+from ciserver.store.projects import get_project
 from ciserver.store.tokens import find_token
 
 
@@ -130,3 +134,36 @@ def server_fernet(settings: Settings) -> Fernet:
         return load_fernet(settings)
     except SecretKeyError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+
+
+def not_found(what: str, ident: object) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} {ident} does not exist")
+
+
+def project_or_404(session: Session, name: str) -> Project:
+    """The project named OWNER/NAME, or the 404 that names it."""
+    found = get_project(session, name)
+    if found is None:
+        raise not_found("project", repr(name))
+    return found
+
+
+def require_promote_role(session: Session, caller: Caller, project_id: int, environment: str) -> None:
+    """403 unless the caller has the environment's promote role (ops unless its rules say otherwise)."""
+    needed = promote_role(find(session, project_id, environment))
+    if caller.role < needed:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"deployments of environment {environment!r} need the {needed.name} role "
+            f"(its promote_role); the token has {caller.role.name}",
+        )
+
+
+def enqueue_deployment(settings: Settings, deployment_id: int) -> None:
+    """Hand the deployment to a worker now if Redis answers; it is recorded either way."""
+    if not settings.redis_url:
+        return
+    try:
+        queue.enqueue_deployments(queue.connect(settings.redis_url), [deployment_id])
+    except RedisError:
+        pass  # recorded as pending: the outbox enqueues it once Redis answers

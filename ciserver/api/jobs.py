@@ -10,8 +10,7 @@ from redis.exceptions import RedisError
 from sse_starlette.sse import EventSourceResponse
 
 from ciserver import queue
-from ciserver.api.builds import not_found
-from ciserver.api.deps import MAX_ROW, DatabaseDep, Developer, RedisDep, RowId, SettingsDep, Viewer
+from ciserver.api.deps import MAX_ROW, DatabaseDep, Developer, RedisDep, RowId, SettingsDep, Viewer, not_found
 from ciserver.api.schemas import JobOut
 from ciserver.log_follow import follow_log
 from ciserver.logs import FileLogStore

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
-from sqlalchemy.orm import Session
 
-from ciserver.api.builds import not_found
-from ciserver.api.deps import Admin, DatabaseDep, SettingsDep, Viewer, server_fernet
+from ciserver.api.deps import Admin, DatabaseDep, SettingsDep, Viewer, project_or_404, server_fernet
 from ciserver.api.schemas import ProjectIn, ProjectOut
 from ciserver.clone_urls import CloneURLError, check_clone_url
 from ciserver.store import audit
-from ciserver.store.models import Project
-from ciserver.store.projects import ProjectError, add_project, get_project, list_projects
+from ciserver.store.projects import ProjectError, ProjectExists, add_project, list_projects
 
 router = APIRouter(prefix="/api/v1/projects", tags=["projects"])
 
@@ -37,7 +34,7 @@ def create(body: ProjectIn, caller: Admin, db: DatabaseDep, settings: SettingsDe
     except (CloneURLError, ProjectError) as exc:
         code = (
             status.HTTP_409_CONFLICT
-            if "already exists" in str(exc)
+            if isinstance(exc, ProjectExists)
             else status.HTTP_422_UNPROCESSABLE_CONTENT
         )
         raise HTTPException(code, str(exc)) from None
@@ -53,11 +50,3 @@ def projects(_: Viewer, db: DatabaseDep) -> list[ProjectOut]:
 def project(name: str, _: Viewer, db: DatabaseDep) -> ProjectOut:
     with db.session() as session:
         return ProjectOut.of(project_or_404(session, name))
-
-
-def project_or_404(session: Session, name: str) -> Project:
-    """The project named OWNER/NAME, or the 404 that names it."""
-    found = get_project(session, name)
-    if found is None:
-        raise not_found("project", repr(name))
-    return found

@@ -7,17 +7,21 @@ Included before the projects router, whose `/projects/{name:path}` would take th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, status
-from redis.exceptions import RedisError
+from fastapi import APIRouter, Path, status
 from sqlalchemy.orm import Session
 
-from ciserver import queue
-from ciserver.api.deps import Caller, DatabaseDep, Developer, Ops, SettingsDep, Viewer
-from ciserver.api.projects import project_or_404
+from ciserver.api.deps import (
+    DatabaseDep,
+    Developer,
+    Ops,
+    SettingsDep,
+    Viewer,
+    enqueue_deployment,
+    project_or_404,
+    require_promote_role,
+)
 from ciserver.api.schemas import (
     DeploymentOut,
     EnvironmentOut,
@@ -26,12 +30,12 @@ from ciserver.api.schemas import (
     ProtectionOut,
     ReleaseOut,
 )
-from ciserver.config import Settings
 from ciserver.pipeline.environments import ENVIRONMENT_NAME
 from ciserver.store import audit
-from ciserver.store import deployments as store
+from ciserver.store import releases as store
 from ciserver.store.artifacts import artifacts_of_build
-from ciserver.store.environments import find, promote_role, rules_of
+from ciserver.store.deployments import list_environments
+from ciserver.store.environments import find, rules_of
 from ciserver.store.environments import protect as store_protect
 from ciserver.store.models import Deployment, Project, Release
 
@@ -77,7 +81,7 @@ def environments(name: str, _: Viewer, db: DatabaseDep) -> list[EnvironmentOut]:
                 deployed_by=row.deployed_by,
                 latest_deployment=DeploymentOut.of(latest) if latest else None,
             )
-            for row, latest in store.list_environments(session, project.id)
+            for row, latest in list_environments(session, project.id)
         ]
 
 
@@ -122,11 +126,10 @@ def promote(
     with db.session() as session:
         project = project_or_404(session, name)
         require_promote_role(session, caller, project.id, environment)
-        with refusal_as_http():
-            deployment = store.promote(session, project, environment, body.build_id, caller.actor)
+        deployment = store.promote(session, project, environment, body.build_id, caller.actor)
         _audit(session, caller.actor, "environment.promote", project, deployment, build_id=body.build_id)
         answer = DeploymentOut.of(deployment)
-    enqueue(settings, deployment.id)
+    enqueue_deployment(settings, deployment.id)
     return answer
 
 
@@ -143,32 +146,11 @@ def rollback(
     with db.session() as session:
         project = project_or_404(session, name)
         require_promote_role(session, caller, project.id, environment)
-        with refusal_as_http():
-            deployment = store.rollback(session, project, environment, caller.actor)
+        deployment = store.rollback(session, project, environment, caller.actor)
         _audit(session, caller.actor, "environment.rollback", project, deployment)
         answer = DeploymentOut.of(deployment)
-    enqueue(settings, deployment.id)
+    enqueue_deployment(settings, deployment.id)
     return answer
-
-
-def require_promote_role(session: Session, caller: Caller, project_id: int, environment: str) -> None:
-    """403 unless the caller has the environment's promote role (ops unless its rules say otherwise)."""
-    needed = promote_role(find(session, project_id, environment))
-    if caller.role < needed:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            f"deployments of environment {environment!r} need the {needed.name} role "
-            f"(its promote_role); the token has {caller.role.name}",
-        )
-
-
-@contextmanager
-def refusal_as_http() -> Iterator[None]:
-    """A DeployRefused becomes its HTTP answer (404 or 409) with its message."""
-    try:
-        yield
-    except store.DeployRefused as refused:
-        raise HTTPException(refused.status, refused.message) from None
 
 
 def _audit(
@@ -176,16 +158,6 @@ def _audit(
 ) -> None:
     target = f"project:{project.name}/environment:{deployment.environment.name}"
     audit.record(session, actor, action, target, {"deployment_id": deployment.id, **detail})
-
-
-def enqueue(settings: Settings, deployment_id: int) -> None:
-    """Hand the deployment to a worker now if Redis answers; it is recorded either way."""
-    if not settings.redis_url:
-        return
-    try:
-        queue.enqueue_deployments(queue.connect(settings.redis_url), [deployment_id])
-    except RedisError:
-        pass  # recorded as pending: the outbox enqueues it once Redis answers
 
 
 def _release(session: Session, release: Release) -> ReleaseOut:

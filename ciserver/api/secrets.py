@@ -12,9 +12,15 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from ciserver.api.builds import not_found
-from ciserver.api.deps import DatabaseDep, Developer, Ops, SettingsDep, server_fernet
-from ciserver.api.projects import project_or_404
+from ciserver.api.deps import (
+    DatabaseDep,
+    Developer,
+    Ops,
+    SettingsDep,
+    not_found,
+    project_or_404,
+    server_fernet,
+)
 from ciserver.store import audit
 from ciserver.store.models import Project
 from ciserver.store.secrets import (

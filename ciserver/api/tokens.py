@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 
-from ciserver.api.builds import not_found
-from ciserver.api.deps import Admin, DatabaseDep, RowId
+from ciserver.api.deps import Admin, DatabaseDep, RowId, not_found
 from ciserver.api.schemas import TokenCreated, TokenIn, TokenOut
 from ciserver.store import audit
 from ciserver.store.models import Role

@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ciserver import queue
 from ciserver.api.deps import DatabaseDep, SettingsDep
+from ciserver.api.errors import delivery_refused
 from ciserver.api.schemas import WebhookAnswer
 from ciserver.config import Settings
 from ciserver.crypto import SecretKeyError, load_fernet
@@ -48,11 +49,6 @@ SKIP_MARKERS = ("[skip ci]", "[ci skip]")
 JSON_TYPES = ("application/json", "")
 # What a repository that is not registered is checked against: nobody can sign with it.
 _UNGUESSABLE = secrets.token_urlsafe(32)
-
-
-class BodyTooLarge(WebhookError):
-    def __init__(self, limit: int) -> None:
-        super().__init__(status.HTTP_413_CONTENT_TOO_LARGE, f"body: larger than {limit} bytes")
 
 
 @dataclass(frozen=True)
@@ -108,11 +104,10 @@ async def _receive(
     forge = FORGES.get(forge_name)
     if forge is None:
         return _answer(status.HTTP_404_NOT_FOUND, f"forge: {forge_name!r} is not one of {', '.join(FORGES)}")
-    try:
-        _check_content_type(request.headers.get("content-type", ""))
-        body = await _read_body(request, settings.max_body_bytes)
-    except WebhookError as exc:
-        return _answer(exc.status_code, exc.message)
+    refusal = _content_type_refusal(request.headers.get("content-type", ""))
+    if refusal:
+        return _answer(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, refusal)
+    body = await _read_body(request)
     return await run_in_threadpool(
         _answer_delivery, forge, project_name, request.headers, body, settings, db_url
     )
@@ -131,7 +126,7 @@ def _answer_delivery(
     try:
         return _handle(forge, project_name, headers, body, settings, db_url)
     except WebhookError as exc:
-        return _answer(exc.status_code, exc.message)
+        return delivery_refused(exc)
     except SecretKeyError as exc:
         return _answer(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc))
     except SQLAlchemyError:
@@ -144,27 +139,20 @@ def _answer_delivery(
         )
 
 
-def _check_content_type(content_type: str) -> None:
+def _content_type_refusal(content_type: str) -> str | None:
     media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type not in JSON_TYPES:
-        raise WebhookError(
-            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            f"Content-Type: {media_type!r} is not accepted; set the webhook's content type to "
-            "application/json",
-        )
+    if media_type in JSON_TYPES:
+        return None
+    return f"Content-Type: {media_type!r} is not accepted; set the webhook's content type to application/json"
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request) -> bytes:
     """The body, held once, in a buffer that grows as bytes arrive: before it is verified, a request
     costs what its bytes take (chunks and their join would take twice that, and a buffer made at
-    the declared size would cost it before a byte was sent)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(limit)
+    the declared size would cost it before a byte was sent). The app's body limit (api.errors)
+    refuses a body over settings.max_body_bytes as it is read, by its Content-Length or its bytes."""
     body = bytearray()
     async for chunk in request.stream():
-        if len(body) + len(chunk) > limit:
-            raise BodyTooLarge(limit)
         body += chunk
     return body
 

@@ -20,10 +20,11 @@ import os
 import re
 import secrets
 import shlex
-import socket
 import subprocess
 import time
 from pathlib import Path
+
+from ciserver.ports import free_port
 
 CONTROL_FILE = "_control.conf"  # environments' names start with a letter or digit: never this one
 GENERATION_PATH = "/ciserver-generation"
@@ -87,7 +88,7 @@ class NginxControl:
         """The marker server's file with a new token, on the loopback port it already has (or a free one)."""
         path = self.directory / CONTROL_FILE
         found = _CONTROL_LISTEN.search(path.read_text()) if path.exists() else None
-        port = int(found[1]) if found else _free_port()
+        port = int(found[1]) if found else free_port()
         path.write_text(
             "# ciserver: answers which configuration nginx runs (ciserver/deploy/nginx_control.py)\n"
             "server {\n"
@@ -164,9 +165,3 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 from ciserver.deploy.nginx_control import NginxControl, RouterError, config_test_command
 from ciserver.pipeline import listens_overlap, normalize_listen
@@ -41,16 +41,6 @@ class Backend:
 
     address: str  # host:port, on loopback
     weight: int
-
-
-class Router(Protocol):
-    def set_weights(self, environment: str, listen: str, backends: Sequence[Backend]) -> None:
-        """Route the environment's traffic, arriving at `listen`, to `backends` by their weights."""
-        ...
-
-    def remove(self, environment: str) -> None:
-        """Stop serving the environment."""
-        ...
 
 
 class NginxRouter:
@@ -78,8 +68,9 @@ class NginxRouter:
     def set_weights(
         self, environment: str, listen: str, backends: Sequence[Backend], *, replaces: Sequence[str] = ()
     ) -> None:
-        """As Router.set_weights. `replaces` names older files of this environment: one that listens
-        on `listen` goes with this change. Any other file listening there makes it an error."""
+        """Route the environment's traffic, arriving at `listen`, to `backends` by their weights.
+        `replaces` names older files of this environment: one that listens on `listen` goes with this
+        change. Any other file listening there makes it an error."""
         config = upstream_config(environment, listen, backends, access_log=self.access_log(environment))
         with self._locked() as journal:
             taken = self._listening_on(listen, besides=environment)
@@ -87,11 +78,6 @@ class NginxRouter:
                 if name not in replaces:
                     raise RouterError(f"listen {listen}: {name}.conf already listens on {other}")
             self._apply(journal, {environment: config, **dict.fromkeys(taken)})
-
-    def remove(self, environment: str) -> None:
-        with self._locked() as journal:
-            if self._path(environment).exists():
-                self._apply(journal, {environment: None})
 
     def _path(self, environment: str) -> Path:
         return self.environments_dir / f"{_checked(environment)}.conf"

@@ -14,26 +14,19 @@ from pydantic import BaseModel, ValidationError, model_validator
 
 
 class WebhookError(Exception):
-    """A webhook the server refuses; the edge turns it into one HTTP answer with this status."""
+    """A webhook the server refuses; the API answers each kind with its own status and this message."""
 
-    def __init__(self, status_code: int, message: str) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.status_code = status_code
         self.message = message
 
 
 class MalformedPayload(WebhookError):
-    """422: the payload lacks a field or has one of the wrong type; the message names the field."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(422, message)
+    """The payload lacks a field or has one of the wrong type; the message names the field."""
 
 
 class BadSignature(WebhookError):
-    """401: the signature or token is missing or wrong; the message names the header."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(401, message)
+    """The signature or token is missing or wrong; the message names the header."""
 
 
 class PushEvent(BaseModel, frozen=True):

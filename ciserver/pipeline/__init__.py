@@ -1,8 +1,8 @@
 """The pipeline file: its models, its loader (errors with file, line and key), and planning.
 
-Pure: no I/O beyond the text it is given, no API, store or worker imports. A worker rebuilds a
-planned job's options with the models here, e.g. `Cache.model_validate(job.options["cache"])`, and
-renders a cache key from `cache_key_parts(cache.key)`.
+Pure: no I/O beyond the text it is given, no API, store or worker imports. A worker reads a job
+row's options back with `JobOptions.from_stored(job.options)`, and renders a cache key from
+`cache_key_parts(options.cache.key)`.
 """
 
 from ciserver.pipeline.cache_key import HashFiles, cache_key_parts, workspace_path_problem
@@ -31,15 +31,9 @@ from ciserver.pipeline.models import (
     Service,
     matrix_variants,
 )
-from ciserver.pipeline.plan import (
-    PlanError,
-    PlannedJob,
-    accepted_refs,
-    accepts_release,
-    job_runs,
-    plan_jobs,
-    push_skip_reason,
-)
+from ciserver.pipeline.options import JobOptions, OptionsError
+from ciserver.pipeline.plan import PlanError, PlannedJob, plan_jobs
+from ciserver.pipeline.rules import accepted_refs, accepts_release, job_runs, push_skip_reason
 from ciserver.pipeline.schema import pipeline_json_schema
 
 __all__ = [
@@ -53,8 +47,10 @@ __all__ = [
     "HashFiles",
     "ImageBuild",
     "Job",
+    "JobOptions",
     "MatchBudget",
     "MatchTooCostly",
+    "OptionsError",
     "Pipeline",
     "PipelineError",
     "PlanError",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -33,6 +33,7 @@ MAX_PATTERN_LENGTH = 256
 MAX_PATTERNS = 100  # in one list
 MAX_EXPIRE_IN = 10 * 365 * 24 * 3600
 DEFAULT_EXPIRE_IN = 30 * 24 * 3600
+DEFAULT_CACHE_KEY = "default"  # also what an empty `cache.key` stands for
 
 Loc = tuple[str | int, ...]
 Problem = tuple[Loc, str, Any]  # where, what, the value found there
@@ -305,6 +306,8 @@ Command = Annotated[
     list[Annotated[str, AfterValidator(_no_nul)]], BeforeValidator(_command), Field(min_length=1), _STRINGS
 ]
 MatrixValue = Annotated[str, BeforeValidator(_env_value), AfterValidator(_no_nul), _SCALAR]
+User = Annotated[str, AfterValidator(docker_user), USER_SCHEMA]
+Network = Literal["default", "none"]
 Matrix = Annotated[dict[EnvName, Annotated[list[MatrixValue], Field(min_length=1)]], Field(min_length=1)]
 
 

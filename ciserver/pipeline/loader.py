@@ -20,6 +20,7 @@ from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ciserver.pipeline.environments import BlueGreen, Canary, DeployedService, Environment, Strategy
+from ciserver.pipeline.fields import Loc
 from ciserver.pipeline.models import (
     Artifacts,
     Cache,
@@ -37,8 +38,6 @@ from ciserver.pipeline.models import (
 MAX_BYTES = 256 * 1024
 MAX_NODES = 100_000
 MAX_DEPTH = 64
-
-Loc = tuple[str | int, ...]
 
 _TAG = "tag:yaml.org,2002:"
 _MERGE = _TAG + "merge"

@@ -19,13 +19,13 @@ from ciserver.pipeline.environments import DeployedService, Environment, Environ
 from ciserver.pipeline.fields import (
     ALIAS,
     ALIAS_SCHEMA,
+    DEFAULT_CACHE_KEY,
     DEFAULT_EXPIRE_IN,
     EXPIRE_SCHEMA,
     MAX_MATRIX,
     MAX_NAME_LENGTH,
     MAX_RETRY,
     SIZE_SCHEMA,
-    USER_SCHEMA,
     Command,
     Env,
     EnvName,
@@ -33,15 +33,16 @@ from ciserver.pipeline.fields import (
     Loc,
     Matrix,
     Name,
+    Network,
     Paths,
     Patterns,
     Problem,
     Script,
     Strict,
     Timeout,
+    User,
     WorkspacePath,
     cache_key_template,
-    docker_user,
     expire_seconds,
     fail,
     keys_schema,
@@ -108,7 +109,7 @@ class Artifacts(Strict):
 class Cache(Strict):
     """Paths restored before the job and saved after it, per project and rendered key."""
 
-    key: Annotated[str, AfterValidator(cache_key_template), Field(max_length=500)] = "default"
+    key: Annotated[str, AfterValidator(cache_key_template), Field(max_length=500)] = DEFAULT_CACHE_KEY
     """Text with optional {{ hashFiles('path or glob', ...) }}, replaced by a hash of those files."""
     paths: Paths
     """Files or directories inside the workspace."""
@@ -147,6 +148,10 @@ class Retry(Strict):
         default_factory=lambda: ["always"]
     )
     """The reasons worth a retry: script_failure, runner_failure, timeout, or always (default)."""
+
+    def covers(self, reason: str) -> bool:
+        """Whether a job that ended for this reason runs again (an empty `when` counts as always)."""
+        return not self.when or "always" in self.when or reason in self.when
 
 
 class Rules(Strict):
@@ -202,9 +207,9 @@ class Job(Strict):
     """Build a Docker image from the workspace instead of running a script."""
     resources: Resources | None = None
     """Container limits instead of the server's defaults."""
-    user: Annotated[str, AfterValidator(docker_user), USER_SCHEMA] | None = None
+    user: User | None = None
     """Who the job runs as: a name or uid, optionally :group or :gid."""
-    network: Literal["default", "none"] = "default"
+    network: Network = "default"
     """none cuts the job off every network."""
     retry: Annotated[Retry, BeforeValidator(retry_shorthand)] | None = Field(
         None, json_schema_extra=retry_schema

@@ -1,10 +1,11 @@
-"""Releases, environments and deployments: what a green build yields, where it may go, and the
-record of each deployment, decided in the database so that API and workers agree.
+"""Deployments: the record of each one, decided in the database so that API and workers agree.
 
-Where a release may go, and with which listen and strategy, is the server's to say (store.environments).
-At most one deployment of an environment is under way (progressing or paused); later ones wait
-as `pending`, and a newer pending one supersedes an older. Each function runs in the caller's
-transaction and locks the environment's row before it decides.
+A deployment carries a release (store.releases) to an environment, with the listen and strategy the
+server keeps for it (store.environments). At most one deployment of an environment is under way
+(progressing or paused); later ones wait as `pending`, and a newer pending one supersedes an older.
+A deploy worker claims one, records its progress and its end; an operator pauses, resumes or aborts
+it; a worker that stops, or is lost, hands it back for another to go on from the recorded step.
+Each function runs in the caller's transaction and locks the environment's row before it decides.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from ciserver.pipeline import DeployConfig
 from ciserver.store import environments
-from ciserver.store.environments import on_default_branch
 from ciserver.store.models import (
     Build,
     Control,
@@ -26,10 +26,8 @@ from ciserver.store.models import (
     Deployment,
     DeploymentStatus,
     Environment,
-    Job,
     Project,
     Release,
-    Status,
     utcnow,
 )
 
@@ -37,73 +35,23 @@ UNDER_WAY = (DeploymentStatus.progressing, DeploymentStatus.paused)
 
 
 class DeployRefused(Exception):
-    """A promote or rollback that cannot be done as asked; `status` is the HTTP answer."""
+    """A promote, rollback or control of a deployment that the state of things does not allow now;
+    the message says why."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.status, self.message = status, message
+        self.message = message
+
+
+class DeployTargetMissing(DeployRefused):
+    """A promote or rollback naming a build or environment the project does not have."""
 
 
 def config_of(release: Release) -> DeployConfig:
     return DeployConfig.model_validate(release.config)
 
 
-def release_build(session: Session, build_id: int) -> list[int]:
-    """A succeeded build whose pipeline names environments becomes a release. A build of the default
-    branch first declares them (see store.environments); each environment then takes the release or
-    refuses it, with why, and those deploying by themselves (auto, no after, no promote required) get
-    a deployment at once. Returns the ids of the new deployments. Does nothing twice."""
-    build = session.get(Build, build_id)
-    if build is None:
-        return []
-    session.refresh(build)  # its status was just set by an UPDATE statement
-    if build.status != Status.success or not build.deploy:
-        return []
-    if session.scalar(select(Release.id).where(Release.build_id == build_id)) is not None:
-        return []
-    config = DeployConfig.model_validate(build.deploy)
-    if not config.environments:
-        return []
-    refused: dict[str, str] = {}
-    rows: dict[str, Environment | None] = {}
-    for name, declared in config.environments.items():
-        why = environments.declare(session, build, name, declared) if on_default_branch(build) else None
-        rows[name] = environments.find(session, build.project_id, name, lock=True)
-        why = why or environments.refusal(rows[name], name, declared, build)
-        if why:
-            refused[name] = why
-    image = session.scalars(
-        select(Job)
-        .where(Job.build_id == build_id, Job.status == Status.success, Job.image_id.is_not(None))
-        .order_by(Job.position.desc())
-    ).first()
-    release = Release(
-        project_id=build.project_id,
-        build_id=build.id,
-        sha=build.sha,
-        branch=build.branch,
-        tag=build.tag,
-        image_tag=image.image_tag if image else None,
-        image_id=image.image_id if image else None,
-        image_digest=image.image_digest if image else None,
-        config=build.deploy,
-        refused=refused,
-    )
-    session.add(release)
-    session.flush()
-    started = []
-    for name, declared in config.environments.items():
-        row = rows[name]
-        if name in refused or row is None or not environments.auto_deploys(row, declared):
-            continue
-        if environments.effective(row, declared).after is None:
-            started.append(
-                _new_deployment(session, release, row, DeployAction.auto, f"auto: build {build.id}")
-            )
-    return [deployment.id for deployment in started]
-
-
-def _new_deployment(
+def new_deployment(
     session: Session, release: Release, environment: Environment, action: DeployAction, triggered_by: str
 ) -> Deployment:
     """A pending deployment; an older pending one of the environment is superseded by it."""
@@ -135,7 +83,8 @@ def _end(deployment: Deployment, status: DeploymentStatus, reason: str | None) -
     deployment.finished_at, deployment.worker = utcnow(), None
 
 
-def _under_way(session: Session, environment_id: int, but: int | None = None) -> Deployment | None:
+def deployment_under_way(session: Session, environment_id: int, but: int | None = None) -> Deployment | None:
+    """The environment's deployment that is progressing or paused (but `but`), if any."""
     query = select(Deployment).where(
         Deployment.environment_id == environment_id, Deployment.status.in_(UNDER_WAY)
     )
@@ -161,92 +110,6 @@ def retirable(session: Session, project: str, environment: str, color: str) -> b
         Deployment.status.in_((DeploymentStatus.pending, *UNDER_WAY)),
     )
     return session.scalar(waiting.limit(1)) is None
-
-
-def release_of_build(session: Session, project: Project, build_id: int) -> Release:
-    release = session.scalar(
-        select(Release).where(Release.build_id == build_id, Release.project_id == project.id)
-    )
-    if release is not None:
-        return release
-    build = session.get(Build, build_id)
-    if build is None or build.project_id != project.id:
-        raise DeployRefused(404, f"build_id: project {project.name} has no build {build_id}")
-    if build.status != Status.success:
-        raise DeployRefused(409, f"build {build_id} is {build.status}: only a succeeded build is a release")
-    raise DeployRefused(409, f"build {build_id} made no release: its pipeline names no environment")
-
-
-def promote(session: Session, project: Project, name: str, build_id: int, actor: str) -> Deployment:
-    """Continuous delivery: deploy the release of `build_id` to environment `name`, if the server's
-    rules for it take the release's ref (the caller checked the promote role)."""
-    release = release_of_build(session, project, build_id)
-    declared = config_of(release).environments.get(name)
-    if declared is None:
-        known = ", ".join(config_of(release).environments) or "none"
-        raise DeployRefused(
-            404, f"environment {name!r} is not in build {build_id}'s pipeline (it has {known})"
-        )
-    build = session.get(Build, build_id)
-    assert build is not None
-    row = environments.find(session, project.id, name, lock=True)
-    why = environments.refusal(row, name, declared, build)
-    if why:
-        raise DeployRefused(409, f"build {build_id} cannot go to {name!r}: {why}")
-    assert row is not None  # refusal says why when there is none
-    after = environments.effective(row, declared).after
-    if after is not None and not _succeeded_in(session, release, after):
-        raise DeployRefused(
-            409,
-            f"the release of build {build_id} has not yet succeeded in {after!r}, which {name!r} comes after",
-        )
-    _refuse_when_under_way(session, row)
-    return _new_deployment(session, release, row, DeployAction.promote, actor)
-
-
-def rollback(session: Session, project: Project, name: str, actor: str) -> Deployment:
-    """Deploy the release the environment ran before its current one, with its strategy."""
-    row = environments.find(session, project.id, name, lock=True)
-    if row is None:
-        raise DeployRefused(404, f"project {project.name} has no environment {name!r}")
-    _refuse_when_under_way(session, row)
-    earlier = session.scalars(
-        select(Deployment)
-        .where(
-            Deployment.environment_id == row.id,
-            Deployment.status == DeploymentStatus.succeeded,
-            Deployment.release_id != row.release_id,
-        )
-        .order_by(Deployment.finished_at.desc(), Deployment.id.desc())
-    ).first()
-    if row.release_id is None or earlier is None:
-        raise DeployRefused(409, f"environment {name!r} has no earlier release that succeeded there")
-    return _new_deployment(session, earlier.release, row, DeployAction.rollback, actor)
-
-
-def _succeeded_in(session: Session, release: Release, environment: str) -> bool:
-    return (
-        session.scalar(
-            select(Deployment.id)
-            .join(Environment, Environment.id == Deployment.environment_id)
-            .where(
-                Deployment.release_id == release.id,
-                Deployment.status == DeploymentStatus.succeeded,
-                Environment.name == environment,
-            )
-        )
-        is not None
-    )
-
-
-def _refuse_when_under_way(session: Session, environment: Environment) -> None:
-    busy = _under_way(session, environment.id)
-    if busy is not None:
-        raise DeployRefused(
-            409,
-            f"deployment {busy.id} of {environment.name!r} is {busy.status}: "
-            f"wait for it, or abort it with POST /api/v1/deployments/{busy.id}/abort",
-        )
 
 
 @dataclass(frozen=True)
@@ -285,7 +148,7 @@ def claim(session: Session, deployment_id: int, worker: str) -> Claimed | None:
     declared = config.environments[environment.name]
     used = config.environments[environment.name] = environments.effective(environment, declared)
     if deployment.status == DeploymentStatus.pending:
-        if _under_way(session, environment.id, but=deployment.id) is not None:
+        if deployment_under_way(session, environment.id, but=deployment.id) is not None:
             return None  # started when the one under way ends
         build = session.get(Build, release.build_id)
         assert build is not None
@@ -351,7 +214,7 @@ def control_of(session: Session, deployment_id: int) -> tuple[Control | None, st
 
 
 def pause(session: Session, deployment_id: int) -> None:
-    """The worker lets go of a deployment an operator paused; resume hands it to a worker again."""
+    """The worker leaves a deployment an operator paused; resume hands it to a worker again."""
     deployment = session.get(Deployment, deployment_id)
     if deployment is not None:
         deployment.status, deployment.worker, deployment.control = DeploymentStatus.paused, None, None
@@ -397,7 +260,7 @@ def _follow(session: Session, release: Release, after: str) -> list[int]:
             continue
         if environments.auto_deploys(row, declared) and not environments.refusal(row, name, declared, build):
             started.append(
-                _new_deployment(session, release, row, DeployAction.auto, f"auto: after {after}").id
+                new_deployment(session, release, row, DeployAction.auto, f"auto: after {after}").id
             )
     return started
 
@@ -422,23 +285,23 @@ def request_control(session: Session, deployment: Deployment, action: str, actor
             deployment.status, deployment.worker = DeploymentStatus.progressing, None
             return True
         return False
-    raise DeployRefused(409, f"deployment {deployment.id} is {status}: it cannot be {_past(action)} now")
+    raise DeployRefused(f"deployment {deployment.id} is {status}: it cannot be {_past(action)} now")
 
 
 def _past(action: str) -> str:
     return {"pause": "paused", "resume": "resumed", "abort": "aborted"}[action]
 
 
-def let_go(session: Session, deployment_id: int) -> None:
-    """A progressing deployment its worker leaves (it stops): the outbox hands it to another
+def hand_back(session: Session, deployment_id: int) -> None:
+    """A progressing deployment its worker hands back (it stops): the outbox hands it to another
     worker, which goes on from the recorded step."""
     deployment = session.get(Deployment, deployment_id)
     if deployment is not None and deployment.status == DeploymentStatus.progressing:
         deployment.worker = None
 
 
-def release_deployments_of(session: Session, alive: set[str]) -> list[int]:
-    """Let go of the progressing deployments whose worker is not among `alive` (it was lost)."""
+def hand_back_deployments_of(session: Session, alive: set[str]) -> list[int]:
+    """Hand back the progressing deployments whose worker is not among `alive` (it was lost)."""
     query = select(Deployment.id, Deployment.worker).where(
         Deployment.status == DeploymentStatus.progressing, Deployment.worker.is_not(None)
     )
@@ -470,11 +333,6 @@ def lost_deployments(session: Session, *, before: datetime) -> list[int]:
         Deployment.environment_id.not_in(busy),
     )
     return list(session.scalars(query.order_by(Deployment.id).limit(100)))
-
-
-def list_releases(session: Session, project_id: int, limit: int = 50) -> list[Release]:
-    query = select(Release).where(Release.project_id == project_id).order_by(Release.id.desc())
-    return list(session.scalars(query.limit(limit)))
 
 
 def list_environments(session: Session, project_id: int) -> list[tuple[Environment, Deployment | None]]:

@@ -18,6 +18,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from ciserver.pipeline import JobOptions, OptionsError, Retry
 from ciserver.store.models import Build, Job, Project, Status, StopReason, When, utcnow
 from ciserver.store.transitions import ACTIVE, end_job, settle_build
 
@@ -143,12 +144,20 @@ def retry_kind(status: Status, stopped_by: StopReason | None) -> str | None:
 
 def should_retry(job: Job, status: Status, stopped_by: StopReason | None) -> bool:
     """Whether the job's `retry` policy gives it another attempt after this end."""
-    policy = (job.options or {}).get("retry") or {}
+    policy = _retry_policy(job)
     kind = retry_kind(status, stopped_by)
-    if kind is None or job.attempt > int(policy.get("max", 0)):
+    if policy is None or kind is None or job.attempt > policy.max:
         return False
-    when = policy.get("when") or ["always"]
-    return "always" in when or kind in when
+    return policy.covers(kind)
+
+
+def _retry_policy(job: Job) -> Retry | None:
+    """The job's `retry`; none for a row whose options cannot be read (its worker ends it in error
+    with the reason)."""
+    try:
+        return JobOptions.from_stored(job.options).retry
+    except OptionsError:
+        return None
 
 
 def requeue_for_retry(session: Session, job_id: int) -> bool:

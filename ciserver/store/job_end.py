@@ -18,9 +18,9 @@ from typing import Protocol
 from sqlalchemy.orm import Session
 
 from ciserver.store.artifacts import KeptFile, add_artifacts
-from ciserver.store.deployments import release_build
 from ciserver.store.dispatch import Dispatched, advance, requeue_for_retry, should_retry
 from ciserver.store.models import Job, Status, StopReason
+from ciserver.store.releases import deployments_for_green_build
 from ciserver.store.transitions import end_job
 
 
@@ -83,7 +83,7 @@ def end_attempt(
         verdict, status = Verdict.final, end.status if ended else None
         _record_what_it_made(session, job, end)
     dispatched = advance(session, job.build_id, concurrency)
-    return JobEnded(verdict, status, attempt, dispatched, release_build(session, job.build_id))
+    return JobEnded(verdict, status, attempt, dispatched, deployments_for_green_build(session, job.build_id))
 
 
 def end_lost_job(session: Session, job_id: int, reason: str, concurrency: int = 0) -> JobEnded | None:

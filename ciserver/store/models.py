@@ -202,7 +202,7 @@ class Job(Base):
     when: Mapped[When] = mapped_column(default=When.on_success, server_default=text("'on_success'"))
     allow_failure: Mapped[bool] = mapped_column(default=False, server_default=false())
     # What the executor needs beyond the script: services, artifacts, cache, secrets, image_build,
-    # resources, user, network, retry; as the pipeline models dump them.
+    # resources, user, network, retry, environment; as ciserver.pipeline.JobOptions stores them.
     options: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
     attempt: Mapped[int] = mapped_column(default=1, server_default=text("1"))
     # Set when handed to the queue: a queued job without it waits for its `after` jobs or a free slot.

@@ -22,6 +22,10 @@ class ProjectError(ValueError):
     """A registration the server refuses; the message names the field."""
 
 
+class ProjectExists(ProjectError):
+    """A project of that name is registered already (a conflict, not a mistake in the request)."""
+
+
 def check_project_name(name: str) -> str:
     """The forge's repository path: OWNER/NAME, or GROUP/SUBGROUP/NAME on GitLab."""
     if len(name) > 255 or not _NAME.match(name) or name.endswith(".git"):
@@ -61,7 +65,7 @@ def add_project(
     if not secret:
         raise ProjectError("secret: must not be empty (it signs the forge's webhooks)")
     if get_project(session, name) is not None:
-        raise ProjectError(f"name: project {name!r} already exists")
+        raise ProjectExists(f"name: project {name!r} already exists")
     sealed = fernet.encrypt(secret.encode()).decode()
     project = Project(name=name, forge=forge, repo_url=repo_url, secret=sealed, auto_cancel=auto_cancel)
     seal_clone_url(project, fernet)

@@ -4,11 +4,12 @@ same build or job cannot both win, and a canceled build is never started again."
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from ciserver.pipeline import JobOptions
 from ciserver.store.models import Build, Job, Status, When, utcnow
 
 ACTIVE = (Status.queued, Status.running)
@@ -26,7 +27,7 @@ class JobPlan(Protocol):
     after: tuple[str, ...]
     when: str
     allow_failure: bool
-    options: dict[str, Any]
+    options: JobOptions
 
 
 def start_build(session: Session, build_id: int) -> Build | None:
@@ -64,7 +65,7 @@ def add_jobs(session: Session, build_id: int, plan: Sequence[JobPlan]) -> list[J
             after=list(p.after),
             when=When(p.when),
             allow_failure=p.allow_failure,
-            options=dict(p.options),
+            options=p.options.stored(),
         )
         for position, p in enumerate(plan)
     ]

@@ -1,6 +1,7 @@
 """The Docker executor: each job in a fresh container of its image, the workspace at /workspace.
 
-With docker_build (image builds), the only modules that import the docker SDK. `container_config`
+The executor modules (this one, docker_build for image builds, and those they share) are the only
+ones that import the docker SDK: an import contract in pyproject.toml says so. `container_config`
 and `service_config` are the pure translation from a JobSpec to docker-py arguments;
 `DockerExecutor` does the I/O around them.
 """
@@ -34,13 +35,13 @@ from workers.executors.base import (
 )
 from workers.executors.docker_build import ImageBuilder
 from workers.executors.docker_run import (
-    ENGINE_UNREACHABLE,
     JOB_CAPABILITIES,
     PROJECT_LABEL,
     check_image_owner,
     follow,
     hardening,
 )
+from workers.executors.engine_errors import ENGINE_UNREACHABLE, engine_unreachable, image_missing
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def connect_engine() -> docker.DockerClient:
     try:
         return docker.from_env(timeout=120)
     except ENGINE_UNREACHABLE as exc:
-        raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
+        raise engine_unreachable(exc) from None
 
 
 class DockerExecutor:
@@ -170,7 +171,7 @@ class DockerExecutor:
         except APIError as exc:
             raise ExecutorError(f"the Docker Engine refused the job: {exc.explanation or exc}") from None
         except ENGINE_UNREACHABLE as exc:
-            raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
+            raise engine_unreachable(exc) from None
         finally:
             cleanup.close()
 
@@ -232,7 +233,7 @@ class DockerExecutor:
                 f"the Docker Engine could not create the job's network: {exc.explanation}"
             ) from None
         except ENGINE_UNREACHABLE as exc:
-            raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
+            raise engine_unreachable(exc) from None
 
     def _create(self, image: str, config: dict[str, Any]) -> Container:
         try:
@@ -245,18 +246,15 @@ class DockerExecutor:
                 f"the Docker Engine could not create the container {config['name']}: {exc.explanation}"
             ) from None
         except ENGINE_UNREACHABLE as exc:
-            raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
+            raise engine_unreachable(exc) from None
 
     def _pull(self, image: str) -> None:
         if not self.pull:
-            raise ExecutorError(f"image {image!r} is not on this worker's Docker Engine")
+            raise image_missing(image)
         try:
             self.client.images.pull(image)
         except ENGINE_UNREACHABLE as exc:
-            raise ExecutorError(
-                f"image {image!r} is not on this worker's Docker Engine and could not be pulled: "
-                f"{getattr(exc, 'explanation', None) or exc}"
-            ) from None
+            raise image_missing(image, exc) from None
 
     def _create_or_replace(self, config: dict[str, Any]) -> Container:
         with contextlib.suppress(ImageNotFound):  # a missing image is pulled, then checked here again
@@ -322,7 +320,7 @@ class DockerExecutor:
                     self._remove_network(network, force=True)
                     removed.append(network_labels)
         except ENGINE_UNREACHABLE as exc:
-            raise ExecutorError(f"the Docker Engine is unreachable: {exc}") from None
+            raise engine_unreachable(exc) from None
         return _once_per_job(removed)
 
     def build_image(self, spec: ImageBuildSpec, output: OutputSink, stop: threading.Event) -> BuiltImage:

@@ -35,7 +35,6 @@ from workers.executors.build_context import (
     pack_from_image,
 )
 from workers.executors.docker_run import (
-    ENGINE_UNREACHABLE,
     JOB_CAPABILITIES,
     PROJECT_LABEL,
     check_image_owner,
@@ -51,10 +50,10 @@ from workers.executors.dockerfile import (
     stage_named,
     stages_needed,
 )
+from workers.executors.engine_errors import ENGINE_UNREACHABLE, explain
 from workers.executors.image_config import StageState
 from workers.executors.image_store import (
     built_image,
-    explain,
     image_config,
     owner_ids,
     path_kind,

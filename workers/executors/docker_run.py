@@ -8,14 +8,10 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from docker.errors import APIError, DockerException, NotFound
+from docker.errors import APIError, NotFound
 from docker.models.containers import Container
-from requests.exceptions import RequestException
 
 from workers.executors.base import ExecutorError, Limits, OutputSink
-
-# What the docker SDK raises when the engine cannot be reached: not every requests error is wrapped.
-ENGINE_UNREACHABLE = (DockerException, RequestException)
 
 # Every capability is dropped; these few are given back because installing packages as root needs them.
 JOB_CAPABILITIES = (

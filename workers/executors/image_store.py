@@ -23,14 +23,10 @@ from docker.models.containers import Container
 
 from workers.executors.base import BuildFailed, BuiltImage, ExecutorError
 from workers.executors.build_context import Owner
-from workers.executors.docker_run import ENGINE_UNREACHABLE
+from workers.executors.engine_errors import ENGINE_UNREACHABLE, explain, image_missing
 
 SCRATCH = "ciserver/scratch:empty"  # FROM scratch: an image of one empty layer, made once per engine
 _GO_DIR, _GO_LINK = 1 << 31, 1 << 27  # os.FileMode bits in the engine's path stat
-
-
-def explain(exc: BaseException) -> str:
-    return str(getattr(exc, "explanation", None) or exc)
 
 
 def image_config(client: docker.DockerClient, reference: str, *, pull: bool) -> tuple[str, dict[str, Any]]:
@@ -39,15 +35,12 @@ def image_config(client: docker.DockerClient, reference: str, *, pull: bool) -> 
         attrs = client.api.inspect_image(reference)
     except ImageNotFound:
         if not pull:
-            raise ExecutorError(f"image {reference!r} is not on this worker's Docker Engine") from None
+            raise image_missing(reference) from None
         try:
             client.images.pull(reference)
             attrs = client.api.inspect_image(reference)
         except ENGINE_UNREACHABLE as exc:
-            raise ExecutorError(
-                f"image {reference!r} is not on this worker's Docker Engine and could not be pulled: "
-                f"{explain(exc)}"
-            ) from None
+            raise image_missing(reference, exc) from None
     return attrs["Id"], attrs.get("Config") or {}
 
 

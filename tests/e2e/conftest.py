@@ -1,0 +1,92 @@
+"""End-to-end tests: real redis-server, Docker Engine, git repositories and ciserver processes (API and
+workers). Every test in this folder is marked `e2e` here, so none can forget it and `pytest -m "not e2e"`
+runs exactly the fast tests."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from docker.errors import ImageNotFound
+
+from tests.support.engine import BUSYBOX, PYTHON
+from tests.support.server import CiServer
+from workers.executors.docker import DockerExecutor
+
+HERE = Path(__file__).parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def busybox_image() -> str:
+    if subprocess.run(["docker", "image", "inspect", BUSYBOX], capture_output=True).returncode != 0:
+        pytest.fail(f"image {BUSYBOX} is missing: run scripts/build-test-images")
+    return BUSYBOX
+
+
+@pytest.fixture(scope="session")
+def ciserver(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str
+) -> Iterator[CiServer]:
+    """The API and two workers as real processes, sharing one data dir, database and Redis."""
+    root = tmp_path_factory.mktemp("ciserver")
+    server = CiServer(root, redis_url)
+    server.start(workers=2)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# The Docker Engine, for the executor's and the image builder's tests.
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[docker.DockerClient]:
+    engine = docker.from_env()
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def test_images(busybox_image: str, client: docker.DockerClient) -> None:
+    """Fail at once, with the way out, when the locally built test images are missing."""
+    try:
+        client.images.get(PYTHON)
+    except ImageNotFound:
+        pytest.fail(f"image {PYTHON} is missing: run scripts/build-test-images")
+
+
+@pytest.fixture
+def executor(client: docker.DockerClient) -> DockerExecutor:
+    return DockerExecutor(client, pull=False)
+
+
+@pytest.fixture
+def labels(executor: DockerExecutor) -> Iterator[dict[str, str]]:
+    """This test's own label; whatever a failing test left is removed afterwards."""
+    mine = {"ciserver.test": f"executor-{uuid.uuid4().hex[:12]}"}
+    yield mine
+    executor.remove_leftovers(mine, keep=lambda _: False)
+
+
+@pytest.fixture
+def image_tags(client: docker.DockerClient) -> Iterator[list[str]]:
+    """Tags of images a test builds, removed with their intermediate layers afterwards."""
+    tags: list[str] = []
+    yield tags
+    for tag in tags:
+        try:
+            client.images.remove(tag, force=True)
+        except ImageNotFound:
+            pass
