@@ -201,12 +201,17 @@ class Made:
     digest: str = "sha256:2"
 
 
+def two_jobs(session: Session, retry: Retry, first: str, second: str) -> tuple[Job, Job]:
+    """Two jobs of a new build, both dispatched and neither started, with this retry policy."""
+    policy = JobOptions(retry=retry)
+    build_id, _ = new_build(session, [Planned(first, options=policy), Planned(second, options=policy)])
+    return job(session, build_id, first), job(session, build_id, second)
+
+
 def test_a_timeout_is_retried_by_the_reason_it_stopped_not_by_the_words_of_its_error(
     session: Session,
 ) -> None:
-    policy = JobOptions(retry=Retry(max=1, when=["timeout"]))
-    build_id, _ = new_build(session, [Planned("slow", options=policy), Planned("says_so", options=policy)])
-    slow, says_so = job(session, build_id, "slow"), job(session, build_id, "says_so")
+    slow, says_so = two_jobs(session, Retry(max=1, when=["timeout"]), "slow", "says_so")
     for row in (slow, says_so):
         start_job(session, row.id, "w.1")
     stopped = AttemptEnd(Status.failed, error="timed out after 1s", stopped_by=StopReason.timeout)
@@ -238,21 +243,15 @@ def test_an_attempt_handed_back_runs_again_and_the_one_that_ends_leaves_what_it_
     assert ended is not None
     assert (ended.verdict, ended.status, ended.attempt) == (Verdict.final, Status.success, 2)
     assert names(session, ended.dispatched) == ["ship"]
-    package = job(session, build_id, "package")
-    assert (package.image_tag, package.image_id, package.image_digest) == (
-        made.tag,
-        made.image_id,
-        made.digest,
-    )
+    row = job(session, build_id, "package")
+    assert (row.image_tag, row.image_id, row.image_digest) == (made.tag, made.image_id, made.digest)
     assert [a.path for a in artifacts_of_build(session, build_id)] == ["dist/app.tar"]
 
 
 def test_a_lost_job_is_retried_only_while_it_runs_and_an_internal_error_ends_it_whatever_its_policy(
     session: Session,
 ) -> None:
-    policy = JobOptions(retry=Retry(max=2, when=["runner_failure"]))
-    build_id, _ = new_build(session, [Planned("lost", options=policy), Planned("broken", options=policy)])
-    lost, broken = job(session, build_id, "lost"), job(session, build_id, "broken")
+    lost, broken = two_jobs(session, Retry(max=2, when=["runner_failure"]), "lost", "broken")
     assert end_lost_job(session, lost.id, "the worker running it (w.9) was lost") is None  # not running
     start_job(session, lost.id, "w.9")
     start_job(session, broken.id, "w.1")
@@ -264,4 +263,4 @@ def test_a_lost_job_is_retried_only_while_it_runs_and_an_internal_error_ends_it_
     assert ended is not None and (ended.verdict, ended.status) == (Verdict.final, Status.error)
     late = end_attempt(session, broken.id, AttemptEnd(Status.success, 0))  # another worker, too late
     assert late is not None and (late.verdict, late.status) == (Verdict.final, None)
-    assert job(session, build_id, "broken").status == Status.error
+    assert job(session, broken.build_id, "broken").status == Status.error

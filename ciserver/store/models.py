@@ -84,7 +84,8 @@ class When(enum.StrEnum):
 
 
 class StopReason(enum.StrEnum):
-    """Why a job was stopped before it ended by itself: what its retry policy and its log go by."""
+    """Why a job was stopped before it ended by itself: its end's status and error, and whether its
+    retry policy counts it a timeout, go by it."""
 
     timeout = "timeout"
     canceled = "canceled"
