@@ -16,8 +16,9 @@ from redis.exceptions import RedisError
 from sse_starlette.sse import ServerSentEvent
 
 from ciserver.logs import LogStore, stream_key
+from ciserver.states import Status
 from ciserver.store.db import session_scope
-from ciserver.store.models import Job, Status
+from ciserver.store.models import Job
 
 BLOCK_MS = 5000
 POLL_SECONDS = 0.5

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
+from ciserver.states import DeploymentStatus, Status
 from ciserver.store import deployments as store
 from ciserver.store import releases
 from ciserver.store.db import session_scope
-from ciserver.store.models import Deployment, DeploymentStatus, Project, Status, utcnow
+from ciserver.store.models import Deployment, Project, utcnow
 from ciserver.store.projects import add_project
 from tests.support.store import fernet_of, green_build
 

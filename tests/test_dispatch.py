@@ -13,11 +13,12 @@ import pytest
 from sqlalchemy.orm import Session
 
 from ciserver.pipeline import JobOptions, Retry
+from ciserver.states import Status, StopReason
 from ciserver.store.artifacts import artifacts_of_build
 from ciserver.store.db import session_scope
 from ciserver.store.dispatch import advance, play_manual, requeue_for_retry, should_retry
 from ciserver.store.job_end import AttemptEnd, Verdict, end_attempt, end_lost_job
-from ciserver.store.models import Build, Job, Status, StopReason
+from ciserver.store.models import Build, Job
 from ciserver.store.projects import add_project, get_project
 from ciserver.store.transitions import add_jobs, end_job, start_build, start_job
 from tests.support.store import fernet_of

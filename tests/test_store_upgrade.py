@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
 from sqlalchemy.exc import StatementError
 
+from ciserver.states import Status, When
 from ciserver.store.db import engine_for, session_scope
-from ciserver.store.models import Base, Job, ScopedSecret, Status, When
+from ciserver.store.models import Base, Job, ScopedSecret
 from ciserver.store.upgrade import UpgradeError, _add_column
 
 NEW_IN_THIS_RELEASE = {

@@ -21,9 +21,9 @@ from ciserver.deploy.rollout import Outcome, Place, Rollout, RolloutStatus
 from ciserver.deploy.router import Backend, NginxRouter
 from ciserver.deploy.traffic_log import AccessLog
 from ciserver.pipeline import Resources
+from ciserver.states import Control, DeploymentStatus
 from ciserver.store import deployments as store
 from ciserver.store.db import session_scope
-from ciserver.store.models import Control, DeploymentStatus
 from ciserver.store.secrets import SecretError, secret_values
 from workers.context import WorkerContext, current
 from workers.deploy_script import run_script_deploy

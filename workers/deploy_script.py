@@ -20,8 +20,8 @@ from ciserver.deploy.rollout import Journal, Outcome, RolloutStatus, now_text
 from ciserver.masking import Masker
 from ciserver.pipeline import Environment, Resources
 from ciserver.pipeline.environments import DEFAULT_DEPLOY_TIMEOUT
+from ciserver.states import Control
 from ciserver.store.deployments import Claimed
-from ciserver.store.models import Control
 from ciserver.units import format_duration
 from workers.context import WorkerContext
 from workers.executors.base import JobExit, JobSpec

@@ -27,11 +27,12 @@ from ciserver.logs import LogStoreError, LogWriter
 from ciserver.masking import mask_text
 from ciserver.pipeline import JobOptions, OptionsError
 from ciserver.pipeline.fields import DEFAULT_CACHE_KEY, DEFAULT_EXPIRE_IN
+from ciserver.states import Status, StopReason
 from ciserver.store.artifacts import artifacts_for_job
 from ciserver.store.clone_credentials import clone_remote
 from ciserver.store.environments import job_refusal
 from ciserver.store.job_end import AttemptEnd
-from ciserver.store.models import Job, Status, StopReason
+from ciserver.store.models import Job
 from ciserver.store.secrets import SecretError, secret_values
 from ciserver.units import format_duration
 from workers import artifacts, cache

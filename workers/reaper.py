@@ -31,12 +31,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ciserver import queue
 from ciserver.logs import LogStoreError, LogWriter
+from ciserver.states import Status
 from ciserver.store.builds import requeue_builds, unplanned_running_build_ids
 from ciserver.store.db import session_scope
 from ciserver.store.deployments import hand_back_deployments_of
 from ciserver.store.dispatch import Dispatched, jobs_of_lost_workers
 from ciserver.store.job_end import end_lost_job
-from ciserver.store.models import Status, utcnow
+from ciserver.store.models import utcnow
 from workers.context import WorkerContext
 from workers.executors.base import ExecutorError
 from workers.executors.docker_service import DEPLOY_LABEL
@@ -110,7 +111,7 @@ class Reaper:
             handed_back = hand_back_deployments_of(session, alive)
         if requeued or handed_back:
             log.warning(
-                "lost with their workers: builds %s queued again, deployments %s let go",
+                "lost with their workers: builds %s queued again, deployments %s handed back",
                 requeued,
                 handed_back,
             )

@@ -14,12 +14,13 @@ from sqlalchemy import select
 from ciserver import queue
 from ciserver.crypto import SecretKeyError
 from ciserver.pipeline import Pipeline, PipelineError, PlanError, load_pipeline, plan_jobs, push_skip_reason
+from ciserver.states import Status
 from ciserver.store.builds import auto_cancel_older
 from ciserver.store.clone_credentials import clone_remote
 from ciserver.store.db import session_scope
 from ciserver.store.dispatch import Dispatched, advance
 from ciserver.store.job_end import AttemptEnd, JobEnded, Verdict, end_attempt
-from ciserver.store.models import Build, Job, Status
+from ciserver.store.models import Build, Job
 from ciserver.store.transitions import add_jobs, end_build, end_job, start_build, start_job
 from workers.checkout import CheckoutError, ensure_commit, read_file_at
 from workers.context import WorkerContext, current

@@ -10,9 +10,9 @@ from redis.exceptions import RedisError
 from ciserver import queue
 from ciserver.api.deps import MAX_ROW, DatabaseDep, Developer, RedisDep, RowId, Viewer, not_found
 from ciserver.api.schemas import BuildCreated, BuildDetail, BuildList, BuildOut
+from ciserver.states import Status
 from ciserver.store import audit
 from ciserver.store.builds import cancel_build, get_build, list_builds, retry_build
-from ciserver.store.models import Status
 
 router = APIRouter(prefix="/api/v1/builds", tags=["builds"])
 

@@ -8,17 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ciserver.pipeline.fields import Patterns
+from ciserver.states import DeploymentStatus
 from ciserver.store.clone_credentials import shown_repo_url
-from ciserver.store.models import (
-    Artifact,
-    Build,
-    Deployment,
-    DeploymentStatus,
-    Job,
-    Project,
-    Release,
-    Token,
-)
+from ciserver.store.models import Artifact, Build, Deployment, Job, Project, Release, Token
 from ciserver.store.projects import MIN_WEBHOOK_SECRET, webhook_path
 
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from ciserver.deploy.router import Backend, RouterError
 from ciserver.deploy.traffic_log import AccessLog
 from ciserver.pipeline import Strategy
-from ciserver.store.models import Control
+from ciserver.states import Control
 
 COLORS = ("blue", "green")
 UNHEALTHY_IN_A_ROW = 3  # one missed check during a step is noise; three are a verdict

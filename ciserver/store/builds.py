@@ -10,7 +10,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from ciserver.store.models import Build, Delivery, Job, Project, Status, utcnow
+from ciserver.states import Status
+from ciserver.store.models import Build, Delivery, Job, Project, utcnow
 
 
 @dataclass(frozen=True)

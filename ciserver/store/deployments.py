@@ -18,18 +18,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ciserver.pipeline import DeployConfig
+from ciserver.states import Control, DeployAction, DeploymentStatus
 from ciserver.store import environments
-from ciserver.store.models import (
-    Build,
-    Control,
-    DeployAction,
-    Deployment,
-    DeploymentStatus,
-    Environment,
-    Project,
-    Release,
-    utcnow,
-)
+from ciserver.store.models import Build, Deployment, Environment, Project, Release, utcnow
 
 UNDER_WAY = (DeploymentStatus.progressing, DeploymentStatus.paused)
 

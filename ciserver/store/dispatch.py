@@ -19,7 +19,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from ciserver.pipeline import JobOptions, OptionsError, Retry
-from ciserver.store.models import Build, Job, Project, Status, StopReason, When, utcnow
+from ciserver.states import Status, StopReason, When
+from ciserver.store.models import Build, Job, Project, utcnow
 from ciserver.store.transitions import ACTIVE, end_job, settle_build
 
 MANUAL_WAITING = "manual job: start it with POST /api/v1/jobs/{id}/play"

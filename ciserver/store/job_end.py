@@ -17,9 +17,10 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+from ciserver.states import Status, StopReason
 from ciserver.store.artifacts import KeptFile, add_artifacts
 from ciserver.store.dispatch import Dispatched, advance, requeue_for_retry, should_retry
-from ciserver.store.models import Job, Status, StopReason
+from ciserver.store.models import Job
 from ciserver.store.releases import deployments_for_green_build
 from ciserver.store.transitions import end_job
 

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ciserver.pipeline import DeployConfig
+from ciserver.states import DeployAction, DeploymentStatus, Status
 from ciserver.store import environments
 from ciserver.store.deployments import (
     DeployRefused,
@@ -22,17 +23,7 @@ from ciserver.store.deployments import (
     new_deployment,
 )
 from ciserver.store.environments import on_default_branch
-from ciserver.store.models import (
-    Build,
-    DeployAction,
-    Deployment,
-    DeploymentStatus,
-    Environment,
-    Job,
-    Project,
-    Release,
-    Status,
-)
+from ciserver.store.models import Build, Deployment, Environment, Job, Project, Release
 
 
 def deployments_for_green_build(session: Session, build_id: int) -> list[int]:

@@ -10,7 +10,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ciserver.pipeline import JobOptions
-from ciserver.store.models import Build, Job, Status, When, utcnow
+from ciserver.states import Status, When
+from ciserver.store.models import Build, Job, utcnow
 
 ACTIVE = (Status.queued, Status.running)
 

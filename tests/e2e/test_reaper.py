@@ -16,8 +16,9 @@ from rq import Queue, Worker
 
 from ciserver import queue
 from ciserver.config import Settings
+from ciserver.states import Status
 from ciserver.store.db import session_scope
-from ciserver.store.models import Build, Job, Status, utcnow
+from ciserver.store.models import Build, Job, utcnow
 from ciserver.store.projects import add_project
 from tests.support.services import redis_database
 from tests.support.store import fernet_of

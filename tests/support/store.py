@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 from ciserver.config import Settings
 from ciserver.crypto import load_fernet
 from ciserver.pipeline import load_pipeline
+from ciserver.states import Status
 from ciserver.store.db import session_scope
-from ciserver.store.models import Build, Job, Project, Role, Status
+from ciserver.store.models import Build, Job, Project, Role
 from ciserver.store.tokens import create_token
 
 
