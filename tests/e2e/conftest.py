@@ -15,6 +15,7 @@ from docker.errors import ImageNotFound
 
 from tests.support.engine import BUSYBOX, PYTHON
 from tests.support.server import CiServer
+from tests.support.services import redis_database
 from workers.executors.docker import DockerExecutor
 
 HERE = Path(__file__).parent
@@ -38,9 +39,12 @@ def busybox_image() -> str:
 def ciserver(
     tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str
 ) -> Iterator[CiServer]:
-    """The API and two workers as real processes, sharing one data dir, database and Redis."""
+    """The API and two workers as real processes, sharing one data dir, database and Redis.
+
+    It lives until the run ends, so it has a Redis database of its own: its workers must not take
+    what the fast tests put on database 0's queues to look at."""
     root = tmp_path_factory.mktemp("ciserver")
-    server = CiServer(root, redis_url)
+    server = CiServer(root, redis_database(redis_url, 1))
     server.start(workers=2)
     try:
         yield server
