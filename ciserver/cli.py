@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from ciserver.cli_common import fail
+from ciserver.cli_db import db_app
 from ciserver.cli_environment import environment_app
 from ciserver.cli_secret import secret_app
 from ciserver.cli_token import token_app
@@ -26,6 +27,7 @@ app.add_typer(project_app, name="project")
 app.add_typer(token_app, name="token")
 app.add_typer(secret_app, name="secret")
 app.add_typer(environment_app, name="environment")
+app.add_typer(db_app, name="db")
 
 Host = Annotated[str, typer.Option(help="Address to listen on; keep it on loopback behind a proxy.")]
 Port = Annotated[int, typer.Option(help="Port of the HTTP API and webhooks.")]
@@ -37,13 +39,15 @@ class ForgeName(StrEnum):
 
 
 def _check_server_key(settings: Settings) -> None:
-    """Refuse to start with a key that cannot read the database's secrets (see store.key_check)."""
+    """Refuse to start with a key that cannot read the database's secrets (see store.key_check), or on
+    a database an earlier release made until `ciserver db upgrade` has run (see store.schema)."""
     from ciserver.crypto import SecretKeyError
     from ciserver.store.key_check import open_server_key
+    from ciserver.store.schema import SchemaOutOfDate
 
     try:
         open_server_key(settings)
-    except SecretKeyError as exc:
+    except (SecretKeyError, SchemaOutOfDate) as exc:
         raise fail(str(exc)) from None
 
 

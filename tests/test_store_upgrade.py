@@ -1,18 +1,27 @@
-"""A data dir made by an earlier release opens with this one: the new columns are added, with
-their defaults for the rows already there, and the state columns read its rows as they are."""
+"""A data dir made by an earlier release: the server refuses it until `ciserver db upgrade` has run,
+which adds the new columns with their defaults for the rows already there; the migrations and the
+models agree; and the state columns read an earlier release's rows as they are."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
+from alembic import command
+from fastapi.testclient import TestClient
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, text
 from sqlalchemy.exc import StatementError
+from typer.testing import CliRunner
 
+from ciserver.app import create_app
+from ciserver.cli import app as cli_app
+from ciserver.config import Settings, get_settings
 from ciserver.states import Status, When
-from ciserver.store.db import engine_for, session_scope
+from ciserver.store.db import engine_for, make_engine, session_scope
 from ciserver.store.models import Base, Job, ScopedSecret
+from ciserver.store.schema import SchemaOutOfDate, alembic_config, current, differences, head
 from ciserver.store.upgrade import UpgradeError, _add_column
 
 NEW_IN_THIS_RELEASE = {
@@ -34,30 +43,66 @@ NEW_IN_THIS_RELEASE = {
 }
 
 
-def test_an_older_database_gains_the_new_columns_and_keeps_its_rows(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    Base.metadata.create_all(create_engine(f"sqlite:///{path}"))
-    with sqlite3.connect(path) as db:
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """The data dir's settings; its database URL is the one to parametrize for other databases."""
+    return Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'ciserver.db'}")
+
+
+@pytest.fixture
+def cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    monkeypatch.setenv("CISERVER_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("CISERVER_DATABASE_URL", settings.db_url)
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+def make_previous_release_database(url: str) -> None:
+    """The tables as the release before migrations left them: without the columns, index and table
+    added since, with no alembic_version, and with a build and its job in them."""
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    with engine.begin() as db:
         for table, columns in NEW_IN_THIS_RELEASE.items():
             for column in columns:
-                db.execute(f'ALTER TABLE {table} DROP COLUMN "{column}"')
-        db.execute("DROP INDEX ix_builds_project_sha")  # new in this release too
-        db.execute("DROP TABLE scoped_secrets")
+                db.execute(text(f'ALTER TABLE {table} DROP COLUMN "{column}"'))
+        db.execute(text("DROP INDEX ix_builds_project_sha"))
+        db.execute(text("DROP TABLE scoped_secrets"))
         db.execute(
-            "INSERT INTO projects (name, forge, repo_url, secret, created_at)"
-            " VALUES ('o/r', 'github', 'u', 's', '2026-01-01')"
+            text(
+                "INSERT INTO projects (name, forge, repo_url, secret, created_at)"
+                " VALUES ('o/r', 'github', 'u', 's', '2026-01-01')"
+            )
         )
         db.execute(
-            "INSERT INTO builds (project_id, ref, sha, message, author, status, created_at)"
-            " VALUES (1, 'refs/heads/main', 'a', '', '', 'success', '2026-01-01')"
+            text(
+                "INSERT INTO builds (project_id, ref, sha, message, author, status, created_at)"
+                " VALUES (1, 'refs/heads/main', 'a', '', '', 'success', '2026-01-01')"
+            )
         )
         db.execute(
-            "INSERT INTO jobs (build_id, position, name, stage, image, script, env, timeout, after, status)"
-            " VALUES (1, 0, 'unit', 'test', 'i', '[]', '{}', 60, '[]', 'success')"
+            text(
+                "INSERT INTO jobs (build_id, position, name, stage, image, script, env, timeout, after,"
+                " status) VALUES (1, 0, 'unit', 'test', 'i', '[]', '{}', 60, '[]', 'success')"
+            )
         )
+    engine.dispose()
 
-    url = f"sqlite:///{path}"
-    engine_for(url)
+
+def test_a_previous_release_database_is_refused_until_db_upgrade_then_keeps_its_rows(
+    settings: Settings, cli: CliRunner
+) -> None:
+    url = settings.db_url
+    make_previous_release_database(url)
+    with pytest.raises(SchemaOutOfDate, match="run `ciserver db upgrade`"):
+        engine_for(url)
+
+    result = cli.invoke(cli_app, ["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    assert f"adopted a database from before migrations at revision {head()}" in result.output
+    assert "builds.ix_builds_project_sha" in result.output
+
     with session_scope(url) as session:
         job = session.get(Job, 1)
         assert job is not None
@@ -70,9 +115,64 @@ def test_an_older_database_gains_the_new_columns_and_keeps_its_rows(tmp_path: Pa
         )
         assert job.build.project.auto_cancel is None
         assert session.query(ScopedSecret).count() == 0  # its table made
-    with sqlite3.connect(path) as db:
-        indexes = {row[1] for row in db.execute("PRAGMA index_list(builds)")}
-    assert "ix_builds_project_sha" in indexes
+    with engine_for(url).connect() as connection:
+        assert current(connection) == head()
+        assert differences(connection) == []
+
+
+def test_the_server_refuses_an_out_of_date_database_naming_the_command_and_starts_after_it(
+    settings: Settings, cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_previous_release_database(settings.db_url)
+    monkeypatch.setenv("CISERVER_REDIS_URL", "redis://127.0.0.1:1")  # refused before it is used
+    for command_line in (["serve"], ["worker", "--burst"], ["up"]):
+        refused = cli.invoke(cli_app, command_line)
+        assert refused.exit_code == 2, refused.output
+        assert "release from before schema migrations" in refused.output
+        assert "run `ciserver db upgrade`" in refused.output
+    with pytest.raises(SchemaOutOfDate), TestClient(create_app(settings, outbox=False)):
+        pass
+
+    assert cli.invoke(cli_app, ["db", "upgrade"]).exit_code == 0
+    with TestClient(create_app(settings, outbox=False)) as client:
+        assert client.get("/healthz").status_code == 200
+
+
+def test_db_upgrade_twice_is_harmless_and_db_current_says_where_it_is(
+    settings: Settings, cli: CliRunner
+) -> None:
+    make_previous_release_database(settings.db_url)
+    assert "run `ciserver db upgrade`" in cli.invoke(cli_app, ["db", "current"]).output
+    assert cli.invoke(cli_app, ["db", "upgrade"]).exit_code == 0
+    again = cli.invoke(cli_app, ["db", "upgrade"])
+    assert again.exit_code == 0, again.output
+    assert again.output == f"already at revision {head()}\n"
+    assert cli.invoke(cli_app, ["db", "current"]).output == f"database: {head()}\nthis release: {head()}\n"
+    with session_scope(settings.db_url) as session:
+        assert session.get(Job, 1) is not None
+
+
+def test_db_upgrade_makes_a_new_database_at_the_newest_revision(settings: Settings, cli: CliRunner) -> None:
+    result = cli.invoke(cli_app, ["db", "upgrade"])
+    assert result.output == f"made the tables at revision {head()}\n"
+    engine_for(settings.db_url)  # not refused
+
+
+def test_the_migrations_make_the_schema_the_models_describe(settings: Settings) -> None:
+    """A model changed without a migration fails here: run the migrations on an empty database and
+    compare with autogenerate."""
+    engine = make_engine(settings.db_url)
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "head")
+        assert current(connection) == head()
+        assert differences(connection) == []
+    engine.dispose()
+
+
+def test_a_new_database_is_made_at_the_newest_revision(settings: Settings) -> None:
+    with engine_for(settings.db_url).connect() as connection:
+        assert current(connection) == head()
+        assert differences(connection) == []
 
 
 def test_a_new_required_column_without_a_default_is_refused_with_a_clear_message() -> None:

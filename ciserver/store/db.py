@@ -10,8 +10,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from ciserver.store.models import Base
-from ciserver.store.upgrade import add_missing_columns_and_indexes
+from ciserver.store.schema import open_schema
 
 
 def make_engine(url: str) -> Engine:
@@ -45,10 +44,10 @@ def make_engine(url: str) -> Engine:
 
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
-    """The process-wide engine for `url`, with its tables created and brought up to date."""
+    """The process-wide engine for `url`: a new database gets its tables; an out-of-date one is refused
+    (store.schema.SchemaOutOfDate, naming `ciserver db upgrade`)."""
     engine = make_engine(url)
-    Base.metadata.create_all(engine)
-    add_missing_columns_and_indexes(engine)
+    open_schema(engine)
     return engine
 
 
