@@ -5,6 +5,8 @@ models agree; and the state columns read an earlier release's rows as they are."
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -213,3 +215,14 @@ def test_state_columns_keep_their_values_as_text_and_read_them_back_as_enums(tmp
     refused = pytest.raises(StatementError, match="'later' is not among the defined enum values")
     with refused, session_scope(url) as session:
         session.get(Job, 1).when = "later"  # type: ignore[union-attr,assignment]
+
+
+def test_processes_starting_together_on_a_new_database_all_start(settings: Settings) -> None:
+    """The API and the workers of a new deployment start at once: one makes the tables, none fails."""
+    start = f"from ciserver.store.db import engine_for; engine_for({settings.db_url!r})"
+    starts = [
+        subprocess.Popen([sys.executable, "-c", start], stderr=subprocess.PIPE, text=True) for _ in range(3)
+    ]
+    assert [(process.wait(60), process.stderr.read()) for process in starts] == [(0, "")] * 3  # type: ignore[union-attr]
+    with engine_for(settings.db_url).connect() as connection:
+        assert current(connection) == head()

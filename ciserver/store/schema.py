@@ -16,7 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, inspect
+from sqlalchemy import Connection, Engine, inspect, text
 
 from ciserver.store.models import Base
 from ciserver.store.upgrade import UpgradeError, add_missing_columns_and_indexes
@@ -52,7 +52,8 @@ def current(connection: Connection) -> str | None:
 
 def open_schema(engine: Engine) -> None:
     """Make a new database at the newest revision; refuse one at an older revision, naming the command."""
-    with engine.begin() as connection:  # SQLite: BEGIN IMMEDIATE, so concurrent first starts take turns
+    with engine.begin() as connection:
+        _take_turns(connection)
         if _is_empty(connection):
             _create_at_head(connection)
             return
@@ -69,6 +70,7 @@ def open_schema(engine: Engine) -> None:
 def upgrade(engine: Engine) -> str:
     """Bring the database to the newest revision, whatever it is at; says what was done."""
     with engine.begin() as connection:
+        _take_turns(connection)
         if _is_empty(connection):
             _create_at_head(connection)
             return f"made the tables at revision {head()}"
@@ -98,6 +100,14 @@ def _adopt(connection: Connection) -> str:
     return f"adopted a database from before migrations at revision {head()}" + (
         f", adding {', '.join(added)}" if added else ""
     )
+
+
+def _take_turns(connection: Connection) -> None:
+    """Hold every other process's schema work off until this transaction ends: the API and the workers
+    of a new deployment start together on one empty database, and only one may make the tables.
+    SQLite's BEGIN IMMEDIATE (store.db) already does; PostgreSQL takes a transaction's advisory lock."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('ciserver schema'))"))
 
 
 def _is_empty(connection: Connection) -> bool:
