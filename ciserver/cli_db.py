@@ -39,7 +39,7 @@ def db_upgrade() -> None:
 def db_current() -> None:
     """The database's revision and this release's, and whether `ciserver db upgrade` is needed."""
     from ciserver.store.db import make_engine
-    from ciserver.store.schema import current, head
+    from ciserver.store.schema import HEAD, current
 
     engine = make_engine(get_settings().db_url)
     try:
@@ -47,6 +47,6 @@ def db_current() -> None:
             at = current(connection)
     finally:
         engine.dispose()
-    typer.echo(f"database: {at or 'none'}\nthis release: {head()}")
-    if at != head():
+    typer.echo(f"database: {at or 'none'}\nthis release: {HEAD}")
+    if at != HEAD:
         typer.echo("run `ciserver db upgrade`")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, text
 from sqlalchemy.exc import StatementError
@@ -23,7 +24,7 @@ from ciserver.config import Settings, get_settings
 from ciserver.states import Status, When
 from ciserver.store.db import engine_for, make_engine, session_scope
 from ciserver.store.models import Base, Job, ScopedSecret
-from ciserver.store.schema import SchemaOutOfDate, alembic_config, current, differences, head
+from ciserver.store.schema import HEAD, SchemaOutOfDate, alembic_config, current, differences
 from ciserver.store.upgrade import UpgradeError, _add_column
 
 NEW_IN_THIS_RELEASE = {
@@ -102,7 +103,7 @@ def test_a_previous_release_database_is_refused_until_db_upgrade_then_keeps_its_
 
     result = cli.invoke(cli_app, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert f"adopted a database from before migrations at revision {head()}" in result.output
+    assert f"adopted a database from before migrations at revision {HEAD}" in result.output
     assert "builds.ix_builds_project_sha" in result.output
 
     with session_scope(url) as session:
@@ -118,7 +119,7 @@ def test_a_previous_release_database_is_refused_until_db_upgrade_then_keeps_its_
         assert job.build.project.auto_cancel is None
         assert session.query(ScopedSecret).count() == 0  # its table made
     with engine_for(url).connect() as connection:
-        assert current(connection) == head()
+        assert current(connection) == HEAD
         assert differences(connection) == []
 
 
@@ -148,15 +149,37 @@ def test_db_upgrade_twice_is_harmless_and_db_current_says_where_it_is(
     assert cli.invoke(cli_app, ["db", "upgrade"]).exit_code == 0
     again = cli.invoke(cli_app, ["db", "upgrade"])
     assert again.exit_code == 0, again.output
-    assert again.output == f"already at revision {head()}\n"
-    assert cli.invoke(cli_app, ["db", "current"]).output == f"database: {head()}\nthis release: {head()}\n"
+    assert again.output == f"already at revision {HEAD}\n"
+    assert cli.invoke(cli_app, ["db", "current"]).output == f"database: {HEAD}\nthis release: {HEAD}\n"
     with session_scope(settings.db_url) as session:
         assert session.get(Job, 1) is not None
 
 
+def test_a_database_a_newer_release_upgraded_is_refused_saying_so(settings: Settings, cli: CliRunner) -> None:
+    engine_for(settings.db_url)
+    with session_scope(settings.db_url) as session:
+        session.execute(text("UPDATE alembic_version SET version_num = 'fffffff'"))
+    engine_for.cache_clear()
+    with pytest.raises(SchemaOutOfDate, match="revision fffffff, which this release does not know"):
+        engine_for(settings.db_url)
+    refused = cli.invoke(cli_app, ["db", "upgrade"])
+    assert refused.exit_code == 2
+    assert "revision fffffff, which a newer release made" in refused.output
+
+
+def test_an_index_the_models_no_longer_have_does_not_stop_the_adoption(
+    settings: Settings, cli: CliRunner
+) -> None:
+    make_previous_release_database(settings.db_url)
+    with make_engine(settings.db_url).begin() as db:
+        db.execute(text("CREATE INDEX ix_builds_dropped_since ON builds (ref)"))
+    assert cli.invoke(cli_app, ["db", "upgrade"]).exit_code == 0
+    engine_for(settings.db_url)  # not refused
+
+
 def test_db_upgrade_makes_a_new_database_at_the_newest_revision(settings: Settings, cli: CliRunner) -> None:
     result = cli.invoke(cli_app, ["db", "upgrade"])
-    assert result.output == f"made the tables at revision {head()}\n"
+    assert result.output == f"made the tables at revision {HEAD}\n"
     engine_for(settings.db_url)  # not refused
 
 
@@ -166,14 +189,19 @@ def test_the_migrations_make_the_schema_the_models_describe(settings: Settings) 
     engine = make_engine(settings.db_url)
     with engine.begin() as connection:
         command.upgrade(alembic_config(connection), "head")
-        assert current(connection) == head()
+        assert current(connection) == HEAD
         assert differences(connection) == []
     engine.dispose()
 
 
+def test_the_newest_revision_is_the_one_the_check_expects() -> None:
+    """store.schema names the head itself, so that starting a process need not import Alembic."""
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD
+
+
 def test_a_new_database_is_made_at_the_newest_revision(settings: Settings) -> None:
     with engine_for(settings.db_url).connect() as connection:
-        assert current(connection) == head()
+        assert current(connection) == HEAD
         assert differences(connection) == []
 
 
@@ -225,4 +253,4 @@ def test_processes_starting_together_on_a_new_database_all_start(settings: Setti
     ]
     assert [(process.wait(60), process.stderr.read()) for process in starts] == [(0, "")] * 3  # type: ignore[union-attr]
     with engine_for(settings.db_url).connect() as connection:
-        assert current(connection) == head()
+        assert current(connection) == HEAD

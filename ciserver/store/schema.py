@@ -4,24 +4,29 @@ A process that uses the database (API, workers, CLI) only checks: a database beh
 refused with the command that upgrades it, since code running on a schema it was not written for
 fails later and less clearly. A new, empty database is made at the newest revision at once, so a
 first start needs no step. `ciserver db upgrade` is the one place that changes an existing schema.
+
+Alembic is imported only where it works (a new database, `ciserver db`): the check every process
+makes reads the version table itself, since importing Alembic would add a good part of a second to
+every start of a command.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
 
 from ciserver.store.models import Base
 from ciserver.store.upgrade import UpgradeError, add_missing_columns_and_indexes
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+HEAD = "0001"
+"""The newest revision under migrations/versions: the schema the models describe (a test checks it)."""
+VERSION_TABLE = "alembic_version"
 UPGRADE_COMMAND = "ciserver db upgrade"
 
 
@@ -31,23 +36,19 @@ class SchemaOutOfDate(RuntimeError):
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic's configuration, made here: an installed ciserver has no alembic.ini to read."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     return config
 
 
-@lru_cache(maxsize=1)
-def head() -> str:
-    """The newest revision: the schema this release's models describe."""
-    revision = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert revision is not None
-    return revision
-
-
 def current(connection: Connection) -> str | None:
     """The database's revision; None when it has none (empty, or made before migrations)."""
-    return MigrationContext.configure(connection).get_current_revision()
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    return connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
 
 
 def open_schema(engine: Engine) -> None:
@@ -58,46 +59,62 @@ def open_schema(engine: Engine) -> None:
             _create_at_head(connection)
             return
         at = current(connection)
-    if at != head():
+    if at != HEAD and at is not None and not _known(at):
+        raise SchemaOutOfDate(
+            f"the database is at revision {at}, which this release does not know: a newer release "
+            "upgraded it, so run that release (or restore the backup taken before its upgrade)"
+        )
+    if at != HEAD:
         made_by = f"at revision {at}" if at else "made by a release from before schema migrations"
         raise SchemaOutOfDate(
             f"the database ({engine.url.render_as_string(hide_password=True)}) is {made_by}, and this "
-            f"release needs revision {head()}: stop the server and workers, back it up, and run "
+            f"release needs revision {HEAD}: stop the server and workers, back it up, and run "
             f"`{UPGRADE_COMMAND}`"
         )
 
 
 def upgrade(engine: Engine) -> str:
     """Bring the database to the newest revision, whatever it is at; says what was done."""
+    from alembic import command
+
     with engine.begin() as connection:
         _take_turns(connection)
         if _is_empty(connection):
             _create_at_head(connection)
-            return f"made the tables at revision {head()}"
+            return f"made the tables at revision {HEAD}"
         at = current(connection)
         if at is None:
             return _adopt(connection)
-        if at == head():
+        if at == HEAD:
             return f"already at revision {at}"
-        command.upgrade(alembic_config(connection), "head")
-        return f"upgraded from revision {at} to {head()}"
+        if not _known(at):
+            raise UpgradeError(f"the database is at revision {at}, which a newer release made")
+        command.upgrade(alembic_config(connection), HEAD)
+        return f"upgraded from revision {at} to {HEAD}"
 
 
 def differences(connection: Connection) -> list[object]:
     """What the database lacks or has beyond the models, as Alembic's autogenerate finds it."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
     return compare_metadata(MigrationContext.configure(connection), Base.metadata)
 
 
 def _adopt(connection: Connection) -> str:
     """A database from before migrations: add the columns and indexes it lacks (all earlier releases
     only ever added some), check that it now matches the models, and record it at the newest revision."""
+    from alembic import command
+
     Base.metadata.create_all(connection)  # tables new since its release
     added = add_missing_columns_and_indexes(connection)
-    left = differences(connection)
+    # What the models no longer have (an index or column an earlier release dropped from them) is
+    # left as it was, as the additive upgrade always did; anything else this release would trip on.
+    left = [change for change in differences(connection) if not _is_removal(change)]
     if left:
         raise UpgradeError(f"the database still differs from this release's schema: {left}")
-    command.stamp(alembic_config(connection), "head")
-    return f"adopted a database from before migrations at revision {head()}" + (
+    command.stamp(alembic_config(connection), HEAD)
+    return f"adopted a database from before migrations at revision {HEAD}" + (
         f", adding {', '.join(added)}" if added else ""
     )
 
@@ -110,10 +127,26 @@ def _take_turns(connection: Connection) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('ciserver schema'))"))
 
 
+def _known(revision: str) -> bool:
+    from alembic.script import ScriptDirectory
+
+    return revision in {
+        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+    }
+
+
+def _is_removal(change: object) -> bool:
+    first = change[0] if isinstance(change, list) else change  # column changes come as lists
+    return isinstance(first, tuple) and str(first[0]).startswith("remove_")
+
+
 def _is_empty(connection: Connection) -> bool:
     return not inspect(connection).get_table_names()
 
 
 def _create_at_head(connection: Connection) -> None:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     Base.metadata.create_all(connection)
-    MigrationContext.configure(connection).stamp(ScriptDirectory.from_config(alembic_config()), "head")
+    MigrationContext.configure(connection).stamp(ScriptDirectory.from_config(alembic_config()), HEAD)
