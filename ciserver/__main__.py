@@ -1,5 +1,5 @@
 """`python -m ciserver`: the same as the `ciserver` command."""
 
-from ciserver.cli import app
+from ciserver.cli import main
 
-app()
+main()

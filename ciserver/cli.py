@@ -219,3 +219,14 @@ def version() -> None:
     from ciserver import __version__
 
     typer.echo(__version__)
+
+
+def main() -> None:
+    """The `ciserver` command: any sub-command that opens the database refuses an out-of-date schema
+    with the same one-line error as `up` does, not a traceback."""
+    from ciserver.store.schema import SchemaOutOfDate
+
+    try:
+        app()
+    except SchemaOutOfDate as exc:
+        raise SystemExit(fail(str(exc)).exit_code) from None

@@ -141,6 +141,18 @@ def test_the_server_refuses_an_out_of_date_database_naming_the_command_and_start
         assert client.get("/healthz").status_code == 200
 
 
+def test_every_command_that_opens_the_database_refuses_it_in_one_line(settings: Settings) -> None:
+    make_previous_release_database(settings.db_url)
+    env = {"PATH": "/usr/bin:/bin", "CISERVER_DATA_DIR": str(settings.data_dir)}
+    for command_line in (["token", "create", "--role", "admin"], ["project", "list"]):
+        refused = subprocess.run(
+            [sys.executable, "-m", "ciserver", *command_line], env=env, capture_output=True, text=True
+        )
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.startswith("error: ") and "run `ciserver db upgrade`" in refused.stderr
+        assert "Traceback" not in refused.stderr
+
+
 def test_db_upgrade_twice_is_harmless_and_db_current_says_where_it_is(
     settings: Settings, cli: CliRunner
 ) -> None:
