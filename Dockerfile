@@ -4,24 +4,32 @@
 # Build arguments:
 #   BASE_IMAGE  a Debian-based image with python3 3.11+ (default: the public python:3.11-slim)
 #   WHEELHOUSE  a folder of the build context holding the wheels of ciserver, of its dependencies
-#               and of pip, made on the host with `pip wheel --wheel-dir DIR . pip`. Empty (the
+#               and of pip, made with `pip wheel --wheel-dir DIR . pip` by a Python of the same
+#               version as the base's (markers such as python_full_version; see
+#               tests/support/wheelhouse.py, which checks it with the base's own Python). Empty (the
 #               default): the build stage makes them itself, which needs pip in the base image and
 #               access to the package index. Set it when the build cannot reach the index, or on a
 #               base without pip.
 ARG BASE_IMAGE=python:3.11-slim
 
-# Build stage: every wheel the runtime stage installs, and nothing else it keeps.
-FROM ${BASE_IMAGE} AS wheels
+# Build stage: the wheels of ciserver and its dependencies, installed into a virtual environment
+# the runtime stage copies whole (same base, same path), so no wheel ends up in a runtime layer.
+FROM ${BASE_IMAGE} AS build
 ARG WHEELHOUSE=
 WORKDIR /src
 COPY . .
-# The dependencies are read from pyproject.toml by pip itself: nothing here lists them again.
+# The dependencies are read from pyproject.toml by pip itself: nothing here lists them again. pip
+# runs from its own wheel, so the base needs neither pip nor ensurepip (Debian's python3 has
+# neither), and the venv keeps no pip.
 RUN set -eu; mkdir /wheels; \
     if [ -n "$WHEELHOUSE" ]; then cp "$WHEELHOUSE"/*.whl /wheels/; \
     else python3 -m pip wheel --no-cache-dir --wheel-dir /wheels . pip; fi; \
-    ls /wheels/ciserver-*.whl /wheels/pip-*.whl >/dev/null
+    python3 -m venv --without-pip /opt/ciserver; \
+    pip=$(ls /wheels/pip-*.whl); \
+    /opt/ciserver/bin/python "$pip/pip" install --no-cache-dir --no-index --find-links /wheels \
+      --disable-pip-version-check ciserver
 
-# Runtime stage: a virtual environment with ciserver, git, and an unprivileged user.
+# Runtime stage: the virtual environment, git, and an unprivileged user.
 FROM ${BASE_IMAGE}
 # git clones the projects; the Docker Engine is reached through its socket with the docker SDK, so
 # no docker CLI. Bases that ship git (the tests' base) skip apt altogether.
@@ -33,14 +41,6 @@ RUN set -eu; \
     useradd --system --uid 10001 --user-group --home-dir /var/lib/ciserver --no-create-home \
       --shell /usr/sbin/nologin ciserver; \
     install -d -o ciserver -g ciserver -m 0750 /var/lib/ciserver
-# pip runs from its own wheel, so the base needs neither pip nor ensurepip (Debian's python3 has
-# neither); the venv keeps no pip either.
-COPY --from=wheels /wheels /tmp/wheels
-RUN set -eu; python3 -m venv --without-pip /opt/ciserver; \
-    pip=$(ls /tmp/wheels/pip-*.whl); \
-    /opt/ciserver/bin/python "$pip/pip" install --no-cache-dir --no-index --find-links /tmp/wheels \
-      --disable-pip-version-check --no-compile ciserver; \
-    rm -rf /tmp/wheels; /opt/ciserver/bin/python -m compileall -q /opt/ciserver >/dev/null || true
 
 ENV PATH=/opt/ciserver/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -57,3 +57,5 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python3", "-c", "import sys, urllib.request as u; sys.exit(u.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status != 200)"]
 ENTRYPOINT ["ciserver"]
 CMD ["serve", "--host", "0.0.0.0", "--port", "8080"]
+# Last: with the legacy builder each instruction after a changed layer costs a step of its own.
+COPY --from=build /opt/ciserver /opt/ciserver
