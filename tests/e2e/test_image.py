@@ -1,6 +1,7 @@
 """The image of ciserver as an operator builds and runs it: built from the top-level Dockerfile on
 the tests' local base (wheels from the host, see tests/support/wheelhouse.py), its health check
-turns healthy, a token made inside the container opens the API, and the server is not root."""
+turns healthy, a token made inside the container opens the API, the server is not root, and a
+worker's user reaches the engine's socket through the socket's group alone."""
 
 from __future__ import annotations
 
@@ -20,8 +21,7 @@ from tests.support.wheelhouse import build_wheelhouse
 
 ROOT = Path(__file__).parents[2]
 IMAGE = "ciserver-test/ciserver:latest"
-# What pip needs to build ciserver's wheel, and the Dockerfile's own files.
-SOURCES = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "ciserver", "workers")
+SOCKET = Path("/var/run/docker.sock")
 
 
 def docker(*args: str) -> str:
@@ -33,12 +33,15 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> str:
     if subprocess.run(["docker", "image", "inspect", PYTHON], capture_output=True).returncode != 0:
         pytest.fail(f"image {PYTHON} is missing: run scripts/build-test-images")
     context = tmp_path_factory.mktemp("image-context")
-    for name in SOURCES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, context / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, context / name)
+    # The checkout as git sees it, uncommitted files included; .dockerignore then does its part.
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, check=True, capture_output=True, text=True,
+    ).stdout.split("\0")  # fmt: skip
+    for name in filter(None, files):
+        if (ROOT / name).is_file():  # not a file deleted but not yet committed
+            (context / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, context / name)
     build_wheelhouse(ROOT, context / "wheelhouse", PYTHON)
     build = subprocess.run(
         ["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={PYTHON}", "--build-arg",
@@ -84,3 +87,15 @@ def test_the_image_serves_the_api_healthy_and_unprivileged(container: str) -> No
 
     uids = docker("exec", container, "sh", "-c", "grep ^Uid: /proc/1/status").split()[1:]
     assert uids and "0" not in uids  # real, effective, saved and filesystem uid of the server
+
+
+@pytest.mark.skipif(not SOCKET.is_socket(), reason=f"the engine is not at {SOCKET}")
+def test_a_worker_reaches_the_engine_through_the_sockets_group_only(image: str) -> None:
+    ping = ["-v", f"{SOCKET}:{SOCKET}", "--entrypoint", "python3", image, "-c",
+            "import docker; print(docker.from_env().ping())"]  # fmt: skip
+    group = str(SOCKET.stat().st_gid)
+    assert docker("run", "--rm", "--no-healthcheck", "--group-add", group, *ping) == "True"
+    denied = subprocess.run(
+        ["docker", "run", "--rm", "--no-healthcheck", *ping], capture_output=True, text=True
+    )
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
