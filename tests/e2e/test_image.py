@@ -85,6 +85,10 @@ def test_the_image_serves_the_api_healthy_and_unprivileged(container: str) -> No
     listing = httpx.get(f"{api}/api/v1/projects", headers={"Authorization": f"Bearer {token}"})
     assert listing.status_code == 200 and listing.json() == []
 
+    # The schema's migrations ship in the image: the database the API made is at this release's.
+    database, release = docker("exec", container, "ciserver", "db", "current").splitlines()[-2:]
+    assert database.split(":")[1] == release.split(":")[1]
+
     uids = docker("exec", container, "sh", "-c", "grep ^Uid: /proc/1/status").split()[1:]
     assert uids and "0" not in uids  # real, effective, saved and filesystem uid of the server
 
