@@ -3,9 +3,7 @@ environments deploy by themselves, and what promote, rollback, pause, resume and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session
@@ -13,7 +11,6 @@ from sqlalchemy.orm import Session
 from ciserver.states import DeploymentStatus, Status
 from ciserver.store import deployments as store
 from ciserver.store import releases
-from ciserver.store.db import session_scope
 from ciserver.store.models import Deployment, Project, utcnow
 from ciserver.store.projects import add_project
 from tests.support.store import fernet_of, green_build
@@ -28,12 +25,6 @@ environments:
   qa: {auto: true, after: staging, listen: "127.0.0.1:9003", branches: ["release/*"]}
 service: {port: 8000, health: /healthz}
 """
-
-
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
-    with session_scope(f"sqlite:///{tmp_path / 'db.sqlite'}") as session:
-        yield session
 
 
 @pytest.fixture

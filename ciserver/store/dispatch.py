@@ -55,6 +55,8 @@ def advance(session: Session, build_id: int, concurrency: int = 0) -> list[Dispa
 def _lock_project(session: Session, project_id: int) -> None:
     # FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE (see store.db) already serializes writers.
     session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+    # Rows read before the lock may have changed since (another worker's job ended): read them again.
+    session.expire_all()
 
 
 def _advance_build(session: Session, build: Build, concurrency: int) -> list[Dispatched]:
