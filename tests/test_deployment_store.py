@@ -12,8 +12,7 @@ from ciserver.states import DeploymentStatus, Status
 from ciserver.store import deployments as store
 from ciserver.store import releases
 from ciserver.store.models import Deployment, Project, utcnow
-from ciserver.store.projects import add_project
-from tests.support.store import fernet_of, green_build
+from tests.support.store import green_build, new_project
 
 PIPELINE = """\
 image: busybox
@@ -29,14 +28,7 @@ service: {port: 8000, health: /healthz}
 
 @pytest.fixture
 def project(session: Session) -> Project:
-    return add_project(
-        session,
-        name="octo/app",
-        forge="github",
-        repo_url="https://x.test/r.git",
-        secret="s",
-        fernet=fernet_of(session),
-    )
+    return new_project(session)
 
 
 def green(session: Session, project: Project, branch: str = "main", status: Status = Status.success) -> int:

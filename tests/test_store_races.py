@@ -18,9 +18,8 @@ from ciserver.states import DeploymentStatus, Status
 from ciserver.store import deployments, dispatch, releases
 from ciserver.store.db import session_scope
 from ciserver.store.models import Deployment, Job
-from ciserver.store.projects import add_project
 from ciserver.store.transitions import end_job, start_job
-from tests.support.store import Planned, fernet_of, green_build, new_build
+from tests.support.store import Planned, green_build, new_build, new_project
 
 LIMIT = 2  # the project's concurrency: two jobs running, three waiting for a slot
 
@@ -93,10 +92,7 @@ def test_without_the_lock_both_workers_take_the_same_job(
 
 def test_two_deploy_workers_claiming_one_deployment_only_one_gets_it(postgres_url: str) -> None:
     with session_scope(postgres_url) as session:
-        project = add_project(
-            session, name="octo/app", forge="github", repo_url="https://x.test/r.git", secret="s",
-            fernet=fernet_of(session),
-        )  # fmt: skip
+        project = new_project(session)
         pipeline = (
             "image: busybox\njobs:\n  package: {image_build: {context: .}}\n"
             "environments:\n  staging: {auto: true, listen: '127.0.0.1:9001'}\n"

@@ -93,16 +93,17 @@ class Planned:
     timeout: int = 60
 
 
+def new_project(session: Session, name: str = "octo/app") -> Project:
+    """A GitHub project, with its webhook secret encrypted as the server keeps it."""
+    return add_project(
+        session, name=name, forge="github", repo_url="https://x.test/r.git", secret="s",
+        fernet=fernet_of(session),
+    )  # fmt: skip
+
+
 def new_build(session: Session, plan: list[Planned], concurrency: int = 0) -> tuple[int, list[str]]:
     """A running build of one project with these jobs; its id and the names dispatched at once."""
-    project = get_project(session, "octo/app") or add_project(
-        session,
-        name="octo/app",
-        forge="github",
-        repo_url="https://x.test/r.git",
-        secret="s",
-        fernet=fernet_of(session),
-    )
+    project = get_project(session, "octo/app") or new_project(session)
     build = Build(project_id=project.id, ref="refs/heads/main", branch="main", sha="a" * 40)
     session.add(build)
     session.flush()
