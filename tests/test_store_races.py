@@ -11,13 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ciserver.states import DeploymentStatus, Status
 from ciserver.store import deployments, dispatch, releases
+from ciserver.store.builds import PushRecord, record_push
 from ciserver.store.db import session_scope
-from ciserver.store.models import Deployment, Job
+from ciserver.store.models import Build, Deployment, Job, Project
 from ciserver.store.transitions import end_job, start_job
 from tests.support.store import Planned, green_build, new_build, new_project
 
@@ -83,7 +84,7 @@ def test_without_the_lock_both_workers_take_the_same_job(
             pass  # the second count of a worker: the other is past its first already
         return result
 
-    monkeypatch.setattr(dispatch, "_lock_project", lambda session, project_id: None)
+    monkeypatch.setattr(dispatch, "lock_project", lambda session, project_id: None)
     monkeypatch.setattr(dispatch, "_busy", busy_then_meet)
     build_id, running = running_build(postgres_url)
     dispatched = both_end_then_advance(postgres_url, build_id, running, threading.Barrier(2))
@@ -113,3 +114,23 @@ def test_two_deploy_workers_claiming_one_deployment_only_one_gets_it(postgres_ur
     with session_scope(postgres_url) as session:
         deployment = session.get(Deployment, deployment_id)
         assert deployment is not None and deployment.status == DeploymentStatus.progressing
+
+
+def test_one_push_replayed_under_two_delivery_ids_at_once_is_recorded_once(postgres_url: str) -> None:
+    with session_scope(postgres_url) as session:
+        project_id = new_project(session).id
+    push = PushRecord(
+        ref="refs/heads/main", branch="main", tag=None, sha="b" * 40, before="a" * 40,
+        message="m", author="a", changed_files=None,
+    )  # fmt: skip
+    meet = threading.Barrier(2)
+
+    def work(n: int) -> bool:
+        with session_scope(postgres_url) as session:
+            project = session.get_one(Project, project_id)
+            meet.wait(10)
+            return record_push(session, project, push, forge="github", delivery_id=f"delivery-{n}")[1]
+
+    assert sorted(in_two_workers(work)) == [False, True]
+    with session_scope(postgres_url) as session:
+        assert session.scalar(select(func.count()).select_from(Build)) == 1

@@ -41,7 +41,7 @@ def advance(session: Session, build_id: int, concurrency: int = 0) -> list[Dispa
     build = session.get(Build, build_id)
     if build is None:
         return []
-    _lock_project(session, build.project_id)
+    lock_project(session, build.project_id)
     dispatched = _advance_build(session, build, concurrency)
     if concurrency:
         others = select(Build).where(
@@ -52,7 +52,8 @@ def advance(session: Session, build_id: int, concurrency: int = 0) -> list[Dispa
     return dispatched
 
 
-def _lock_project(session: Session, project_id: int) -> None:
+def lock_project(session: Session, project_id: int) -> None:
+    """Take turns with other transactions deciding for this project, until this one ends."""
     # FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE (see store.db) already serializes writers.
     session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
     # Rows read before the lock may have changed since (another worker's job ended): read them again.
