@@ -134,3 +134,18 @@ def test_one_push_replayed_under_two_delivery_ids_at_once_is_recorded_once(postg
     assert sorted(in_two_workers(work)) == [False, True]
     with session_scope(postgres_url) as session:
         assert session.scalar(select(func.count()).select_from(Build)) == 1
+
+
+def test_a_manual_job_played_twice_at_once_is_played_once(postgres_url: str) -> None:
+    with session_scope(postgres_url) as session:
+        build_id, _ = new_build(session, [Planned("unit", when="manual")])
+        manual = session.scalars(select(Job.id).where(Job.build_id == build_id)).one()
+    meet = threading.Barrier(2)
+
+    def work(_n: int) -> bool:
+        with session_scope(postgres_url) as session:
+            job = session.get_one(Job, manual)
+            meet.wait(10)  # both saw it waiting
+            return dispatch.play_manual(session, job)
+
+    assert sorted(in_two_workers(work)) == [False, True]

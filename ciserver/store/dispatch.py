@@ -192,6 +192,8 @@ def jobs_of_lost_workers(session: Session, alive: set[str]) -> list[tuple[int, s
 def play_manual(session: Session, job: Job) -> bool:
     """Start a manual job that waits: it, and every skipped job after it, are queued again (the
     dispatcher decides each anew), and the build runs again. False when the job does not wait."""
+    build = session.get_one(Build, job.build_id)
+    lock_project(session, build.project_id)  # two plays at once: the second sees the first's
     if not _waiting_manual(job):
         return False
     jobs = list(session.scalars(select(Job).where(Job.build_id == job.build_id)))
