@@ -53,6 +53,13 @@ class PostgresServer:
             )
 
     def start(self) -> PostgresServer:
+        try:
+            return self._start()
+        except BaseException:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise
+
+    def _start(self) -> PostgresServer:
         if self.user is not None:
             shutil.chown(self.directory, self.user)
         data = self.directory / "data"
