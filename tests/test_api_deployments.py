@@ -27,8 +27,10 @@ BASE = "/api/v1/projects/octo/app"
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path)  # no Redis: a deployment is recorded, the outbox hands it over
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data", database_url=database_url
+    )  # no Redis: a deployment is recorded, the outbox hands it over
 
 
 @pytest.fixture

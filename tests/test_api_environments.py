@@ -29,8 +29,8 @@ VALUE = "a-production-secret-value"
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    settings = Settings(data_dir=tmp_path)
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
     with session_scope(settings.db_url) as session:
         add_project(
             session,
@@ -188,6 +188,7 @@ def test_scoped_secrets_are_set_listed_and_removed_by_scope(client: TestClient, 
 @pytest.fixture
 def cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
     monkeypatch.setenv("CISERVER_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("CISERVER_DATABASE_URL", settings.db_url)
     get_settings.cache_clear()
     yield CliRunner()
     get_settings.cache_clear()

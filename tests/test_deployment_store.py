@@ -3,9 +3,7 @@ environments deploy by themselves, and what promote, rollback, pause, resume and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session
@@ -13,10 +11,8 @@ from sqlalchemy.orm import Session
 from ciserver.states import DeploymentStatus, Status
 from ciserver.store import deployments as store
 from ciserver.store import releases
-from ciserver.store.db import session_scope
 from ciserver.store.models import Deployment, Project, utcnow
-from ciserver.store.projects import add_project
-from tests.support.store import fernet_of, green_build
+from tests.support.store import green_build, new_project
 
 PIPELINE = """\
 image: busybox
@@ -31,21 +27,8 @@ service: {port: 8000, health: /healthz}
 
 
 @pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
-    with session_scope(f"sqlite:///{tmp_path / 'db.sqlite'}") as session:
-        yield session
-
-
-@pytest.fixture
 def project(session: Session) -> Project:
-    return add_project(
-        session,
-        name="octo/app",
-        forge="github",
-        repo_url="https://x.test/r.git",
-        secret="s",
-        fernet=fernet_of(session),
-    )
+    return new_project(session)
 
 
 def green(session: Session, project: Project, branch: str = "main", status: Status = Status.success) -> int:

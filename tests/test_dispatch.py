@@ -1,69 +1,21 @@
-"""The dispatcher on a real SQLite database: which job runs next, which is skipped and why, what a
-retry, a manual job and the per-project limit do, the build status the jobs add up to, and what a
-job's end leads to (store.job_end)."""
+"""The dispatcher on a real database (SQLite and PostgreSQL): which job runs next, which is skipped and
+why, what a retry, a manual job and the per-project limit do, the build status the jobs add up to,
+and what a job's end leads to (store.job_end)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
-import pytest
 from sqlalchemy.orm import Session
 
 from ciserver.pipeline import JobOptions, Retry
 from ciserver.states import Status, StopReason
 from ciserver.store.artifacts import artifacts_of_build
-from ciserver.store.db import session_scope
 from ciserver.store.dispatch import advance, play_manual, requeue_for_retry, should_retry
 from ciserver.store.job_end import AttemptEnd, Verdict, end_attempt, end_lost_job
 from ciserver.store.models import Build, Job
-from ciserver.store.projects import add_project, get_project
-from ciserver.store.transitions import add_jobs, end_job, start_build, start_job
-from tests.support.store import fernet_of
-
-
-@dataclass(frozen=True)
-class Planned:
-    name: str
-    after: tuple[str, ...] = ()
-    when: str = "on_success"
-    allow_failure: bool = False
-    options: JobOptions = field(default_factory=JobOptions)
-    stage: str = "test"
-    image: str = "busybox"
-    script: list[str] = field(default_factory=lambda: ["true"])
-    env: dict[str, str] = field(default_factory=dict)
-    timeout: int = 60
-
-
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
-    with session_scope(f"sqlite:///{tmp_path / 'db.sqlite'}") as session:
-        yield session
-
-
-def new_build(session: Session, plan: list[Planned], concurrency: int = 0) -> tuple[int, list[str]]:
-    """A running build of one project with these jobs; its id and the names dispatched at once."""
-    project = get_project(session, "octo/app") or add_project(
-        session,
-        name="octo/app",
-        forge="github",
-        repo_url="https://x.test/r.git",
-        secret="s",
-        fernet=fernet_of(session),
-    )
-    build = Build(project_id=project.id, ref="refs/heads/main", branch="main", sha="a" * 40)
-    session.add(build)
-    session.flush()
-    start_build(session, build.id)
-    add_jobs(session, build.id, plan)
-    return build.id, names(session, advance(session, build.id, concurrency))
-
-
-def names(session: Session, dispatched: list[Any]) -> list[str]:
-    return [session.get(Job, d.job_id).name for d in dispatched]  # type: ignore[union-attr]
+from ciserver.store.transitions import end_job, start_job
+from tests.support.store import Planned, names, new_build
 
 
 def job(session: Session, build_id: int, name: str) -> Job:

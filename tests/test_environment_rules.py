@@ -5,20 +5,15 @@ only for refs it allows."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from sqlalchemy.orm import Session
 
 from ciserver.store import deployments as store
 from ciserver.store import releases
-from ciserver.store.db import session_scope
 from ciserver.store.environments import find, job_refusal, protect
 from ciserver.store.models import Deployment, Environment, Project, Release
-from ciserver.store.projects import add_project
 from ciserver.store.secrets import SecretError, secret_values, set_secret
-from tests.support.store import fernet_of, green_build
+from tests.support.store import fernet_of, green_build, new_project
 
 SERVICE = "service: {port: 8000, health: /healthz}\n"
 
@@ -31,23 +26,6 @@ def pipeline(environments: dict[str, str]) -> str:
 
 
 STAGING = {"staging": "auto: true, listen: '127.0.0.1:9001', branches: [main, 'release/*']"}
-
-
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
-    with session_scope(f"sqlite:///{tmp_path / 'db.sqlite'}") as session:
-        yield session
-
-
-def new_project(session: Session, name: str = "octo/app") -> Project:
-    return add_project(
-        session,
-        name=name,
-        forge="github",
-        repo_url="https://x.test/r.git",
-        secret="s",
-        fernet=fernet_of(session),
-    )
 
 
 @pytest.fixture

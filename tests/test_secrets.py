@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import logging
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from ciserver import crypto
@@ -31,8 +31,8 @@ VALUE = "s3cr3t-deploy-t0ken-VALUE"
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    settings = Settings(data_dir=tmp_path / "data")
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
     with session_scope(settings.db_url) as session:
         add_project(
             session,
@@ -59,7 +59,11 @@ def store_secret(settings: Settings, name: str, value: str = VALUE) -> bool:
 
 
 def raw_database(settings: Settings) -> bytes:
-    """Every byte SQLite keeps for the data dir's database, the write-ahead log included."""
+    """Every byte SQLite keeps for the data dir's database, the write-ahead log included; PostgreSQL
+    keeps its files elsewhere: the rows as read, there."""
+    if not settings.db_url.startswith("sqlite"):
+        with session_scope(settings.db_url) as session:
+            return repr(session.execute(text("SELECT * FROM secrets")).all()).encode()
     files = settings.data_dir.glob("ciserver.db*")
     return b"".join(f.read_bytes() for f in files)
 
@@ -70,8 +74,8 @@ def raw_database(settings: Settings) -> bytes:
 def test_the_database_holds_only_ciphertext(settings: Settings) -> None:
     assert store_secret(settings, "DEPLOY_TOKEN") is True
     assert store_secret(settings, "DEPLOY_TOKEN", VALUE + "-rotated") is False, "a second set replaces"
-    with sqlite3.connect(settings.data_dir / "ciserver.db") as db:
-        rows = db.execute("SELECT * FROM secrets").fetchall()
+    with session_scope(settings.db_url) as session:
+        rows = session.execute(text("SELECT * FROM secrets")).all()
     assert len(rows) == 1
     assert not any(VALUE in str(column) for column in rows[0])
     assert VALUE.encode() not in raw_database(settings)
@@ -283,6 +287,7 @@ def test_a_broken_server_key_answers_503_saying_which_setting(tmp_path: Path) ->
 @pytest.fixture
 def cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
     monkeypatch.setenv("CISERVER_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("CISERVER_DATABASE_URL", settings.db_url)
     monkeypatch.delenv("CISERVER_SECRET_KEY", raising=False)
     get_settings.cache_clear()
     yield CliRunner()

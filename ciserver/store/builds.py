@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from ciserver.states import Status
+from ciserver.store.dispatch import lock_project
 from ciserver.store.models import Build, Delivery, Job, Project, utcnow
 
 
@@ -35,8 +36,10 @@ def record_push(
     """Insert the build (and its delivery id) in one transaction; a known delivery gives its first build.
 
     Returns the build and whether it is new. The unique (forge, delivery_id) constraint, not a
-    lookup, decides between two copies of one delivery arriving at the same moment.
+    lookup, decides between two copies of one delivery arriving at the same moment; the project's
+    lock, between one push replayed under two delivery ids at once.
     """
+    lock_project(session, project.id)
     if delivery_id:
         known = _delivered_build(session, forge, delivery_id)
         if known is not None:

@@ -92,7 +92,8 @@ def retirable(session: Session, project: str, environment: str, color: str) -> b
         select(Environment)
         .join(Project, Project.id == Environment.project_id)
         .where(Project.name == project, Environment.name == environment)
-        .with_for_update()
+        .with_for_update(of=Environment)
+        .execution_options(populate_existing=True)
     )
     if row is None or row.color == color:
         return False
@@ -180,7 +181,9 @@ def claim(session: Session, deployment_id: int, worker: str) -> Claimed | None:
 
 def _locked(session: Session, environment_id: int) -> Environment:
     """The environment's row, locked for this transaction."""
-    row = session.scalar(select(Environment).where(Environment.id == environment_id).with_for_update())
+    # populate_existing: the row may be in the session already, read before another transaction's commit.
+    locked = select(Environment).where(Environment.id == environment_id).with_for_update(of=Environment)
+    row = session.scalar(locked.execution_options(populate_existing=True))
     assert row is not None  # deployments reference it
     return row
 

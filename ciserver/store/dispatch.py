@@ -41,7 +41,7 @@ def advance(session: Session, build_id: int, concurrency: int = 0) -> list[Dispa
     build = session.get(Build, build_id)
     if build is None:
         return []
-    _lock_project(session, build.project_id)
+    lock_project(session, build.project_id)
     dispatched = _advance_build(session, build, concurrency)
     if concurrency:
         others = select(Build).where(
@@ -52,9 +52,12 @@ def advance(session: Session, build_id: int, concurrency: int = 0) -> list[Dispa
     return dispatched
 
 
-def _lock_project(session: Session, project_id: int) -> None:
+def lock_project(session: Session, project_id: int) -> None:
+    """Take turns with other transactions deciding for this project, until this one ends."""
     # FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE (see store.db) already serializes writers.
     session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+    # Rows read before the lock may have changed since (another worker's job ended): read them again.
+    session.expire_all()
 
 
 def _advance_build(session: Session, build: Build, concurrency: int) -> list[Dispatched]:
@@ -189,6 +192,8 @@ def jobs_of_lost_workers(session: Session, alive: set[str]) -> list[tuple[int, s
 def play_manual(session: Session, job: Job) -> bool:
     """Start a manual job that waits: it, and every skipped job after it, are queued again (the
     dispatcher decides each anew), and the build runs again. False when the job does not wait."""
+    build = session.get_one(Build, job.build_id)
+    lock_project(session, build.project_id)  # two plays at once: the second sees the first's
     if not _waiting_manual(job):
         return False
     jobs = list(session.scalars(select(Job).where(Job.build_id == job.build_id)))

@@ -32,7 +32,9 @@ DEFAULT_BRANCH_ONLY = _Refs()  # the rule of an environment the server has no ru
 
 def find(session: Session, project_id: int, name: str, *, lock: bool = False) -> Environment | None:
     query = select(Environment).where(Environment.project_id == project_id, Environment.name == name)
-    return session.scalar(query.with_for_update() if lock else query)
+    if lock:  # FOR UPDATE OF: not the release joined in; fresh values, not the session's older copy
+        query = query.with_for_update(of=Environment).execution_options(populate_existing=True)
+    return session.scalar(query)
 
 
 def default_branch(build: Build) -> str:
