@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import make_url
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
 
+from ciserver.config import Settings, get_settings
 from ciserver.store.db import session_scope
 from tests.support.postgres import PostgresServer
 from tests.support.services import RedisServer
@@ -61,3 +63,15 @@ def session(database_url: str) -> Iterator[Session]:
     """A session on a new database of each kind, committed when the test ends."""
     with session_scope(database_url) as session:
         yield session
+
+
+@pytest.fixture
+def cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    """The `ciserver` command run in-process on the test's own `settings` (its data dir and database,
+    and no server key from the environment)."""
+    monkeypatch.setenv("CISERVER_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("CISERVER_DATABASE_URL", settings.db_url)
+    monkeypatch.delenv("CISERVER_SECRET_KEY", raising=False)
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from ciserver.app import create_app
 from ciserver.cli import app as cli_app
-from ciserver.config import Settings, get_settings
+from ciserver.config import Settings
 from ciserver.store import deployments as store
 from ciserver.store import releases
 from ciserver.store.db import session_scope
@@ -183,15 +183,6 @@ def test_scoped_secrets_are_set_listed_and_removed_by_scope(client: TestClient, 
 
 
 # -- the CLI ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
-    monkeypatch.setenv("CISERVER_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("CISERVER_DATABASE_URL", settings.db_url)
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
 
 
 def test_cli_protects_and_lists_environments_audited_as_its_user(

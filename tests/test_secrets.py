@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from ciserver import crypto
 from ciserver.app import create_app
 from ciserver.cli import app as cli_app
-from ciserver.config import Settings, get_settings
+from ciserver.config import Settings
 from ciserver.crypto import SecretKeyError, load_fernet
 from ciserver.store.db import session_scope
 from ciserver.store.models import AuditEntry, Role, Secret
@@ -282,16 +282,6 @@ def test_a_broken_server_key_answers_503_saying_which_setting(tmp_path: Path) ->
 
 
 # -- the CLI ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
-    monkeypatch.setenv("CISERVER_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("CISERVER_DATABASE_URL", settings.db_url)
-    monkeypatch.delenv("CISERVER_SECRET_KEY", raising=False)
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
 
 
 def test_cli_sets_lists_and_removes_secrets(cli: CliRunner, settings: Settings) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from typer.testing import CliRunner
 
 from ciserver.app import create_app
 from ciserver.cli import app as cli_app
-from ciserver.config import Settings, get_settings
+from ciserver.config import Settings
 from ciserver.states import Status, When
 from ciserver.store.db import engine_for, make_engine, session_scope
 from ciserver.store.models import Base, Job, ScopedSecret
@@ -50,15 +49,6 @@ NEW_IN_THIS_RELEASE = {
 def settings(tmp_path: Path) -> Settings:
     """The data dir's settings; its database URL is the one to parametrize for other databases."""
     return Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'ciserver.db'}")
-
-
-@pytest.fixture
-def cli(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
-    monkeypatch.setenv("CISERVER_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("CISERVER_DATABASE_URL", settings.db_url)
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
 
 
 def make_previous_release_database(url: str) -> None:
