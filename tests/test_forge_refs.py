@@ -103,6 +103,7 @@ INVALID_REFS = [
     ("refs/heads/x.", "ends with '.'"),
     ("main", "has no '/'"),
     ("", "is empty"),
+    ("refs/heads/" + "a/" * 507 + "b", "is longer than 1024 characters"),  # git allows it; the store does not
 ]
 
 

@@ -16,6 +16,9 @@ from ciserver.forges.base import MalformedPayload
 BRANCH_PREFIX = "refs/heads/"
 TAG_PREFIX = "refs/tags/"
 
+# The longest ref the store keeps (its ref, branch and tag columns): a longer one would be refused by
+# PostgreSQL, which enforces column lengths, and silently kept by SQLite, which does not.
+MAX_REF_LENGTH = 1024
 _SHA = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")
 # git check-ref-format rules 4, 5 and 10: control characters, space, ~ ^ : ? * [ and backslash.
 _FORBIDDEN_CHAR = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
@@ -37,6 +40,8 @@ def ref_problem(ref: str) -> str | None:
     """Why git would refuse `ref` as a ref name (or why we do), or None if it is acceptable."""
     if not ref:
         return "is empty"
+    if len(ref) > MAX_REF_LENGTH:
+        return f"is longer than {MAX_REF_LENGTH} characters"
     if ref.startswith("-"):
         return "starts with '-'"
     if "/" not in ref:

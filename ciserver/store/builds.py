@@ -47,7 +47,7 @@ def record_push(
     replayed = _same_push(session, project.id, push)
     if replayed is not None:
         return replayed, False
-    build = Build(project_id=project.id, **asdict(push))
+    build = Build(project_id=project.id, **_fitted(push))
     try:
         with session.begin_nested():
             session.add(build)
@@ -61,6 +61,21 @@ def record_push(
             raise
         return known, False
     return build, True
+
+
+def _fitted(push: PushRecord) -> dict[str, Any]:
+    """The push's columns, each within its length on every database: the author is a display name,
+    cut to fit; a default branch too long to keep is left unknown (refs are bounded by the forges'
+    parsers)."""
+    fields = asdict(push)
+    fields["author"] = push.author[:AUTHOR_LENGTH]
+    if push.default_branch is not None and len(push.default_branch) > DEFAULT_BRANCH_LENGTH:
+        fields["default_branch"] = None
+    return fields
+
+
+AUTHOR_LENGTH = Build.__table__.c.author.type.length
+DEFAULT_BRANCH_LENGTH = Build.__table__.c.default_branch.type.length
 
 
 def _same_push(session: Session, project_id: int, push: PushRecord) -> Build | None:
