@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -86,6 +86,19 @@ class Settings(BaseSettings):
         ge=4096,
         description="Most output one job attempt keeps in its log: past it, the first and last halves "
         "are kept with a line saying how much was cut between them.",
+    )
+
+    blob_store: Literal["files", "database"] = Field(
+        "files",
+        description="Where job logs at rest, artifacts and caches are kept: `files` in the data dir "
+        "(every worker shares it: one host), `database` in the database every host reaches (workers "
+        "on other hosts, sharing no filesystem).",
+    )
+    registry: str | None = Field(
+        None,
+        description="HOST:PORT of a Docker registry: image builds push their release images there and "
+        "every worker and deploy worker pulls them from it; unset: an image stays on the engine that "
+        "built it (one host).",
     )
 
     @field_validator("data_dir")
