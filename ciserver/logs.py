@@ -120,7 +120,8 @@ class LogWriter:
         spill_dir: Path | None = None,
     ) -> None:
         self.store, self.redis, self.job_id, self.stream_ttl = store, redis, job_id, stream_ttl
-        self.offset = store.size(job_id)
+        # Read from the store at the first write, never inside a caller's transaction.
+        self._offset: int | None = None
         self._masker = Masker(secrets)
         self._pending = b""
         self._stream_down_until = 0.0  # after a failure the stream is tried again from then on
@@ -131,6 +132,13 @@ class LogWriter:
         self._tail: TailFile | None = None  # once the head is full, what comes goes here
         self._spill_dir = spill_dir
         self._ends_line = True  # whether what was published last ended a line
+
+    @property
+    def offset(self) -> int:
+        """The log's size: where the next chunk starts."""
+        if self._offset is None:
+            self._offset = self.store.size(self.job_id)
+        return self._offset
 
     def write(self, data: bytes) -> None:
         self._pending += self._masker.feed(data)
@@ -211,13 +219,14 @@ class LogWriter:
         # The store first: a chunk in the stream is always in the store too, once the job ends.
         if self.store_error is not None:
             return  # nothing more is kept once the store failed, so the log stays whole up to there
+        offset = self.offset
         try:
             self.store.append(self.job_id, chunk)
         except LogStoreError as exc:
             self.store_error = str(exc)
             raise
-        self._xadd({"o": self.offset, "d": chunk})
-        self.offset += len(chunk)
+        self._xadd({"o": offset, "d": chunk})
+        self._offset = offset + len(chunk)
         self._ends_line = chunk.endswith(b"\n")
 
     def _xadd(self, fields: dict[str, int | bytes | str], *, now: bool = False) -> bool:

@@ -20,7 +20,9 @@ from sqlalchemy.orm import Session
 
 from ciserver import queue
 from ciserver.config import Settings
+from ciserver.storage import artifact_store
 from ciserver.store.artifacts import expired_artifacts, forget_artifacts
+from ciserver.store.blobs import forget_abandoned_blobs
 from ciserver.store.builds import queued_build_ids
 from ciserver.store.db import session_scope
 from ciserver.store.deployments import lost_deployments
@@ -90,12 +92,17 @@ def _enqueue_lost(
 
 
 def remove_expired_artifacts(settings: Settings) -> int:
-    """Delete artifacts past their expire_in, rows and files; returns how many."""
+    """Delete artifacts past their expire_in, bytes then rows (outside any transaction: on SQLite the
+    database store's writes would wait for it); returns how many."""
     with session_scope(settings.db_url) as session:
-        expired = expired_artifacts(session)
-        for artifact in expired:
-            (settings.artifacts_dir / artifact.storage_key).unlink(missing_ok=True)
-        forget_artifacts(session, [a.id for a in expired])
+        expired = [(artifact.id, artifact.storage_key) for artifact in expired_artifacts(session)]
+    store = artifact_store(settings)
+    for _, key in expired:
+        store.delete(key)
+    with session_scope(settings.db_url) as session:
+        forget_artifacts(session, [artifact_id for artifact_id, _ in expired])
+    if settings.blob_store == "database":
+        forget_abandoned_blobs(settings.db_url)
     return len(expired)
 
 

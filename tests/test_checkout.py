@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ciserver.clone_urls import Remote
+from ciserver.storage import FileBlobStore
 from tests.support.git import commit, git, make_repo
 from workers import artifacts, cache
 from workers.checkout import CheckoutError, checkout_at_sha, ensure_commit, read_file_at
@@ -147,21 +148,22 @@ def test_the_workers_own_git_configuration_never_runs_on_a_checkout(
 def test_artifacts_placed_and_a_cache_restored_are_each_workspaces_own_files(tmp_path: Path) -> None:
     """The other ways files reach a workspace: a job rewriting them in place (as root may, whatever
     their mode) changes neither the store nor what the next job gets."""
-    stored = tmp_path / "store" / "1"
+    artifact_store, cache_store = FileBlobStore(tmp_path / "store"), FileBlobStore(tmp_path / "caches")
+    stored = artifact_store.path("1")
     stored.parent.mkdir()
     stored.write_text("wheel")
     source = tmp_path / "source"
     (source / ".cache").mkdir(parents=True)
     (source / ".cache" / "a").write_text("cached")
     os.link(source / ".cache" / "a", source / ".cache" / "b")  # a job may hard-link inside its workspace
-    archive = cache.archive_path(tmp_path / "caches", 1, "refs/heads/main", "key")
-    cache.save(archive, source, [".cache"], max_bytes=10**6)
+    archive = cache.archive_key(1, "refs/heads/main", "key")
+    cache.save(cache_store, archive, source, [".cache"], max_bytes=10**6)
 
     first, second = tmp_path / "first", tmp_path / "second"
     for workspace in (first, second):
         workspace.mkdir()
-        artifacts.place([("dist/a.whl", stored)], workspace)
-        assert cache.restore(archive, workspace)
+        artifacts.place([("dist/a.whl", "1")], workspace, artifact_store)
+        assert cache.restore(cache_store, archive, workspace)
     for path in (first / "dist" / "a.whl", first / ".cache" / "a", first / ".cache" / "b"):
         with open(path, "r+b") as f:
             f.write(b"TAMPER")
@@ -170,4 +172,4 @@ def test_artifacts_placed_and_a_cache_restored_are_each_workspaces_own_files(tmp
     assert [(second / ".cache" / n).read_text() for n in "ab"] == ["cached", "cached"]
     third = tmp_path / "third"
     third.mkdir()
-    assert cache.restore(archive, third) and (third / ".cache" / "a").read_text() == "cached"
+    assert cache.restore(cache_store, archive, third) and (third / ".cache" / "a").read_text() == "cached"

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from ciserver.storage import BlobStore
 from workers.workspace_glob import WalkTooLarge, glob_workspace
 
 CHUNK = 1024 * 1024
@@ -38,13 +38,14 @@ class StoredFile:
 def collect(
     workspace: Path,
     patterns: Iterable[str],
-    store_root: Path,
+    store: BlobStore,
     job_id: int,
     *,
     max_bytes: int,
     warn: Callable[[str], None],
 ) -> list[StoredFile]:
-    """Copy the files `patterns` name (globs; a directory means everything under it) into the store."""
+    """Copy the files `patterns` name (globs; a directory means everything under it) into the store;
+    on any failure none of them stays there."""
     root = workspace.resolve()
     chosen: dict[str, Path] = {}
     for pattern in patterns:
@@ -60,20 +61,19 @@ def collect(
         if total > max_bytes:
             raise _over_limit(relative, max_bytes)
     stored: list[StoredFile] = []
-    target_dir = store_root / str(job_id)
-    target_dir.mkdir(parents=True, exist_ok=True)
     left = max_bytes
     try:
         for index, (relative, path) in enumerate(files):
             key = f"{job_id}/{index}"
-            copied = _copy(path, store_root / key, left)
+            copied = _copy(path, store, key, left)
             if copied is None:
                 raise _over_limit(relative, max_bytes)
             size, digest = copied
             left -= size
             stored.append(StoredFile(relative, size, digest, key))
     except BaseException:
-        shutil.rmtree(target_dir, ignore_errors=True)
+        for kept in stored:
+            store.delete(kept.storage_key)
         raise
     return stored
 
@@ -122,31 +122,43 @@ def _inside(root: Path, path: Path, pattern: str) -> Path:
     return resolved
 
 
-def _copy(source: Path, target: Path, limit: int) -> tuple[int, str] | None:
-    """Size and sha256 of the copy; None, having written at most `limit` bytes, when the file holds
-    more (it grew since it was measured)."""
+class _OverLimit(Exception):
+    pass
+
+
+def _copy(source: Path, store: BlobStore, key: str, limit: int) -> tuple[int, str] | None:
+    """Size and sha256 of the copy; None, having kept nothing, when the file holds more than `limit`
+    bytes (it grew since it was measured)."""
     digest = hashlib.sha256()
     size = 0
-    with source.open("rb") as src, target.open("wb") as dst:
-        while chunk := src.read(min(CHUNK, limit - size + 1)):
-            size += len(chunk)
-            if size > limit:
-                return None
-            digest.update(chunk)
-            dst.write(chunk)
+    try:
+        with source.open("rb") as src, store.writer(key) as dst:
+            while chunk := src.read(min(CHUNK, limit - size + 1)):
+                size += len(chunk)
+                if size > limit:
+                    raise _OverLimit
+                digest.update(chunk)
+                dst.write(chunk)
+    except _OverLimit:
+        return None
     return size, digest.hexdigest()
 
 
-def place(files: Iterable[tuple[str, Path]], workspace: Path) -> int:
-    """Copy stored files (workspace path, stored file) into a workspace; returns how many."""
+def place(files: Iterable[tuple[str, str]], workspace: Path, store: BlobStore) -> int:
+    """Copy stored files (workspace path, storage key) into a workspace; returns how many."""
     root = workspace.resolve()
     count = 0
-    for relative, stored in files:
+    for relative, key in files:
         target = root / relative
         if root not in target.resolve().parents:
             raise ArtifactError(f"artifacts: {relative!r} would be placed outside the workspace")
+        chunks = store.chunks(key)
+        if chunks is None:
+            raise ArtifactError(f"artifacts: {relative!r} is gone from the artifact store")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)
-        shutil.copyfile(stored, target)
+        with target.open("xb") as out:
+            for chunk in chunks:
+                out.write(chunk)
         count += 1
     return count

@@ -5,7 +5,7 @@ Caches are kept per ref, as GitLab keeps protected and unprotected caches apart:
 its own ref's archive, and reads its own, or else the default branch's. So a feature branch can
 neither poison nor break what the default branch restores.
 
-Archives are written to a temporary file and renamed, so a reader sees a whole archive or none;
+Archives are kept in the cache store (ciserver.storage), which shows a reader a whole archive or none;
 the size limit holds while writing, so a sparse 10 TB file is refused at once and nothing partial
 stays. An archive is unpacked into a staging directory with tarfile's "data" filter, symlinks last,
 and moved into the workspace only once all of it unpacked: one that cannot be restored leaves
@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from ciserver.pipeline import cache_key_parts
+from ciserver.storage import BlobStore
 from workers.workspace_glob import WalkTooLarge, glob_workspace
 
 CHUNK = 1024 * 1024
@@ -74,27 +75,21 @@ def hash_files(workspace: Path, patterns: Iterable[str]) -> str:
     return outer.hexdigest()
 
 
-def archives(
-    cache_root: Path, project_id: int, key: str, ref: str, default_branch: str | None
-) -> list[tuple[Path, str]]:
-    """Where a job of `ref` looks for the cache of `key`, in order, each with whose it is (for the
-    log): its own ref's, the one it saves to, then the default branch's (main when not known)."""
-    own = [(archive_path(cache_root, project_id, ref, key), "")]
+def archives(project_id: int, key: str, ref: str, default_branch: str | None) -> list[tuple[str, str]]:
+    """The cache store's keys where a job of `ref` looks for the cache of `key`, in order, each with
+    whose it is (for the log): its own ref's, the one it saves to, then the default branch's (main
+    when not known)."""
+    own = [(archive_key(project_id, ref, key), "")]
     default_ref = f"refs/heads/{default_branch or 'main'}"
     if ref == default_ref:
         return own
-    return [*own, (archive_path(cache_root, project_id, default_ref, key), f" of {default_ref}")]
+    return [*own, (archive_key(project_id, default_ref, key), f" of {default_ref}")]
 
 
-def archive_path(cache_root: Path, project_id: int, ref: str, key: str) -> Path:
-    """Where a project's cache of one key for one ref lives; ref and key are hashed, so they may
-    hold any character."""
-    return (
-        cache_root
-        / str(project_id)
-        / ref_folder(ref)
-        / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.tar"
-    )
+def archive_key(project_id: int, ref: str, key: str) -> str:
+    """Where a project's cache of one key for one ref lives in the cache store; ref and key are
+    hashed, so they may hold any character."""
+    return f"{project_id}/{ref_folder(ref)}/{hashlib.sha256(key.encode()).hexdigest()[:40]}.tar"
 
 
 def ref_folder(ref: str) -> str:
@@ -102,24 +97,25 @@ def ref_folder(ref: str) -> str:
     return hashlib.sha256(ref.encode()).hexdigest()[:32]
 
 
-def restore(archive: Path, workspace: Path) -> bool:
+def restore(store: BlobStore, archive: str, workspace: Path) -> bool:
     """Unpack the archive into the workspace; False when there is none (a miss). CacheError, with
     nothing written into the workspace, when it cannot be restored whole."""
-    if not archive.is_file():
-        return False
-    staging = Path(tempfile.mkdtemp(prefix=".ciserver-cache-", dir=workspace))
-    try:
+    with store.reader(archive) as source:
+        if source is None:
+            return False
+        staging = Path(tempfile.mkdtemp(prefix=".ciserver-cache-", dir=workspace))
         try:
-            _unpack(archive, staging)
-        except (tarfile.TarError, OSError) as exc:
-            raise CacheError(f"cache: the archive cannot be restored: {exc}") from None
-        _move_into(staging, workspace)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            try:
+                _unpack(source, staging)
+            except (tarfile.TarError, OSError) as exc:
+                raise CacheError(f"cache: the archive cannot be restored: {exc}") from None
+            _move_into(staging, workspace)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return True
 
 
-def _unpack(archive: Path, staging: Path) -> None:
+def _unpack(archive: BinaryIO, staging: Path) -> None:
     """Into an empty directory, links last: while files are written no link exists that they could
     be written through, and no member may sit below a link of the archive.
 
@@ -127,7 +123,7 @@ def _unpack(archive: Path, staging: Path) -> None:
     followed inside the job's container, and the worker follows none (see artifacts, hashFiles,
     image builds). So links get tarfile's "tar" filter, which checks their names, and everything
     else its "data" filter, which also refuses devices and pipes."""
-    with tarfile.open(archive) as tar:
+    with tarfile.open(fileobj=archive) as tar:
         members = tar.getmembers()
         links = {PurePosixPath(m.name) for m in members if m.issym()}
         for member in members:
@@ -152,27 +148,22 @@ def _move_into(source: Path, target: Path) -> None:
         os.rename(entry.path, destination)
 
 
-def save(archive: Path, workspace: Path, paths: Iterable[str], max_bytes: int) -> int:
-    """Write the cache paths into the archive (replacing the old one); returns its size in bytes."""
+def save(store: BlobStore, archive: str, workspace: Path, paths: Iterable[str], max_bytes: int) -> int:
+    """Write the cache paths into the archive (replacing the old one, which readers see until the new
+    one is whole); returns its size in bytes."""
     root = workspace.resolve()
     sources = [(path, _source(root, path)) for path in paths]
     sources = [(path, source) for path, source in sources if os.path.lexists(source)]
     size = sum(_size(source) for _, source in sources)
     if size > max_bytes:
         raise _over_limit(max_bytes, f"the paths hold {size:,} bytes")
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=archive.parent, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=_Bounded(out, max_bytes), mode="w") as tar:
+    with store.writer(archive) as out:
+        bounded = _Bounded(out, max_bytes)
+        with tarfile.open(fileobj=bounded, mode="w") as tar:  # type: ignore[call-overload]
             for path, source in sources:
                 # Symlinks are stored as links (never followed), and restoring checks them.
                 tar.add(source, arcname=PurePosixPath(path.rstrip("/")).as_posix(), recursive=True)
-        size = os.path.getsize(temporary)
-        os.replace(temporary, archive)
-        return size
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        return bounded.written
 
 
 def _source(root: Path, path: str) -> Path:

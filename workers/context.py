@@ -11,7 +11,8 @@ from functools import cached_property, lru_cache
 from redis import Redis
 
 from ciserver.config import Settings, get_settings
-from ciserver.logs import FileLogStore
+from ciserver.logs import LogStore
+from ciserver.storage import BlobStore, artifact_store, cache_store, log_store
 from workers.executors.base import Executor
 
 
@@ -34,8 +35,16 @@ class WorkerContext:
         return DockerExecutor(pull=self.settings.pull_images)
 
     @cached_property
-    def log_store(self) -> FileLogStore:
-        return FileLogStore(self.settings.logs_dir)
+    def log_store(self) -> LogStore:
+        return log_store(self.settings)
+
+    @cached_property
+    def artifact_store(self) -> BlobStore:
+        return artifact_store(self.settings)
+
+    @cached_property
+    def cache_store(self) -> BlobStore:
+        return cache_store(self.settings)
 
     @cached_property
     def worker_name(self) -> str:

@@ -14,7 +14,6 @@ import os
 import shutil
 import threading
 import time
-from pathlib import Path
 
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
@@ -82,9 +81,7 @@ class JobRun:
             self.spec = spec_for(job, self.options, self.env, secrets, self.workspace, labels, self.settings)
         except (OptionsError, SecretError, SecretKeyError, SpecError) as exc:
             self.problem = str(exc)
-        self.inputs = [
-            (a.path, self.settings.artifacts_dir / a.storage_key) for a in artifacts_for_job(session, job)
-        ]
+        self.inputs = [(a.path, a.storage_key) for a in artifacts_for_job(session, job)]
         self.writer = LogWriter(
             ctx.log_store,
             ctx.redis,
@@ -178,10 +175,10 @@ class JobRun:
 
     def _place_inputs(self) -> None:
         if self.inputs:
-            count = artifacts.place(self.inputs, self.workspace)
+            count = artifacts.place(self.inputs, self.workspace, self.ctx.artifact_store)
             self.note(f"artifacts: placed {count} file(s) from the jobs before this one")
 
-    def _restore_cache(self) -> Path | None:
+    def _restore_cache(self) -> str | None:
         """The archive this job saves to: its own ref's. It restores that, or else (read only) the
         default branch's; one that cannot be restored is reported and the job runs without it."""
         asked = self.options.cache
@@ -192,10 +189,10 @@ class JobRun:
         except cache.CacheError as exc:
             self.note(f"{exc}; the job runs without the cache")
             return None
-        places = cache.archives(self.settings.cache_dir, self.project_id, key, self.ref, self.default_branch)
+        places = cache.archives(self.project_id, key, self.ref, self.default_branch)
         for archive, whose in places:
             try:
-                hit = cache.restore(archive, self.workspace)
+                hit = cache.restore(self.ctx.cache_store, archive, self.workspace)
             except cache.CacheError as exc:
                 self.note(f"{exc} (key {key!r}{whose}); the job runs without it")
                 break
@@ -206,12 +203,13 @@ class JobRun:
             self.note(f"cache: no cache yet for key {key!r}")
         return places[0][0]
 
-    def _save_cache(self, archive: Path) -> None:
+    def _save_cache(self, archive: str) -> None:
         asked = self.options.cache
         if asked is None:
             return
         try:
-            size = cache.save(archive, self.workspace, asked.paths, self.settings.cache_max_bytes)
+            store, limit = self.ctx.cache_store, self.settings.cache_max_bytes
+            size = cache.save(store, archive, self.workspace, asked.paths, limit)
             self.note(f"cache: saved ({size:,} bytes)")
         except cache.CacheError as exc:
             self.note(str(exc))
@@ -223,7 +221,7 @@ class JobRun:
         self.kept = artifacts.collect(
             self.workspace,
             asked.paths,
-            self.settings.artifacts_dir,
+            self.ctx.artifact_store,
             self.job_id,
             max_bytes=self.settings.artifact_max_bytes,
             warn=self.note,

@@ -13,7 +13,7 @@ from ciserver import queue
 from ciserver.api.deps import MAX_ROW, DatabaseDep, Developer, RedisDep, RowId, SettingsDep, Viewer, not_found
 from ciserver.api.schemas import JobOut
 from ciserver.log_follow import follow_log
-from ciserver.logs import FileLogStore
+from ciserver.storage import log_store
 from ciserver.store import audit
 from ciserver.store.builds import get_job
 from ciserver.store.dispatch import advance, play_manual
@@ -74,7 +74,7 @@ def log_text(
         if found is None:
             raise not_found("job", job_id)
         complete = found.status.final
-    store = FileLogStore(settings.logs_dir)
+    store = log_store(settings)
     size = store.size(job_id)
     if offset > size:
         raise HTTPException(
@@ -111,7 +111,7 @@ async def log_stream(
     events = follow_log(
         job_id,
         start,
-        store=FileLogStore(settings.logs_dir),
+        store=log_store(settings),
         redis_url=settings.redis_url or "",
         db_url=settings.db_url,
         disconnected=request.is_disconnected,

@@ -8,10 +8,12 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Enum,
     ForeignKey,
     Index,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -171,6 +173,39 @@ class Artifact(Base):
     storage_key: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class LogChunk(Base):
+    """A piece of a job's log at rest, when logs are kept in the database (CISERVER_BLOB_STORE):
+    at most store.blobs.LOG_PIECE bytes from byte `start` of the log."""
+
+    __tablename__ = "log_chunks"
+
+    job_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    start: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Blob(Base):
+    """An artifact or cache archive kept in the database; `key` is set once all its chunks are in, so
+    a reader finds a whole blob or none."""
+
+    __tablename__ = "blobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str | None] = mapped_column(String(512), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BlobChunk(Base):
+    """One piece (store.blobs.CHUNK bytes, the last one less) of a blob, in order of `seq`."""
+
+    __tablename__ = "blob_chunks"
+
+    blob_id: Mapped[int] = mapped_column(ForeignKey("blobs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class _SecretColumns:
