@@ -91,13 +91,13 @@ class CiServer:
                 "ciserver serve did not answer within 30 s: " + (self.root / "api.log").read_text()
             )
 
-    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str, **env: str) -> subprocess.Popen[bytes]:
         """`ciserver worker` in a process group of its own (with RQ's scheduler, its child), so a
-        test can kill the whole of it."""
+        test can kill the whole of it; `env` over the server's (another host's data dir)."""
         with open(self.root / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "ciserver", "worker"],
-                env=dict(self.env, CISERVER_WORKER_NAME=name),
+                env=dict(self.env, CISERVER_WORKER_NAME=name, **env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
