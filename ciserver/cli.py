@@ -51,6 +51,21 @@ def _check_server_key(settings: Settings) -> None:
         raise fail(str(exc)) from None
 
 
+def _record_admin_token(db_url: str, secret: str) -> None:
+    """CISERVER_ADMIN_TOKEN becomes the first admin token (ciserver.store.admin_token)."""
+    from ciserver.store.admin_token import AdminTokenError, record_admin_token
+    from ciserver.store.db import session_scope
+
+    try:
+        with session_scope(db_url) as session:
+            token = record_admin_token(session, secret)
+            recorded = None if token is None else token.id
+    except AdminTokenError as exc:
+        raise fail(str(exc)) from None
+    if recorded is not None:
+        typer.echo(f"ciserver: admin token {recorded} recorded from CISERVER_ADMIN_TOKEN", err=True)
+
+
 @app.command()
 def up(
     host: Host = "127.0.0.1",
@@ -84,6 +99,8 @@ def serve(host: Host = "127.0.0.1", port: Port = 8080) -> None:
     if not settings.redis_url:
         raise fail("CISERVER_REDIS_URL is not set (or use `ciserver up`, which starts its own Redis)")
     _check_server_key(settings)
+    if settings.admin_token:
+        _record_admin_token(settings.db_url, settings.admin_token)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
 
 
@@ -104,6 +121,14 @@ def worker(
             "(default: CISERVER_STOP_GRACE, 10).",
         ),
     ] = None,
+    router: Annotated[
+        bool,
+        typer.Option(
+            "--router",
+            help="Run the private nginx that deployments shift traffic with (under the data dir, as "
+            "`up` does) for as long as this worker runs: the deploy worker of docker-compose.yml.",
+        ),
+    ] = False,
 ) -> None:
     """Run one worker: plans builds, runs jobs in containers, rolls out deployments.
 
@@ -118,7 +143,16 @@ def worker(
         raise fail("CISERVER_REDIS_URL is not set (or use `ciserver up`, which starts its own Redis)")
     _check_server_key(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run_worker(settings, queues or None, burst=burst)
+    if not router:
+        run_worker(settings, queues or None, burst=burst)
+        return
+    from ciserver.worker_router import WorkerRouterError, running_router
+
+    try:
+        with running_router(settings) as settings:
+            run_worker(settings, queues or None, burst=burst)
+    except WorkerRouterError as exc:
+        raise fail(str(exc)) from None
 
 
 @project_app.command("add")

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         None,
         description="Fernet key that encrypts secrets at rest; unset: kept in the data dir's secret.key.",
     )
+    admin_token: str | None = Field(
+        None,
+        description="A first admin token, chosen by the operator (at least 32 characters): `serve` "
+        "records its hash at start while the database has no admin token at all (docker-compose's "
+        "first token, from .env); unset, make one with `ciserver token create --role admin`.",
+    )
     router_reload: str | None = Field(
         None,
         description="Command that reloads the nginx routing deployments; unset: `ciserver up` starts "

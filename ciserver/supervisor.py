@@ -8,65 +8,25 @@ finish their jobs, then told to stop them), then nginx, then Redis.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
-import shlex
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from redis import Redis
 from redis.exceptions import RedisError
 
+from ciserver.child_process import Child, StartError, wait
 from ciserver.config import Settings
-from ciserver.deploy.nginx_control import CONTROL_FILE
-from ciserver.deploy.router import main_config
 from ciserver.ports import free_port
+from ciserver.private_nginx import find_nginx, start_nginx, stop_nginx
 
-PR_SET_PDEATHSIG = 1
+__all__ = ["StartError", "Supervisor"]
+
 RESTART_BACKOFF = 2.0
-
-
-class StartError(Exception):
-    """`up` cannot start; the message says what to install or set."""
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: if `up` is killed outright, its children follow.
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-@dataclass
-class Child:
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    started_at: float = 0.0
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
-            )
-        self.started_at = time.monotonic()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def signal(self, sig: signal.Signals) -> None:
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(sig)
 
 
 @dataclass
@@ -154,28 +114,12 @@ class Supervisor:
     def _start_nginx(self) -> str | None:
         """nginx with its configuration, environments and logs under the data dir; returns the
         command that reloads it. Without nginx, builds still run: deployments say what is missing."""
-        server = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+        server = find_nginx()
         if server is None:
             print("ciserver: nginx is not installed, so deployments cannot route traffic", flush=True)
             return None
-        root = self.settings.router_dir
-        for sub in ("logs", "temp", "environments"):
-            (root / sub).mkdir(parents=True, exist_ok=True)
-        conf = root / "nginx.conf"
-        conf.write_text(main_config(root))
-        (root / "nginx.pid").unlink(missing_ok=True)
-        # The router's marker server: its port may have been taken while nginx was down, and nginx
-        # would not start; the first change writes it again on a free port.
-        (root / "environments" / CONTROL_FILE).unlink(missing_ok=True)
-        argv = [server, "-p", str(root), "-c", str(conf)]
-        self.nginx = Child("nginx", argv, dict(os.environ), self.settings.data_dir / "log" / "nginx.log")
-        self.nginx.start()
-        deadline = time.monotonic() + 15
-        while not (root / "nginx.pid").exists():
-            if not self.nginx.alive() or time.monotonic() > deadline:
-                raise StartError(f"nginx did not start; see {self.nginx.log_path} and {root / 'logs'}")
-            time.sleep(0.05)
-        return shlex.join([*argv, "-s", "reload"])
+        self.nginx, reload = start_nginx(self.settings, server)
+        return reload
 
     def _restart_crashed(self) -> None:
         for child in self.children:
@@ -192,29 +136,17 @@ class Supervisor:
         workers = [c for c in self.children if c.name != "api"]
         for child in api + workers:
             child.signal(signal.SIGTERM)  # workers: finish the current job, take no new one
-        _wait(api + workers, self.settings.stop_grace)
+        wait(api + workers, self.settings.stop_grace)
         for child in workers:
             child.signal(signal.SIGTERM)  # a second SIGTERM: stop the job now, remove its container
-        _wait(workers, 10)
+        wait(workers, 10)
         for child in self.children:
             child.signal(signal.SIGKILL)
-        _wait(self.children, 5)
+        wait(self.children, 5)
         if self.nginx is not None:
-            self.nginx.signal(signal.SIGQUIT)  # graceful: requests in flight are answered
-            _wait([self.nginx], 10)
-            self.nginx.signal(signal.SIGKILL)
-            _wait([self.nginx], 2)
+            stop_nginx(self.nginx)
         if self.redis is not None:
             self.redis.signal(signal.SIGTERM)
-            _wait([self.redis], 5)
+            wait([self.redis], 5)
             self.redis.signal(signal.SIGKILL)
-            _wait([self.redis], 2)
-
-
-def _wait(children: list[Child], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    for child in children:
-        if child.proc is None:
-            continue
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.proc.wait(max(0.0, deadline - time.monotonic()))
+            wait([self.redis], 2)
