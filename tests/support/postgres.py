@@ -30,10 +30,11 @@ def _bin_dir() -> Path:
 
 class PostgresServer:
     """initdb into a directory of its own, started on a free loopback port with fsync off (a test's data
-    need not survive a crash). The server refuses to run as root, so under root (as CI runs) it runs as
-    the `postgres` system user the package creates."""
+    need not survive a crash) unless `durable`. The server refuses to run as root, so under root (as CI
+    runs) it runs as the `postgres` system user the package creates."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable  # a server as an operator runs it (fsync on), for benchmarks
         self.bin = _bin_dir()
         self.user = "postgres" if os.geteuid() == 0 else None
         # Not under pytest's tmp dir: that is private to root, and the server may run as another user.
@@ -64,10 +65,9 @@ class PostgresServer:
             shutil.chown(self.directory, self.user)
         data = self.directory / "data"
         self._run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c fsync=off"
-            " -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
-        )
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c max_connections=300"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             "pg_ctl", "-D", str(data), "-l", str(self.directory / "server.log"), "-o", options, "-w", "start"
         )
