@@ -10,33 +10,46 @@
 #               default): the build stage makes them itself, which needs pip in the base image and
 #               access to the package index. Set it when the build cannot reach the index, or on a
 #               base without pip.
+#   EXTRAS      the package's extras to install (default `postgres`: the psycopg driver, so one image
+#               serves SQLite and PostgreSQL alike); empty for none
+#   ROUTER      `nginx` adds Debian's nginx: the deployer's image (`ciserver worker --router` runs it as
+#               the router deployments shift traffic with); empty (the default): no nginx
 ARG BASE_IMAGE=python:3.11-slim
 
 # Build stage: the wheels of ciserver and its dependencies, installed into a virtual environment
 # the runtime stage copies whole (same base, same path), so no wheel ends up in a runtime layer.
 FROM ${BASE_IMAGE} AS build
 ARG WHEELHOUSE=
+ARG EXTRAS=postgres
 WORKDIR /src
 COPY . .
 # The dependencies are read from pyproject.toml by pip itself: nothing here lists them again. pip
 # runs from its own wheel, so the base needs neither pip nor ensurepip (Debian's python3 has
 # neither), and the venv keeps no pip.
 RUN set -eu; mkdir /wheels; \
+    extras=${EXTRAS:+[$EXTRAS]}; \
     if [ -n "$WHEELHOUSE" ]; then cp "$WHEELHOUSE"/*.whl /wheels/; \
-    else python3 -m pip wheel --no-cache-dir --wheel-dir /wheels . pip; fi; \
+    else python3 -m pip wheel --no-cache-dir --wheel-dir /wheels ".$extras" pip; fi; \
     python3 -m venv --without-pip /opt/ciserver; \
     pip=$(ls /wheels/pip-*.whl); \
     /opt/ciserver/bin/python "$pip/pip" install --no-cache-dir --no-index --find-links /wheels \
-      --disable-pip-version-check ciserver
+      --disable-pip-version-check "ciserver$extras"
 
-# Runtime stage: the virtual environment, git, and an unprivileged user.
+# Runtime stage: the virtual environment, git, and an unprivileged user (nginx too with ROUTER=nginx).
 FROM ${BASE_IMAGE}
+ARG ROUTER=
 # git clones the projects; the Docker Engine is reached through its socket with the docker SDK, so
-# no docker CLI. Bases that ship git (the tests' base) skip apt altogether.
+# no docker CLI. Bases that ship git (the tests' base) and need no nginx skip apt altogether. No
+# service starts at install (policy-rc.d): nginx runs only as ciserver starts it.
 RUN set -eu; \
-    if ! command -v git >/dev/null; then \
-      apt-get update; apt-get install -y --no-install-recommends git ca-certificates; \
-      rm -rf /var/lib/apt/lists/*; \
+    packages=; \
+    command -v git >/dev/null || packages="git ca-certificates"; \
+    case "$ROUTER" in nginx) packages="$packages nginx-light" ;; "") ;; \
+      *) echo "ROUTER must be nginx or empty, not '$ROUTER'" >&2; exit 1 ;; esac; \
+    if [ -n "$packages" ]; then \
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; \
+      apt-get update; DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $packages; \
+      rm -rf /var/lib/apt/lists/* /usr/sbin/policy-rc.d /etc/nginx/sites-enabled/default; \
     fi; \
     useradd --system --uid 10001 --user-group --home-dir /var/lib/ciserver --no-create-home \
       --shell /usr/sbin/nologin ciserver; \

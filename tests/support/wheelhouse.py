@@ -15,11 +15,15 @@ from pathlib import Path
 MISSING = re.compile(r"No matching distribution found for (\S+)")
 
 
-def build_wheelhouse(project: Path, dest: Path, base_image: str, rounds: int = 5) -> None:
-    """Fill `dest` with the wheels of `project`, of its dependencies and of pip, for `base_image`."""
-    _pip_wheel(dest, str(project), "pip")
+def build_wheelhouse(
+    project: Path, dest: Path, base_image: str, rounds: int = 5, extras: str = "postgres"
+) -> None:
+    """Fill `dest` with the wheels of `project` with `extras` (the Dockerfile's EXTRAS, whose default
+    this is), of its dependencies and of pip, for `base_image`."""
+    wanted = f"[{extras}]" if extras else ""
+    _pip_wheel(dest, f"{project}{wanted}", "pip")
     for _ in range(rounds):
-        missing = _missing(dest, base_image)
+        missing = _missing(dest, base_image, f"ciserver{wanted}")
         if not missing:
             return
         _pip_wheel(dest, *missing)
@@ -32,15 +36,14 @@ def _pip_wheel(dest: Path, *requirements: str) -> None:
     )
 
 
-def _missing(wheels: Path, base_image: str) -> list[str]:
+def _missing(wheels: Path, base_image: str, requirement: str) -> list[str]:
     """What pip, run by the base image's Python without network, cannot find in `wheels`."""
     pip = next(wheels.glob("pip-*.whl")).name
-    ciserver = next(wheels.glob("ciserver-*.whl")).name
     run = subprocess.run(
         ["docker", "run", "--rm", "--network", "none", "-v", f"{wheels}:/wheels:ro", base_image,
          "python3", f"/wheels/{pip}/pip", "install", "--dry-run", "--quiet", "--no-index",
          "--disable-pip-version-check", "--find-links", "/wheels", "--target", "/tmp/t",
-         f"/wheels/{ciserver}"],
+         requirement],
         capture_output=True,
         text=True,
     )  # fmt: skip
