@@ -27,6 +27,8 @@ OVERRIDE = ROOT / "tests" / "compose" / "docker-compose.test.yml"
 
 def build_images() -> None:
     """The stand-in images; a second run only checks that they exist (scripts/build-compose-images)."""
+    if shutil.which("docker-compose") is None:
+        raise AssertionError("docker-compose is missing: apt-get install docker-compose (.ci/run does)")
     run = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "build-compose-images")], capture_output=True, text=True
     )
