@@ -89,8 +89,11 @@ def end_attempt(
 
 def end_lost_job(session: Session, job_id: int, reason: str, concurrency: int = 0) -> JobEnded | None:
     """A running job whose worker is gone: another attempt if its retry policy gives one (a lost
-    worker counts as runner_failure), else `error` with the reason. None when it no longer runs."""
-    job = session.get(Job, job_id)
+    worker counts as runner_failure), else `error` with the reason. None when it no longer runs.
+
+    Every live worker's reaper finds the same lost job: the row is locked, so the second waits for
+    the first's commit and sees the job queued for its retry, rather than ending that retry `error`."""
+    job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
     if job is None or job.status != Status.running:
         return None
     return end_attempt(session, job_id, AttemptEnd(Status.error, error=reason), concurrency=concurrency)

@@ -102,6 +102,11 @@ def wait_build(stack: ComposeStack, build_id: int, timeout: float = 120) -> dict
         time.sleep(0.3)
 
 
+def outcome(build: dict[str, Any]) -> list[tuple[str, str, int, str | None]]:
+    """What a failed assertion on a build shows: each job's status, attempt and error."""
+    return [(j["name"], j["status"], j["attempt"], j["error"]) for j in build["jobs"]]
+
+
 def jobs(build: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {job["name"]: job for job in build["jobs"]}
 
@@ -168,7 +173,7 @@ def test_a_teams_stack_builds_survives_a_killed_worker_deploys_and_keeps_everyth
 
     # A signed push builds green; its log is served from the database.
     build_one = wait_build(stack, push(stack, webhook, first))
-    assert build_one["status"] == "success", (build_one, stack.logs())
+    assert build_one["status"] == "success", (outcome(build_one), build_one["error"], stack.logs())
     hello = jobs(build_one)["hello"]
     assert "hello from compose" in log(stack, hello["id"])
     (artifact,) = http.get(f"/api/v1/builds/{build_one['id']}/artifacts").json()
@@ -186,7 +191,7 @@ def test_a_teams_stack_builds_survives_a_killed_worker_deploys_and_keeps_everyth
     victim = next(w for w in workers if w[:12] in worker_name)  # named by its container
     subprocess.run(["docker", "kill", victim], check=True, capture_output=True)
     build_two = wait_build(stack, build_two_id)
-    assert build_two["status"] == "success", (build_two, stack.logs())
+    assert build_two["status"] == "success", (outcome(build_two), build_two["error"], stack.logs())
     slow = jobs(build_two)["slow"]
     assert slow["attempt"] == 2
     slow_log = log(stack, slow["id"])
