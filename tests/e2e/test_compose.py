@@ -174,6 +174,7 @@ def test_a_teams_stack_builds_survives_a_killed_worker_deploys_and_keeps_everyth
     # A signed push builds green; its log is served from the database.
     build_one = wait_build(stack, push(stack, webhook, first))
     assert build_one["status"] == "success", (outcome(build_one), build_one["error"], stack.logs())
+    stack.images.append(jobs(build_one)["package"]["image_id"])
     hello = jobs(build_one)["hello"]
     assert "hello from compose" in log(stack, hello["id"])
     (artifact,) = http.get(f"/api/v1/builds/{build_one['id']}/artifacts").json()
@@ -197,7 +198,7 @@ def test_a_teams_stack_builds_survives_a_killed_worker_deploys_and_keeps_everyth
     slow_log = log(stack, slow["id"])
     assert "attempt 1" in slow_log and "attempt 2" in slow_log and "was lost" in slow_log
     package = jobs(build_two)["package"]
-    stack.images.append(package["image_tag"])
+    stack.images.append(package["image_id"])
 
     # Promoted by hand, the release answers through the deployer's nginx.
     promoted = http.post(

@@ -44,7 +44,7 @@ class ComposeStack:
         self.data_dir.mkdir(parents=True)
         self.repos.mkdir()
         self.admin_token = secrets.token_hex(32)
-        self.images: list[str] = []  # release images the test saw built, removed at the end
+        self.images: list[str] = []  # ids of the release images the test saw built: all their tags go
         self.ports = {key: free_port() for key in ("API", "REDIS", "POSTGRES", "REGISTRY")}
         values = {
             "CISERVER_SECRET_KEY": Fernet.generate_key().decode(),
@@ -107,7 +107,7 @@ class ComposeStack:
                 if found:
                     _docker(*remove, *found)
         pushed = _docker("images", "--format", "{{.Repository}}:{{.Tag}}").split()
-        doomed = [*self.images, *(ref for ref in pushed if ref.startswith(f"{self.registry}/"))]
+        doomed = [*filter(None, self.images), *(ref for ref in pushed if ref.startswith(f"{self.registry}/"))]
         if doomed:
             _docker("rmi", "-f", *doomed)
         self.http.close()
