@@ -71,3 +71,14 @@ def test_release_images_of_look_alike_projects_have_tags_of_their_own() -> None:
 @given(PROJECT, st.from_regex(r"[0-9a-f]{40}|[0-9a-f]{64}", fullmatch=True))
 def test_every_registrable_project_has_a_release_tag_docker_takes(project: str, sha: str) -> None:
     assert match_tag(release_tag(project, sha)), release_tag(project, sha)
+
+
+@given(PROJECT, st.from_regex(r"[0-9a-f]{40}", fullmatch=True))
+def test_with_a_registry_the_release_tag_is_the_registry_s_and_docker_takes_it(
+    project: str, sha: str
+) -> None:
+    tag = release_tag(project, sha, "registry.example:5000")
+    assert tag == f"registry.example:5000/{release_tag(project, sha)}"
+    assert match_tag(tag), tag
+    repository, _, pushed = tag.rpartition(":")  # the split a push makes: the port stays in the repo
+    assert repository.startswith("registry.example:5000/ciserver/") and pushed == sha

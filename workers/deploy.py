@@ -85,6 +85,7 @@ def _roll_out(ctx: WorkerContext, claimed: store.Claimed) -> Outcome:
         env={**service.env, **variables, **secrets, "CISERVER_ENVIRONMENT": claimed.environment},
         command=service.command,
         limits=limits_for(Resources(), ctx.settings),
+        pull_from=_pull_from(claimed.image_digest, ctx.settings.pull_images),
     )
     name = deploy_name(claimed.project, claimed.environment)
     router = NginxRouter(
@@ -106,6 +107,12 @@ def _roll_out(ctx: WorkerContext, claimed: store.Claimed) -> Outcome:
         ),
     )
     return rollout.run()
+
+
+def _pull_from(digest: str | None, pull: bool) -> str | None:
+    """The registry reference of a pushed release image (REPO@sha256:..., exactly what was built),
+    for an engine that lacks it; None when the image was never pushed or pulling is off."""
+    return digest if pull and digest and "@sha256:" in digest else None
 
 
 class _Route:

@@ -22,7 +22,12 @@ class SpecError(Exception):
     arg); the job ends in error with this message."""
 
 
-def ci_variables(build: Build, job: Job) -> dict[str, str]:
+def release_image(build: Build, registry: str | None = None) -> str:
+    """The tag of the build's release image: in the registry when one is set, so any engine pulls it."""
+    return release_tag(build.project.name, build.sha, registry)
+
+
+def ci_variables(build: Build, job: Job, registry: str | None = None) -> dict[str, str]:
     """What every job finds in its environment, named as GitLab's predefined variables are."""
     return {
         "CI": "true",
@@ -37,7 +42,7 @@ def ci_variables(build: Build, job: Job) -> dict[str, str]:
         "CI_JOB_STAGE": job.stage,
         "CI_JOB_ATTEMPT": str(job.attempt),
         "CI_PROJECT": build.project.name,
-        "CI_RELEASE_IMAGE": release_tag(build.project.name, build.sha),
+        "CI_RELEASE_IMAGE": release_image(build, registry),
     }
 
 
@@ -86,13 +91,17 @@ def spec_for(
     image build's context and Dockerfile are resolved only once the workspace is checked out (links
     in the checkout decide where they lead), by the builder."""
     image_build, build = options.image_build, job.build
+    # The registry's name of the release image whoever made `env` (made without the settings, it
+    # names the engine's local tag, which an engine on another host does not have).
+    env = {**env, "CI_RELEASE_IMAGE": release_image(build, settings.registry)}
     if image_build is not None:
         return ImageBuildSpec(
             job_id=job.id,
             workspace=workspace,
             context=image_build.context,
             dockerfile=image_build.dockerfile,
-            tag=release_tag(build.project.name, build.sha),
+            tag=env["CI_RELEASE_IMAGE"],
+            registry=settings.registry,
             target=image_build.target,
             build_args=_build_args(image_build, env, secrets),
             labels=dict(labels),

@@ -31,10 +31,12 @@ def legacy_route_name(project: str, environment: str) -> str:
     return f"{slug}-{environment}"[:200]
 
 
-def release_tag(project: str, sha: str) -> str:
+def release_tag(project: str, sha: str, registry: str | None = None) -> str:
     """ciserver/OWNER-NAME-DIGEST:SHA, the tag of a commit's release image: Docker's characters, and a
     digest of the exact project, since `acme/shop-prod` and `acme-shop/prod` share a slug (and could
-    push one commit), and a job that runs `$CI_RELEASE_IMAGE` must get its own project's image."""
+    push one commit), and a job that runs `$CI_RELEASE_IMAGE` must get its own project's image.
+    With a `registry` (HOST:PORT) it is REGISTRY/ciserver/...: the name every engine pulls it by."""
     slug = re.sub(r"[^a-z0-9]+", "-", project.lower()).strip("-")[:SLUG_MAX].rstrip("-")
     digest = hashlib.sha256(project.encode()).hexdigest()[:DIGEST_HEX]
-    return f"ciserver/{slug}-{digest}:{sha}"
+    prefix = f"{registry.strip('/')}/" if registry else ""
+    return f"{prefix}ciserver/{slug}-{digest}:{sha}"

@@ -116,6 +116,7 @@ class Claimed:
     config: DeployConfig
     image: str | None  # the release image's id (or tag)
     image_tag: str | None
+    image_digest: str | None  # REPO@sha256:... once pushed to a registry, else the image id
     sha: str
     release_id: int
     strategy: str
@@ -168,6 +169,7 @@ def claim(session: Session, deployment_id: int, worker: str) -> Claimed | None:
         config=config,
         image=release.image_id or release.image_tag,
         image_tag=release.image_tag,
+        image_digest=release.image_digest,
         sha=release.sha,
         release_id=release.id,
         strategy=deployment.strategy,

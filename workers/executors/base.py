@@ -64,7 +64,7 @@ class ImageBuildSpec:
     workspace: Path  # the checked-out workspace: nothing outside it reaches the build
     context: str  # relative to the workspace; resolved (after links) when the build starts
     dockerfile: str  # relative to context
-    tag: str  # e.g. "ciserver/acme-app:<sha>"
+    tag: str  # e.g. "ciserver/acme-app:<sha>", "REGISTRY/ciserver/acme-app:<sha>" with a registry
     target: str | None = None
     build_args: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)  # of the step containers (the job's)
@@ -72,6 +72,7 @@ class ImageBuildSpec:
     limits: Limits | None = None  # of each RUN step, as of a job
     network: str = "default"  # or "none": RUN steps get only a loopback interface
     cache: BuildCache | None = None  # None: every step is run
+    registry: str | None = None  # HOST:PORT the image is pushed to once built; None: it stays here
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class JobExit:
 class BuiltImage:
     tag: str
     image_id: str  # "sha256:..."
-    digest: str  # the repo digest if the engine has one, else the image id (the sha256 of the image config)
+    digest: str  # the repo digest (REPO@sha256:...) once pushed, else the image id (the config's sha256)
 
 
 class ExecutorError(Exception):

@@ -22,6 +22,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 from docker.models.networks import Network
 
+from workers.executors import registry
 from workers.executors.base import (
     BuiltImage,
     ExecutorError,
@@ -324,7 +325,10 @@ class DockerExecutor:
         return _once_per_job(removed)
 
     def build_image(self, spec: ImageBuildSpec, output: OutputSink, stop: threading.Event) -> BuiltImage:
-        return ImageBuilder(self.client, pull=self.pull).build(spec, output, stop)
+        built = ImageBuilder(self.client, pull=self.pull).build(spec, output, stop)
+        if spec.registry is None:
+            return built
+        return registry.push(self.client, built, spec.registry, output, stop)
 
 
 def _wait_for_port(address: str, port: int, deadline: float, stop: threading.Event) -> bool:

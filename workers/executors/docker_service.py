@@ -21,6 +21,7 @@ from docker.errors import APIError, ImageNotFound, NotFound
 from docker.models.containers import Container
 
 from ciserver.deploy.names import deploy_name
+from workers.executors import registry
 from workers.executors.base import ExecutorError, Limits
 from workers.executors.docker import SERVICE_CAPABILITIES, connect_engine, hardening
 from workers.executors.docker_run import PROJECT_LABEL
@@ -54,6 +55,8 @@ class ServiceRelease:
     env: Mapping[str, str] = field(default_factory=dict)
     command: list[str] | None = None
     limits: Limits | None = None
+    # Where an engine that lacks `image` pulls it from (the registry's REPO@sha256:...); None: nowhere.
+    pull_from: str | None = None
 
     def owner_labels(self) -> dict[str, str]:
         """The labels that make a container or network this environment's."""
@@ -97,9 +100,7 @@ class DockerServiceTarget:
             self._remove(existing)
         self._ensure_network()
         try:
-            container = self.client.containers.run(release.image, **self.config(color))
-        except ImageNotFound:
-            raise ExecutorError(f"the release image {release.image} is not on this worker's engine") from None
+            container = self._run(color)
         except APIError as exc:
             if exc.status_code == 409:  # the name is taken, and not by this environment (see above)
                 raise ExecutorError(self._not_ours("container", name, self._labels_of(name))) from None
@@ -109,6 +110,32 @@ class DockerServiceTarget:
             self._remove(container)
             raise ExecutorError(f"{name}: the engine published no port for {release.port}/tcp")
         return address
+
+    def _run(self, color: str) -> Container:
+        """The container of `color`, its image made present first: docker-py's run would otherwise
+        pull a missing image from Docker Hub by its id, which no registry has."""
+        self._ensure_image()
+        return self.client.containers.run(self.release.image, **self.config(color))
+
+    def _ensure_image(self) -> None:
+        """The release image on this engine: pulled from the registry when it lacks it and may pull."""
+        release = self.release
+        try:
+            self.client.api.inspect_image(release.image)
+            return
+        except ImageNotFound:
+            if release.pull_from is None:
+                raise ExecutorError(
+                    f"the release image {release.image} is not on this worker's engine"
+                ) from None
+        registry.pull(self.client, release.pull_from)
+        try:
+            self.client.api.inspect_image(release.image)
+        except ImageNotFound:
+            raise ExecutorError(
+                f"the release image {release.image} is not on this worker's engine, and pulling "
+                f"{release.pull_from} did not bring it"
+            ) from None
 
     def config(self, color: str) -> dict[str, Any]:
         """docker-py's containers.run arguments: detached, hardened, on the environment's network,
