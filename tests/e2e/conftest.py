@@ -4,6 +4,7 @@ runs exactly the fast tests."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pytest
 from docker.errors import ImageNotFound
 
 from tests.support.engine import BUSYBOX, PYTHON
-from tests.support.server import CiServer
+from tests.support.server import E2E_DATABASE, CiServer
 from tests.support.services import redis_database
 from workers.executors.docker import DockerExecutor
 
@@ -28,6 +29,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
+# The databases the tests that run a ciserver run on (unless a test picks its own), e.g.
+# CISERVER_TEST_E2E_DATABASES=sqlite,postgresql; SQLite alone by default, to keep the suite's time.
+E2E_DATABASES = os.environ.get("CISERVER_TEST_E2E_DATABASES", "sqlite").split(",")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    runs_a_server = "ciserver" in metafunc.fixturenames or any(
+        name in vars(metafunc.module) for name in ("CiServer", "deploying_server")
+    )
+    if runs_a_server and "postgres_url" not in metafunc.fixturenames and E2E_DATABASES != ["sqlite"]:
+        metafunc.parametrize("e2e_database", E2E_DATABASES, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def e2e_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Which database the servers of the tests now running get (tests.support.server.E2E_DATABASE)."""
+    kind = getattr(request, "param", "sqlite")
+    E2E_DATABASE.postgres = request.getfixturevalue("postgres") if kind == "postgresql" else None
+    try:
+        yield kind
+    finally:
+        E2E_DATABASE.postgres = None
+
+
 @pytest.fixture(scope="session")
 def busybox_image() -> str:
     if subprocess.run(["docker", "image", "inspect", BUSYBOX], capture_output=True).returncode != 0:
@@ -37,7 +62,7 @@ def busybox_image() -> str:
 
 @pytest.fixture(scope="session")
 def ciserver(
-    tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str, e2e_database: str
 ) -> Iterator[CiServer]:
     """The API and two workers as real processes, sharing one data dir, database and Redis.
 

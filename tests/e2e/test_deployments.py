@@ -4,7 +4,6 @@ delivery, canary), with real containers, a real nginx and real requests through 
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import threading
 import time
@@ -250,8 +249,7 @@ def test_continuous_deployment_then_delivery_with_canary_and_rollback(deployer: 
     assert restored["status"] == "succeeded", restored
     assert answer(deployer.staging) == version(v2)
 
-    with sqlite3.connect(server.root / "data" / "ciserver.db") as db:
-        actions = [row[0] for row in db.execute("select action from audit_log")]
+    actions = [action for _, action, _ in server.audit()]
     assert actions.count("environment.promote") == 3 and actions.count("environment.rollback") == 1
 
 

@@ -5,7 +5,6 @@ promote is needed and who may give it are the server's; a pushed file may only a
 from __future__ import annotations
 
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -99,8 +98,7 @@ class Server:
         return {"Authorization": f"Bearer {self.server.token_for(role)}"}
 
     def audit(self) -> list[tuple[str, str, str]]:
-        with sqlite3.connect(self.root / "data" / "ciserver.db") as db:
-            return list(db.execute("select actor, action, target from audit_log order by id"))
+        return self.server.audit()
 
 
 def listening(port: int) -> bool:

@@ -10,10 +10,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 
 from ciserver.ports import free_port
 from tests.support.payloads import (
@@ -23,9 +25,21 @@ from tests.support.payloads import (
     gitlab_headers,
     gitlab_push_body,
 )
+from tests.support.postgres import PostgresServer
 from tests.support.services import start_nginx
 
 FINAL = ("success", "failed", "error", "canceled", "skipped")
+
+
+@dataclass
+class E2eDatabase:
+    """The database the end-to-end servers get when a test gives none: SQLite in the data dir, or a new
+    PostgreSQL database of this server's (tests/e2e/conftest.py runs the server tests on each)."""
+
+    postgres: PostgresServer | None = None
+
+
+E2E_DATABASE = E2eDatabase()
 
 
 class CiServer:
@@ -46,10 +60,26 @@ class CiServer:
             CISERVER_ROUTER_RELOAD="false",
             **env,
         )
+        if "CISERVER_DATABASE_URL" not in env and E2E_DATABASE.postgres is not None:
+            self.env["CISERVER_DATABASE_URL"] = E2E_DATABASE.postgres.new_database()
         self.api: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
         self.token = ""
         self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    @property
+    def db_url(self) -> str:
+        return self.env.get("CISERVER_DATABASE_URL") or f"sqlite:///{self.root / 'data' / 'ciserver.db'}"
+
+    def audit(self) -> list[tuple[str, str, str]]:
+        """The audit log, oldest first: (actor, action, target)."""
+        engine = sa.create_engine(self.db_url)
+        try:
+            with engine.connect() as connection:
+                query = sa.text("SELECT actor, action, target FROM audit_log ORDER BY id")
+                return [(str(a), str(b), str(c)) for a, b, c in connection.execute(query)]
+        finally:
+            engine.dispose()
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
