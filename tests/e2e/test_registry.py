@@ -21,8 +21,8 @@ from ciserver.ports import free_port
 from tests.support.engine import BUSYBOX
 from tests.support.git import make_repo
 from tests.support.registry import Registry, registry_fixture  # noqa: F401  (the `registry` fixture)
-from tests.support.server import CiServer
-from tests.support.services import redis_database, start_nginx
+from tests.support.server import CiServer, deploying_server
+from tests.support.services import redis_database
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -53,22 +53,9 @@ def server(
 ) -> Iterator[CiServer]:
     """A ciserver whose release images go to `registry`, deploying through a private nginx."""
     root = tmp_path_factory.mktemp("registry-ci")
-    nginx, reload = start_nginx(root / "data" / "nginx")
-    ci = CiServer(root, redis_database(redis_url, 10), CISERVER_REGISTRY=registry.address)
-    ci.env["CISERVER_ROUTER_RELOAD"] = reload
-    try:
-        ci.start(workers=2)
+    database = redis_database(redis_url, 10)
+    with deploying_server(root, database, 2, CISERVER_REGISTRY=registry.address) as ci:
         yield ci
-    finally:
-        ci.stop()
-        nginx.terminate()
-        nginx.wait(10)
-        label = f"label=ciserver.deploy={root / 'data'}"
-        for kind in (["ps", "-aq"], ["network", "ls", "-q"]):  # the containers before their networks
-            found = subprocess.run(["docker", *kind, "--filter", label], capture_output=True, text=True)
-            if found.stdout.split():
-                remove = ["rm", "-f"] if kind[0] == "ps" else ["network", "rm"]
-                subprocess.run(["docker", *remove, *found.stdout.split()], capture_output=True)
 
 
 def project(server: CiServer, root: Path, listen: int, note: str) -> tuple[str, str]:

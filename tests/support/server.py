@@ -205,12 +205,12 @@ class CiServer:
 
 
 @contextlib.contextmanager
-def deploying_server(root: Path, redis_url: str, workers: int) -> Iterator[CiServer]:
+def deploying_server(root: Path, redis_url: str, workers: int, **env: str) -> Iterator[CiServer]:
     """A ciserver whose deployments go through a private nginx, on `redis_url` (give each such server a
     Redis database of its own: the session's other servers have workers on the same queue names).
     What its deployments left on the engine, containers and networks, is removed afterwards."""
     nginx, reload = start_nginx(root / "data" / "nginx")
-    server = CiServer(root, redis_url)
+    server = CiServer(root, redis_url, **env)
     server.env["CISERVER_ROUTER_RELOAD"] = reload
     try:
         server.start(workers=workers)
