@@ -384,3 +384,21 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(255))
     target: Mapped[str] = mapped_column(String(1024))
     detail: Mapped[dict[str, Any] | None]
+
+
+class Event(Base):
+    """A build, job or deployment that was created or changed state, written in the same transaction
+    as the change: what `GET /api/v1/events` streams, in `id` order, and resumes from (Last-Event-ID)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_project_id", "project_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    # "build", "job" or "deployment"; `subject_id` is that row's id, `status` its state after the change.
+    kind: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16))
+    # What a client shows without asking again (the subject as the API describes it, in short).
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
