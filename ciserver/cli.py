@@ -36,6 +36,7 @@ Port = Annotated[int, typer.Option(help="Port of the HTTP API and webhooks.")]
 class ForgeName(StrEnum):
     github = "github"
     gitlab = "gitlab"
+    gitea = "gitea"  # Forgejo too
 
 
 def _check_server_key(settings: Settings) -> None:

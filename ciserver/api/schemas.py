@@ -19,7 +19,7 @@ class ProjectIn(BaseModel):
 
     name: str = Field(description="The forge's repository path, OWNER/NAME (GitLab: GROUP/SUBGROUP/NAME).")
     repo: str = Field(description="Where workers clone from: an https or ssh URL.")
-    forge: str = Field(description="github or gitlab")
+    forge: str = Field(description="github, gitlab or gitea (Gitea and Forgejo)")
     secret: str = Field(
         min_length=MIN_WEBHOOK_SECRET,
         description="The webhook secret (GitHub) or secret token (GitLab), at least 16 characters.",

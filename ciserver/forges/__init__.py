@@ -7,10 +7,11 @@ A new forge is one new module and one entry in FORGES.
 from __future__ import annotations
 
 from ciserver.forges.base import Forge
+from ciserver.forges.gitea import GITEA
 from ciserver.forges.github import GITHUB
 from ciserver.forges.gitlab import GITLAB
 
-FORGES: dict[str, Forge] = {GITHUB.name: GITHUB, GITLAB.name: GITLAB}
+FORGES: dict[str, Forge] = {GITHUB.name: GITHUB, GITLAB.name: GITLAB, GITEA.name: GITEA}
 
 
 def get_forge(name: str) -> Forge:

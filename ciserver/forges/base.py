@@ -222,6 +222,18 @@ class Fields:
             raise self._wrong(key, "an array", value)
         return [Fields(item, f"{self.where(key)}[{index}]") for index, item in enumerate(value)]
 
+    def optional_count(self, key: str) -> int | None:
+        """A non-negative integer that may be absent or null."""
+        if self.data.get(key) is None:
+            return None
+        return self.count(key)
+
+    def optional_children(self, key: str) -> list[Fields]:
+        """An array of objects that may be absent or null (then empty)."""
+        if self.data.get(key) is None:
+            return []
+        return self.children(key)
+
     def texts(self, key: str) -> list[str]:
         """A required array of strings."""
         value = self._get(key)

@@ -12,7 +12,7 @@ from ciserver.crypto import SecretKeyError, is_fernet_token
 from ciserver.store.clone_credentials import seal_clone_url
 from ciserver.store.models import Project
 
-FORGE_NAMES = ("github", "gitlab")
+FORGE_NAMES = ("github", "gitlab", "gitea")  # gitea: Forgejo too
 # A secret someone can guess lets them sign pushes; GitHub's own examples use 32 random bytes.
 MIN_WEBHOOK_SECRET = 16
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)+$")
