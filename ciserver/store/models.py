@@ -87,6 +87,10 @@ class Project(Base):
     # None: cancel older builds of a branch on a new push, except on the default branch.
     auto_cancel: Mapped[bool | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Where commit statuses go (None: the forge's public API) and the token they are sent with,
+    # Fernet-encrypted (None: statuses are not reported); see ciserver.statuses.
+    forge_api_url: Mapped[str | None] = mapped_column(String(2048))
+    forge_token: Mapped[str | None] = mapped_column(Text)
 
 
 class Build(Base):
@@ -121,6 +125,7 @@ class Build(Base):
 
     project: Mapped[Project] = relationship(lazy="joined")
     jobs: Mapped[list[Job]] = relationship(order_by="Job.position", back_populates="build")
+    statuses: Mapped[list[CommitStatus]] = relationship(order_by="CommitStatus.id", viewonly=True)
 
 
 class Job(Base):
@@ -402,3 +407,42 @@ class Event(Base):
     status: Mapped[str] = mapped_column(String(16))
     # What a client shows without asking again (the subject as the API describes it, in short).
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class CommitStatus(Base):
+    """A build's commit status in one context, as its forge should show it: the outbox that
+    ciserver.statuses sends. Only the newest state of a context is kept, so a state superseded
+    before it was sent is never sent; `version` counts the changes, `sent_version` is the forge's."""
+
+    __tablename__ = "commit_statuses"
+    __table_args__ = (
+        UniqueConstraint("build_id", "context"),
+        Index("ix_commit_statuses_due", "sent_version", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    build_id: Mapped[int] = mapped_column(ForeignKey("builds.id"))
+    context: Mapped[str] = mapped_column(String(255))
+    # pending, running, success, failure, error or canceled; each forge says it in its own words.
+    state: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(Text, default="")
+    version: Mapped[int] = mapped_column(default=1)
+    sent_version: Mapped[int] = mapped_column(default=0)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set by the API process sending it; another one leaves it alone until then.
+    claimed_until: Mapped[datetime | None]
+    reported_at: Mapped[datetime | None]
+    reported_state: Mapped[str | None] = mapped_column(String(16))
+    # Why the last attempt failed; with gave_up, why it is no longer tried.
+    error: Mapped[str | None] = mapped_column(Text)
+    gave_up: Mapped[bool] = mapped_column(default=False)
+
+
+class StatusCursor(Base):
+    """The newest event whose build the status reporter has looked at (one row)."""
+
+    __tablename__ = "status_cursor"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(default=0)
