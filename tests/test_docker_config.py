@@ -10,7 +10,7 @@ import pytest
 from ciserver.config import Settings
 from ciserver.store.models import Build
 from workers.executors.base import ExecutorError, JobSpec, Limits, ServiceSpec, shell_script
-from workers.executors.docker import JOB_CAPABILITIES, container_config, service_config
+from workers.executors.docker import JOB_CAPABILITIES, container_config, installation_mark, service_config
 from workers.jobspec import build_cache
 
 LIMITS = Limits(memory=64 * 1024**2, cpus=1.0, pids=128)
@@ -30,6 +30,29 @@ def spec(**changes: object) -> JobSpec:
     return JobSpec(**fields)  # type: ignore[arg-type]
 
 
+MARK = installation_mark(spec())
+
+
+def test_two_installations_on_one_engine_never_ask_for_the_same_names() -> None:
+    """Job ids repeat across databases: the same job id of two data dirs gets two container, network and
+    service names, and one data dir always the same ones (a restarted worker finds its leftovers)."""
+    service = ServiceSpec("postgres:16", "db")
+    one, other = ({"ciserver.job": "42", "ciserver.data_dir": f"/srv/{name}"} for name in ("one", "other"))
+    names = {
+        data_dir: (
+            container_config(spec(labels=labels, services=(service,)))["name"],
+            container_config(spec(labels=labels, services=(service,)))["network"],
+            service_config(spec(labels=labels), service)["name"],
+            container_config(spec(labels=labels, container="ciserver-deploy-7-1"))["name"],
+        )
+        for data_dir, labels in (("one", one), ("other", other))
+    }
+    assert not set(names["one"]) & set(names["other"])
+    again = container_config(spec(labels=dict(one), services=(service,)))
+    assert (again["name"], again["network"]) == names["one"][:2]
+    assert all(name.startswith(("ciserver-job-42-", "ciserver-deploy-7-1-")) for name in names["one"])
+
+
 def test_the_workspace_is_mounted_at_workspace_and_is_the_working_directory() -> None:
     config = container_config(spec())
     assert config["volumes"] == {"/data/workspaces/7/42": {"bind": "/workspace", "mode": "rw"}}
@@ -41,7 +64,7 @@ def test_the_script_runs_under_sh_e_and_the_job_is_labelled_and_named() -> None:
     assert config["entrypoint"][:3] == ["/bin/sh", "-e", "-c"]
     assert "python3 -m pytest -q" in config["entrypoint"][3]
     assert config["labels"] == {"ciserver.job": "42"}
-    assert config["name"] == "ciserver-job-42"
+    assert config["name"] == f"ciserver-job-42-{MARK}"
     assert config["environment"] == {"CI": "true"}
     assert config["image"] == "ciserver-test/python:3.11"
 
@@ -99,17 +122,17 @@ def test_nothing_but_the_workspace_is_mounted_and_no_device_or_host_namespace_is
 
 def test_a_job_with_services_joins_the_jobs_own_network() -> None:
     config = container_config(spec(services=(ServiceSpec("postgres:16", "db"),)))
-    assert config["network"] == "ciserver-job-42"
+    assert config["network"] == f"ciserver-job-42-{MARK}"
     assert "network_mode" not in config
 
 
 def test_a_service_is_named_labelled_aliased_and_hardened_like_a_job_plus_low_ports() -> None:
     service = ServiceSpec("postgres:16", "db", env={"POSTGRES_PASSWORD": "x"}, command=("postgres", "-F"))
     config = service_config(spec(limits=LIMITS), service)
-    assert config["name"] == "ciserver-job-42-svc-db"
+    assert config["name"] == f"ciserver-job-42-{MARK}-svc-db"
     assert config["labels"] == {"ciserver.job": "42", "ciserver.service": "db"}
-    assert config["network"] == "ciserver-job-42"
-    assert config["networking_config"] == {"ciserver-job-42": {"Aliases": ["db"]}}
+    assert config["network"] == f"ciserver-job-42-{MARK}"
+    assert config["networking_config"] == {f"ciserver-job-42-{MARK}": {"Aliases": ["db"]}}
     assert config["environment"] == {"POSTGRES_PASSWORD": "x"}
     assert config["command"] == ["postgres", "-F"]
     assert sorted(config["cap_add"]) == sorted([*JOB_CAPABILITIES, "NET_BIND_SERVICE"])

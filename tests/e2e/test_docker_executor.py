@@ -23,7 +23,7 @@ from workers.executors.base import (
     Limits,
     ServiceSpec,
 )
-from workers.executors.docker import DockerExecutor
+from workers.executors.docker import DockerExecutor, container_name, job_prefix, network_name
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("test_images")]
 
@@ -50,7 +50,7 @@ def in_thread(
 
 
 def pids_now(client: docker.DockerClient, spec: JobSpec) -> int:
-    stats = client.containers.get(f"ciserver-job-{spec.job_id}").stats(stream=False, one_shot=True)
+    stats = client.containers.get(container_name(spec)).stats(stream=False, one_shot=True)
     return int(stats["pids_stats"]["current"])
 
 
@@ -182,7 +182,7 @@ def test_a_service_is_reachable_by_its_alias_and_gone_with_its_network_after_the
     assert "hello-from-the-service" in output
     assert seconds < 10
     assert_nothing_left(client, labels)
-    assert client.networks.list(names=[f"ciserver-job-{spec.job_id}"]) == []
+    assert client.networks.list(names=[network_name(spec)]) == []
 
 
 def test_a_missing_service_image_is_an_executor_error_naming_it_and_leaves_nothing(
@@ -197,13 +197,13 @@ def test_a_missing_service_image_is_an_executor_error_naming_it_and_leaves_nothi
 
 def leave_behind(client: docker.DockerClient, spec: JobSpec, alias: str) -> None:
     """What a worker killed mid-job leaves: the job's network, a running service on it, the job container."""
-    name = f"ciserver-job-{spec.job_id}"
+    name = job_prefix(spec)
     client.networks.create(name, driver="bridge", labels=dict(spec.labels))
-    for container_name, extra in ((f"{name}-svc-{alias}", {"ciserver.service": alias}), (name, {})):
+    for left, extra in ((f"{name}-svc-{alias}", {"ciserver.service": alias}), (name, {})):
         client.containers.run(
             "ciserver-test/busybox:latest",
             ["sleep", "60"],
-            name=container_name,
+            name=left,
             labels={**spec.labels, **extra},
             network=name,
             detach=True,
@@ -255,7 +255,7 @@ def test_a_same_named_container_of_another_installation_is_refused_not_removed(
     theirs = client.containers.create(
         "ciserver-test/busybox:latest",
         ["true"],
-        name=f"ciserver-job-{spec.job_id}",
+        name=container_name(spec),
         labels={**labels, "ciserver.data_dir": "/srv/theirs"},
     )
     with pytest.raises(ExecutorError, match="another ciserver"):

@@ -43,7 +43,8 @@ class JobSpec:
     limits: Limits | None = None  # None: the engine's defaults (no limit)
     user: str | None = None  # None: the image's user
     network: str = "default"  # or "none": the job gets only a loopback interface
-    container: str | None = None  # the container's name; default ciserver-job-<job_id>
+    # The container's name, to which the data dir's mark is added; default ciserver-job-<job_id>-<mark>.
+    container: str | None = None
 
 
 @dataclass(frozen=True)

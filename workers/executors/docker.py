@@ -9,6 +9,7 @@ and `service_config` are the pure translation from a JobSpec to docker-py argume
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import re
 import socket
@@ -58,16 +59,27 @@ SERVICE_READY_TIMEOUT = 30.0  # seconds, GitLab's default wait for services
 OOM_EXIT = 137  # 128 + SIGKILL: what a shell reports for a child the kernel's OOM killer ended
 
 
+def installation_mark(spec: JobSpec) -> str:
+    """Eight hex digits of the data dir the job belongs to. Job and deployment ids are unique within one
+    database only, and several installations may share an engine: every name the executor gives carries
+    this mark, so two installations never ask for the same name."""
+    return hashlib.sha256(spec.labels.get(OWNER_LABEL, "").encode()).hexdigest()[:8]
+
+
+def job_prefix(spec: JobSpec) -> str:
+    return f"ciserver-job-{spec.job_id}-{installation_mark(spec)}"
+
+
 def container_name(spec: JobSpec) -> str:
-    return spec.container or f"ciserver-job-{spec.job_id}"
+    return f"{spec.container}-{installation_mark(spec)}" if spec.container else job_prefix(spec)
 
 
 def network_name(spec: JobSpec) -> str:
-    return f"ciserver-job-{spec.job_id}"
+    return job_prefix(spec)
 
 
 def service_name(spec: JobSpec, service: ServiceSpec) -> str:
-    return f"ciserver-job-{spec.job_id}-svc-{service.alias}"
+    return f"{job_prefix(spec)}-svc-{service.alias}"
 
 
 def check_services(spec: JobSpec) -> None:
@@ -345,7 +357,7 @@ def _wait_for_port(address: str, port: int, deadline: float, stop: threading.Eve
 
 
 def _check_owner(name: str, found: Mapping[str, str], ours: Mapping[str, str]) -> None:
-    """Names hold only the job id: never replace what another installation (data dir) on the engine runs."""
+    """Never replace what another installation (data dir) on the engine runs, whatever its name says."""
     if found.get(OWNER_LABEL) != ours.get(OWNER_LABEL):
         raise ExecutorError(
             f"{name} on the Docker Engine belongs to another ciserver (data dir {found.get(OWNER_LABEL)})"
