@@ -143,7 +143,7 @@ def worker(
     if not settings.redis_url:
         raise fail("CISERVER_REDIS_URL is not set (or use `ciserver up`, which starts its own Redis)")
     _check_server_key(settings)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(settings.log_format)
     if not router:
         run_worker(settings, queues or None, burst=burst)
         return

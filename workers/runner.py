@@ -28,6 +28,7 @@ from rq.worker.base import WorkerStatus
 
 from ciserver import queue
 from ciserver.config import Settings
+from ciserver.logging_setup import log_context
 from workers.context import WorkerContext, current
 from workers.reaper import Reaper, ReaperThread
 
@@ -75,7 +76,9 @@ class CiWorker(SimpleWorker):
         heartbeat = _Heartbeat(self, job, execution)
         heartbeat.start()
         try:
-            self.perform_job(job, queue, execution)
+            # Every line of the task, RQ's "Job OK" too, names the build, job or deployment it runs.
+            with log_context(**_task_ids(job)):
+                self.perform_job(job, queue, execution)
         finally:
             heartbeat.done.set()
         self.set_state(WorkerStatus.IDLE)
@@ -95,6 +98,18 @@ class CiWorker(SimpleWorker):
             raise SystemExit()
         log.warning("stopping now (%s): handing the current task back", signal.Signals(signum).name)
         self.ctx.hand_back.set()
+
+
+_TASK_IDS = {queue.BUILD_TASK: "build_id", queue.JOB_TASK: "job_id", queue.DEPLOY_TASK: "deployment_id"}
+
+
+def _task_ids(job: Job) -> dict[str, int]:
+    """The id a task of ours was given, named for the process log (none for other tasks)."""
+    key = _TASK_IDS.get(job.func_name)
+    args = job.args
+    if key is None or not args or not isinstance(args[0], int):
+        return {}
+    return {key: args[0]}
 
 
 class _Heartbeat(threading.Thread):

@@ -173,6 +173,7 @@ def _run_job(ctx: WorkerContext, job_id: int) -> None:
     with session_scope(db) as session:
         ended = end_attempt(session, job_id, end, concurrency=ctx.settings.project_concurrency)
         assert ended is not None
+        log.info("job %s: attempt %s ended %s (%s)", job_id, ended.attempt, end.status, ended.verdict)
         # Written before the end is committed: whoever sees the job final finds its last line there.
         if ended.verdict == Verdict.handed_back:
             run.hand_back(f"attempt {ended.attempt}: {end.error}")

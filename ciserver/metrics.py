@@ -1,0 +1,247 @@
+"""What /metrics tells Prometheus, read from the database and Redis when it scrapes.
+
+Builds, jobs and deployments by status, and the build and job duration histograms, are counted from
+the database at scrape time by a custom collector rather than kept in the memory of the process that
+changed them: those changes happen in workers on any number of hosts, which Prometheus does not
+scrape, and a counter in memory would start again at every restart. The database already holds every
+start and end, so the numbers are right after a restart and whatever the number of processes. A
+scrape costs five grouped queries (two on indexed status columns, two aggregations over the rows of
+ended builds and jobs, bucketed in SQL, one over deployments) and two Redis round trips for the
+queues and the workers alive in RQ's registry. On SQLite they read without the write lock every
+other transaction takes (see store.db), so a scrape never waits for, nor delays, a worker.
+
+Webhook deliveries are the exception: a delivery leaves no row when it is refused, so the API
+process counts them as it answers (`WEBHOOK_DELIVERIES`, reset by a restart as Prometheus expects of a
+counter). A source that does not answer is reported as `ciserver_metrics_source_up{source} 0` instead
+of failing the whole scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue
+from rq.job import Job as RqJob
+from rq.utils import utcparse
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+from sqlalchemy import ColumnElement, Engine, case, create_engine, extract, func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import InstrumentedAttribute
+
+from ciserver import __version__, queue
+from ciserver.config import Settings
+from ciserver.states import DeploymentStatus, Status
+from ciserver.store.db import engine_for
+from ciserver.store.models import Build, Deployment, Job
+
+log = logging.getLogger(__name__)
+
+# Seconds. A busybox job takes a third of a second and a push goes green in about one; the longest a
+# job may run by default is 6 h (CISERVER_JOB_TIMEOUT_MAX).
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 21600,
+)  # fmt: skip
+
+
+def webhook_deliveries(registry: CollectorRegistry) -> Counter:
+    """The API's count of webhook answers, by forge and HTTP status."""
+    return Counter(
+        "ciserver_webhook_deliveries",
+        "Webhook deliveries answered by this API process, by forge and HTTP status.",
+        ["forge", "status"],
+        registry=registry,
+    )
+
+
+def metrics_registry(settings: Settings) -> tuple[CollectorRegistry, Counter]:
+    """A registry of its own per app (not prometheus_client's global one, which holds the Python
+    process's own metrics and refuses a second app's collector), and its webhook counter."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StateCollector(settings))
+    return registry, webhook_deliveries(registry)
+
+
+class StateCollector(Collector):
+    """The database's builds, jobs and deployments and Redis's queues and workers, read at each scrape."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "ciserver_info", "The ciserver version serving these metrics.", labels=["version"]
+        )
+        info.add_metric([__version__], 1)
+        yield info
+        up = GaugeMetricFamily(
+            "ciserver_metrics_source_up",
+            "1 when this scrape could read the source (database, redis), else 0.",
+            labels=["source"],
+        )
+        database = list(self._database())
+        yield from database
+        up.add_metric(["database"], 1 if database else 0)
+        redis = list(self._redis()) if self.settings.redis_url else []
+        yield from redis
+        up.add_metric(["redis"], 1 if redis else 0)
+        yield up
+
+    def _database(self) -> Iterator[Metric]:
+        try:
+            with read_engine(self.settings.db_url).connect() as connection:
+                metrics = [
+                    _by_status(connection, Build.status, "ciserver_builds", "Builds by status.", Status),
+                    _by_status(connection, Job.status, "ciserver_jobs", "Jobs by status.", Status),
+                    _by_status(
+                        connection,
+                        Deployment.status,
+                        "ciserver_deployments",
+                        "Deployments by status (their outcome once final).",
+                        DeploymentStatus,
+                    ),
+                    _durations(
+                        connection,
+                        Build,
+                        "ciserver_build_duration_seconds",
+                        "Seconds from a build's start (planning) to its end, of builds that ended.",
+                    ),
+                    _durations(
+                        connection,
+                        Job,
+                        "ciserver_job_duration_seconds",
+                        "Seconds from a job's (last attempt's) start to its end, of jobs that ended.",
+                    ),
+                ]
+        except SQLAlchemyError as exc:
+            log.warning("metrics: the database did not answer: %s", exc)
+            return
+        yield from metrics
+
+    def _redis(self) -> Iterator[Metric]:
+        try:
+            depth, oldest, workers = queue_facts(
+                queue.connect(self.settings.redis_url or ""), queue.ALL_QUEUES
+            )
+        except (RedisError, ValueError) as exc:
+            log.warning("metrics: Redis did not answer: %s", exc)
+            return
+        families = (
+            ("ciserver_queue_depth", "Tasks waiting on the RQ queue.", depth),
+            (
+                "ciserver_queue_oldest_age_seconds",
+                "Seconds the oldest waiting task has waited (0: none).",
+                oldest,
+            ),
+            (
+                "ciserver_workers",
+                "Workers alive (in RQ's registry, with a live heartbeat) per queue.",
+                workers,
+            ),
+        )
+        for name, documentation, values in families:
+            family = GaugeMetricFamily(name, documentation, labels=["queue"])
+            for queue_name, value in values.items():
+                family.add_metric([queue_name], value)
+            yield family
+
+
+@lru_cache(maxsize=8)
+def read_engine(url: str) -> Engine:
+    """The engine scrapes read through. On SQLite a plain one: the store's engine starts every
+    transaction with BEGIN IMMEDIATE, and a scrape must not queue for the write lock; WAL (which that
+    engine turned on for the file) lets it read while others write."""
+    engine = engine_for(url)  # a new database gets its tables; an out-of-date one is refused
+    if engine.dialect.name != "sqlite":
+        return engine
+    return create_engine(url, connect_args={"check_same_thread": False, "timeout": 5})
+
+
+def _by_status(
+    connection: Any, column: InstrumentedAttribute[Any], name: str, documentation: str, states: Iterable[str]
+) -> GaugeMetricFamily:
+    counts = dict(connection.execute(select(column, func.count()).group_by(column)).all())
+    family = GaugeMetricFamily(name, documentation, labels=["status"])
+    for state in states:  # every state, 0 included, so a query finds the series before the first one
+        family.add_metric([str(state)], counts.get(state, 0))
+    return family
+
+
+def _durations(connection: Any, model: type[Build] | type[Job], name: str, documentation: str) -> Metric:
+    started, finished = model.started_at, model.finished_at
+    seconds = _seconds_between(started, finished, connection.engine.dialect.name)
+    bucket_counts = [func.sum(case((seconds <= bound, 1), else_=0)) for bound in DURATION_BUCKETS]
+    query = (
+        select(model.status, func.count(), func.coalesce(func.sum(seconds), 0.0), *bucket_counts)
+        .where(started.is_not(None), finished.is_not(None))
+        .group_by(model.status)
+    )
+    family = HistogramMetricFamily(name, documentation, labels=["status"])
+    for status, count, total, *cumulative in connection.execute(query).all():
+        buckets = [
+            (floatToGoString(b), int(n or 0)) for b, n in zip(DURATION_BUCKETS, cumulative, strict=True)
+        ]
+        family.add_metric([str(status)], [*buckets, ("+Inf", int(count))], float(total))
+    return family
+
+
+def _seconds_between(start: Any, end: Any, dialect: str) -> ColumnElement[float]:
+    if dialect == "sqlite":
+        return (func.julianday(end) - func.julianday(start)) * 86400.0
+    return extract("epoch", end - start)
+
+
+def queue_facts(
+    redis: Redis, names: Sequence[str], now: datetime | None = None
+) -> tuple[dict[str, int], dict[str, float], dict[str, int]]:
+    """Per queue: tasks waiting, seconds the oldest has waited, and workers alive; two round trips.
+
+    RQ appends to a queue's list and takes from its head, so the head is the oldest. A worker killed
+    outright stays in RQ's set until a cleanup; its own key expires with its heartbeat (worker_ttl),
+    so only members whose key exists count."""
+    with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.llen(Queue.redis_queue_namespace_prefix + name)
+            pipe.lindex(Queue.redis_queue_namespace_prefix + name, 0)
+            pipe.smembers(WORKERS_BY_QUEUE_KEY % name)
+        first = pipe.execute()
+    depth: dict[str, int] = {}
+    heads: dict[str, bytes | None] = {}
+    members: dict[str, list[bytes]] = {}
+    for index, name in enumerate(names):
+        depth[name], heads[name], found = first[3 * index : 3 * index + 3]
+        members[name] = sorted(found)
+    with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            if heads[name] is not None:
+                pipe.hget(RqJob.key_for(heads[name].decode()), "enqueued_at")
+            for key in members[name]:
+                pipe.exists(key)
+        second = iter(pipe.execute())
+    now = now or datetime.now(UTC)
+    oldest: dict[str, float] = {}
+    workers: dict[str, int] = {}
+    for name in names:
+        enqueued = next(second) if heads[name] is not None else None
+        oldest[name] = _age(enqueued, now)
+        workers[name] = sum(1 for _ in members[name] if next(second))
+    return depth, oldest, workers
+
+
+def _age(enqueued_at: bytes | None, now: datetime) -> float:
+    if not enqueued_at:
+        return 0.0
+    try:
+        then = utcparse(enqueued_at.decode())
+    except ValueError:
+        return 0.0
+    return max(0.0, (now - then).total_seconds())
