@@ -14,7 +14,9 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from ciserver import __version__
 from ciserver.api import artifacts, builds, deployments, errors, jobs, projects, releases, tokens, webhooks
+from ciserver.api import metrics as metrics_api
 from ciserver.api import secrets as secrets_api
+from ciserver.api.request_id import RequestId
 from ciserver.config import Settings, get_settings
 from ciserver.outbox import OutboxThread
 from ciserver.store.db import engine_for
@@ -47,6 +49,8 @@ def create_app(settings: Settings | None = None, *, outbox: bool = True) -> Fast
         webhooks="/webhooks/",
         webhook_max_body=settings.max_body_bytes,
     )
+    metrics_api.install(app, settings)  # outside the body limit: its 413s are counted
+    app.add_middleware(RequestId)  # the outermost: every answer carries it, every log line inside too
     metrics_api.install(app, settings)  # outside the body limit: its 413s are counted
     app.add_middleware(RequestId)  # the outermost: every answer carries it, every log line inside too
     # Before the projects router: its /projects/{name:path} would take /projects/o/r/secrets (and

@@ -4,7 +4,6 @@ help write pipelines (schema)."""
 
 from __future__ import annotations
 
-import logging
 from enum import StrEnum
 from typing import Annotated
 
@@ -16,6 +15,7 @@ from ciserver.cli_environment import environment_app
 from ciserver.cli_secret import secret_app
 from ciserver.cli_token import token_app
 from ciserver.config import Settings, get_settings
+from ciserver.logging_setup import configure_logging
 
 app = typer.Typer(
     help="ciserver: a self-hosted Git webhook CI/CD server. Start with `ciserver up`.",
@@ -91,7 +91,9 @@ def up(
 
 @app.command()
 def serve(host: Host = "127.0.0.1", port: Port = 8080) -> None:
-    """Run the HTTP API alone (scale-out: against CISERVER_REDIS_URL and CISERVER_DATABASE_URL)."""
+    """Run the HTTP API alone (scale-out: against CISERVER_REDIS_URL and CISERVER_DATABASE_URL).
+
+    Logs to stderr, as JSON lines with CISERVER_LOG_FORMAT=json; /metrics serves Prometheus."""
     import uvicorn
 
     from ciserver.app import create_app
@@ -102,7 +104,16 @@ def serve(host: Host = "127.0.0.1", port: Port = 8080) -> None:
     _check_server_key(settings)
     if settings.admin_token:
         _record_admin_token(settings.db_url, settings.admin_token)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+    configure_logging(settings.log_format)
+    # log_config=None: uvicorn's loggers propagate to the root handler above, in CISERVER_LOG_FORMAT.
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        log_config=None,
+        timeout_graceful_shutdown=5,
+    )
 
 
 @app.command()
@@ -134,7 +145,8 @@ def worker(
     """Run one worker: plans builds, runs jobs in containers, rolls out deployments.
 
     SIGTERM: no new task; the current one runs on for the grace period, then is handed back.
-    A worker killed outright is found by the others within CISERVER_WORKER_TTL seconds."""
+    A worker killed outright is found by the others within CISERVER_WORKER_TTL seconds.
+    Logs to stderr, as JSON lines with CISERVER_LOG_FORMAT=json."""
     from workers.runner import run_worker
 
     settings = get_settings()
