@@ -31,6 +31,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # The databases the tests that run a ciserver run on (unless a test picks its own), e.g.
 # CISERVER_TEST_E2E_DATABASES=sqlite,postgresql; SQLite alone by default, to keep the suite's time.
+# A fixture that starts a server for a whole module or session takes `e2e_database` among its
+# arguments, even unused: that is what makes pytest start it again for each database.
 E2E_DATABASES = os.environ.get("CISERVER_TEST_E2E_DATABASES", "sqlite").split(",")
 
 

@@ -124,7 +124,7 @@ def version(sha: str) -> str:
 
 @pytest.fixture(scope="module")
 def deployer(
-    tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str, e2e_database: str
 ) -> Iterator[Deployer]:
     root = tmp_path_factory.mktemp("deploy")
     repo = root / "repo"

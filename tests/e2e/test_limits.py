@@ -28,7 +28,7 @@ TEN_TB = 10 * 1024**4
 
 @pytest.fixture(scope="module")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str, e2e_database: str
 ) -> Iterator[CiServer]:
     root = tmp_path_factory.mktemp("limits")
     limits = {

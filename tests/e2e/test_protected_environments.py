@@ -112,7 +112,9 @@ def served(port: int, path: str = "/") -> str:
 
 
 @pytest.fixture(scope="module")
-def ci(tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str) -> Iterator[Server]:
+def ci(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str, e2e_database: str
+) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("protected")
     with deploying_server(root, redis_database(redis_url, 5), workers=2) as server:
         yield Server(server, root)

@@ -49,7 +49,11 @@ service: {{port: 8000, health: /healthz, health_timeout: 20s}}
 
 @pytest.fixture(scope="module")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str, registry: Registry
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_url: str,
+    busybox_image: str,
+    registry: Registry,
+    e2e_database: str,
 ) -> Iterator[CiServer]:
     """A ciserver whose release images go to `registry`, deploying through a private nginx."""
     root = tmp_path_factory.mktemp("registry-ci")
