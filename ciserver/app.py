@@ -51,8 +51,6 @@ def create_app(settings: Settings | None = None, *, outbox: bool = True) -> Fast
     )
     metrics_api.install(app, settings)  # outside the body limit: its 413s are counted
     app.add_middleware(RequestId)  # the outermost: every answer carries it, every log line inside too
-    metrics_api.install(app, settings)  # outside the body limit: its 413s are counted
-    app.add_middleware(RequestId)  # the outermost: every answer carries it, every log line inside too
     # Before the projects router: its /projects/{name:path} would take /projects/o/r/secrets (and
     # /environments, /releases) too.
     app.include_router(secrets_api.router)

@@ -117,17 +117,6 @@ class Settings(BaseSettings):
         description="Serve /metrics without a token; unset, a scrape needs a viewer token (Prometheus: "
         "`authorization: {credentials: ...}`).",
     )
-    log_format: Literal["text", "json"] = Field(
-        "text",
-        description="How `serve`, `worker` and `up`'s children write their process logs: `text` for "
-        "people, `json` for one object a line (time, level, logger, message, and the build, job, "
-        "deployment and request ids when known) for a log shipper.",
-    )
-    metrics_public: bool = Field(
-        False,
-        description="Serve /metrics without a token; unset, a scrape needs a viewer token (Prometheus: "
-        "`authorization: {credentials: ...}`).",
-    )
 
     @field_validator("data_dir")
     @classmethod
