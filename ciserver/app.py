@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from ciserver import __version__
 from ciserver.api import artifacts, builds, deployments, errors, jobs, projects, releases, tokens, webhooks
 from ciserver.api import metrics as metrics_api
+from ciserver.api import audit as audit_api
 from ciserver.api import secrets as secrets_api
 from ciserver.api.request_id import RequestId
 from ciserver.config import Settings, get_settings
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, outbox: bool = True) -> Fast
     app.include_router(releases.router)
     for module in (webhooks, projects, builds, jobs, artifacts, deployments, tokens):
         app.include_router(module.router)
+    app.include_router(audit_api.router)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

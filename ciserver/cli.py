@@ -9,7 +9,8 @@ from typing import Annotated
 
 import typer
 
-from ciserver.cli_common import fail
+from ciserver.cli_audit import audit_log
+from ciserver.cli_common import ROOT, data_dir_settings, fail
 from ciserver.cli_db import db_app
 from ciserver.cli_environment import environment_app
 from ciserver.cli_secret import secret_app
@@ -28,6 +29,23 @@ app.add_typer(token_app, name="token")
 app.add_typer(secret_app, name="secret")
 app.add_typer(environment_app, name="environment")
 app.add_typer(db_app, name="db")
+
+
+@app.callback()
+def _options(
+    context: typer.Context,
+    init: Annotated[
+        bool,
+        typer.Option(
+            "--init",
+            help="Let a command that works on the data dir (project, token, secret, environment, db, "
+            "audit) create it when it does not exist; without it they refuse, naming the path. `up` "
+            "and `serve` create theirs anyway.",
+        ),
+    ] = False,
+) -> None:
+    """ciserver: a self-hosted Git webhook CI/CD server. Start with `ciserver up`."""
+    ROOT.init, ROOT.command = init, context.invoked_subcommand
 
 Host = Annotated[str, typer.Option(help="Address to listen on; keep it on loopback behind a proxy.")]
 Port = Annotated[int, typer.Option(help="Port of the HTTP API and webhooks.")]
@@ -208,7 +226,7 @@ def project_add(
     from ciserver.store.key_check import open_server_key
     from ciserver.store.projects import ProjectError, add_project, check_webhook_secret, webhook_path
 
-    settings = get_settings()
+    settings = data_dir_settings()
     try:
         url = check_clone_url(repo, allow_local=settings.allow_local_repos)
         check_webhook_secret(secret)
@@ -245,9 +263,12 @@ def project_list() -> None:
     from ciserver.store.db import session_scope
     from ciserver.store.projects import list_projects
 
-    with session_scope(get_settings().db_url) as session:
+    with session_scope(data_dir_settings().db_url) as session:
         for project in list_projects(session):
             typer.echo(f"{project.name}\t{project.forge}\t{shown_repo_url(project)}")
+
+
+app.command("audit")(audit_log)
 
 
 @app.command()

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from ciserver.cli_common import fail
-from ciserver.config import get_settings
+from ciserver.cli_common import data_dir_settings, fail
 
 db_app = typer.Typer(help="Upgrade the database's schema (run after installing a new release).")
 
@@ -26,7 +25,7 @@ def db_upgrade() -> None:
     from ciserver.store.schema import upgrade
     from ciserver.store.upgrade import UpgradeError
 
-    engine = make_engine(get_settings().db_url)
+    engine = make_engine(data_dir_settings().db_url)
     try:
         typer.echo(upgrade(engine))
     except UpgradeError as exc:
@@ -41,7 +40,7 @@ def db_current() -> None:
     from ciserver.store.db import make_engine
     from ciserver.store.schema import HEAD, current
 
-    engine = make_engine(get_settings().db_url)
+    engine = make_engine(data_dir_settings().db_url)
     try:
         with engine.connect() as connection:
             at = current(connection)

@@ -11,8 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ciserver.cli_common import ProjectArg, fail
-from ciserver.config import get_settings
+from ciserver.cli_common import ProjectArg, data_dir_settings, fail
 
 environment_app = typer.Typer(
     help="Protect and list a project's environments (works on the data dir's database directly).",
@@ -81,7 +80,7 @@ def protect(
     if promote_role is not None:
         rules["promote_role"] = promote_role.value
     actor = audit.cli_actor()
-    with session_scope(get_settings().db_url) as session:
+    with session_scope(data_dir_settings().db_url) as session:
         found = get_project(session, project)
         if found is None:
             raise fail(f"project {project!r} does not exist (see `ciserver project list`)")
@@ -101,7 +100,7 @@ def environment_list(project: ProjectArg) -> None:
     from ciserver.store.environments import rules_of
     from ciserver.store.projects import get_project
 
-    with session_scope(get_settings().db_url) as session:
+    with session_scope(data_dir_settings().db_url) as session:
         found = get_project(session, project)
         if found is None:
             raise fail(f"project {project!r} does not exist (see `ciserver project list`)")

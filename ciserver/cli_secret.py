@@ -10,8 +10,7 @@ from typing import Annotated
 
 import typer
 
-from ciserver.cli_common import ProjectArg, fail
-from ciserver.config import get_settings
+from ciserver.cli_common import ProjectArg, data_dir_settings, fail
 
 secret_app = typer.Typer(
     help="Set, list and remove project secrets (works on the data dir's database directly).",
@@ -63,7 +62,7 @@ def secret_set(project: ProjectArg, key: KeyArg, environment: ScopeOption = None
     from ciserver.store.secrets import SecretError, set_secret
 
     value = _read_value()
-    settings = get_settings()
+    settings = data_dir_settings()
     try:
         fernet = open_server_key(settings)
         with session_scope(settings.db_url) as session:
@@ -87,7 +86,7 @@ def secret_list(project: ProjectArg) -> None:
     from ciserver.store.projects import get_project
     from ciserver.store.secrets import list_secrets
 
-    with session_scope(get_settings().db_url) as session:
+    with session_scope(data_dir_settings().db_url) as session:
         found = get_project(session, project)
         if found is None:
             raise fail(f"project {project!r} does not exist (see `ciserver project list`)")
@@ -109,7 +108,7 @@ def secret_rm(project: ProjectArg, key: KeyArg, environment: ScopeOption = None)
     from ciserver.store.secrets import SecretError, delete_secret
 
     try:
-        with session_scope(get_settings().db_url) as session:
+        with session_scope(data_dir_settings().db_url) as session:
             found = get_project(session, project)
             if found is None:
                 raise fail(f"project {project!r} does not exist (see `ciserver project list`)")

@@ -11,8 +11,7 @@ from typing import Annotated
 
 import typer
 
-from ciserver.cli_common import fail
-from ciserver.config import get_settings
+from ciserver.cli_common import data_dir_settings, fail
 
 token_app = typer.Typer(
     help="Create, list and revoke API tokens (works on the data dir's database directly).",
@@ -50,7 +49,7 @@ def token_create(
         expires_at = None if expires_in is None else expiry_in(expires_in)
     except TokenError as exc:
         raise fail(f"--expires-in: {exc}") from None
-    with session_scope(get_settings().db_url) as session:
+    with session_scope(data_dir_settings().db_url) as session:
         token, secret = create_token(session, Role[role.value], name, expires_at)
         audit.record(
             session, audit.cli_actor(), "token.create", f"token:{token.id}", audit.token_detail(token)
@@ -66,7 +65,7 @@ def token_list() -> None:
     from ciserver.store.db import session_scope
     from ciserver.store.tokens import list_tokens
 
-    with session_scope(get_settings().db_url) as session:
+    with session_scope(data_dir_settings().db_url) as session:
         for token in list_tokens(session):
             line = [str(token.id), token.role, token.name, f"created {_date(token.created_at)}"]
             line.append("never expires" if token.expires_at is None else f"expires {_date(token.expires_at)}")
@@ -84,7 +83,7 @@ def token_revoke(
     from ciserver.store.db import session_scope
     from ciserver.store.tokens import revoke_token
 
-    with session_scope(get_settings().db_url) as session:
+    with session_scope(data_dir_settings().db_url) as session:
         if revoke_token(session, token_id) is None:
             raise fail(f"token {token_id} does not exist (see `ciserver token list`)")
         audit.record(session, audit.cli_actor(), "token.revoke", f"token:{token_id}")

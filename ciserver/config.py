@@ -138,7 +138,13 @@ class Settings(BaseSettings):
 
     @property
     def logs_dir(self) -> Path:
+        """Job logs at rest (the `files` blob store): one file per job attempt."""
         return self.data_dir / "logs"
+
+    @property
+    def process_logs_dir(self) -> Path:
+        """What `up`'s own processes (API, workers, Redis, nginx) print: not job logs (logs_dir)."""
+        return self.data_dir / "process-logs"
 
     @property
     def artifacts_dir(self) -> Path:

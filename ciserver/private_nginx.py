@@ -33,7 +33,7 @@ def start_nginx(settings: Settings, server: str) -> tuple[Child, str]:
     # would not start; the first change writes it again on a free port.
     (root / "environments" / CONTROL_FILE).unlink(missing_ok=True)
     argv = [server, "-p", str(root), "-c", str(conf)]
-    nginx = Child("nginx", argv, dict(os.environ), settings.data_dir / "log" / "nginx.log")
+    nginx = Child("nginx", argv, dict(os.environ), settings.process_logs_dir / "nginx.log")
     nginx.start()
     deadline = time.monotonic() + 15
     while not (root / "nginx.pid").exists():

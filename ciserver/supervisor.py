@@ -51,7 +51,7 @@ class Supervisor:
             if reload:
                 env["CISERVER_ROUTER_RELOAD"] = reload
         python = [sys.executable, "-m", "ciserver"]
-        logs = data / "log"
+        logs = self.settings.process_logs_dir
         self.children.append(
             Child(
                 "api",
@@ -70,7 +70,8 @@ class Supervisor:
         for child in self.children:
             child.start()
         print(
-            f"ciserver is up: http://{self.host}:{self.port}  (API docs at /docs; logs in {logs})", flush=True
+            f"ciserver is up: http://{self.host}:{self.port}  (API docs at /docs; process logs in {logs})",
+            flush=True,
         )
         print(f"  {self.workers} workers, data in {data}; Ctrl-C stops everything", flush=True)
         while not self.stopping:
@@ -96,7 +97,7 @@ class Supervisor:
             server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
             "--appendonly", "yes", "--save", "", "--daemonize", "no", "--protected-mode", "yes",
         ]  # fmt: skip
-        self.redis = Child("redis", argv, dict(os.environ), self.settings.data_dir / "log" / "redis.log")
+        self.redis = Child("redis", argv, dict(os.environ), self.settings.process_logs_dir / "redis.log")
         self.redis.start()
         url = f"redis://127.0.0.1:{port}/0"
         client = Redis.from_url(url, socket_connect_timeout=0.5)

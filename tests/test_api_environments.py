@@ -193,7 +193,7 @@ def test_cli_protects_and_lists_environments_audited_as_its_user(
         cli_app, [*protect, "--branch", "main", "--branch", "release/*", "--tag", "v*", "--require-promote"]
     )
     assert result.exit_code == 0, result.output
-    assert result.output == (
+    assert result.stdout == (
         "environment production of octo/app protected: refs branches [main, release/*] and tags [v*]; "
         "promote required, by ops or above\n"
     )
@@ -201,7 +201,7 @@ def test_cli_protects_and_lists_environments_audited_as_its_user(
     assert "refs branches [main, release/*] and tags [v*]; promote required, by admin" in result.output
     result = cli.invoke(cli_app, [*protect, "--default-branch-only"])
     assert "refs the default branch; promote required" in result.output
-    listed = cli.invoke(cli_app, ["environment", "list", "octo/app"]).output.splitlines()
+    listed = cli.invoke(cli_app, ["environment", "list", "octo/app"]).stdout.splitlines()
     assert listed[0].startswith(
         "staging\tlisten 127.0.0.1:9001\tblue_green\trefs branches [main, release/*];"
     )
@@ -228,9 +228,9 @@ def test_cli_sets_lists_and_removes_a_scoped_secret(cli: CliRunner, settings: Se
     result = cli.invoke(cli_app, ["secret", "set", *scoped], input=VALUE)
     assert (
         result.exit_code == 0
-        and result.output == "secret DB_URL (environment production) of octo/app created\n"
+        and result.stdout == "secret DB_URL (environment production) of octo/app created\n"
     )
-    listed = cli.invoke(cli_app, ["secret", "list", "octo/app"]).output
+    listed = cli.invoke(cli_app, ["secret", "list", "octo/app"]).stdout
     assert listed.startswith("DB_URL\tcreated ") and listed.endswith("\tenvironment production\n")
     unscoped = cli.invoke(cli_app, ["secret", "rm", "octo/app", "DB_URL"])
     assert unscoped.exit_code == 2 and "'DB_URL' is not set for octo/app" in unscoped.output

@@ -24,6 +24,7 @@ ACTOR = f"cli:{getpass.getuser()}"
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    (tmp_path / "data").mkdir()  # as `ciserver up` made it: the CLI never makes one unasked
     monkeypatch.setenv("CISERVER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("CISERVER_SECRET_KEY", raising=False)
     get_settings.cache_clear()
@@ -69,7 +70,7 @@ def test_tokens_are_created_with_an_expiry_listed_and_revoked_and_each_write_is_
     created = ciserver("token", "create", "--role", "viewer", "--name", "ci bot", "--expires-in", "30d")
     assert created.exit_code == 0, created.output
     assert "expires 20" in created.output
-    secret = created.output.strip().splitlines()[-1]
+    secret = created.stdout.strip().splitlines()[-1]
     with session_scope(settings.db_url) as session:
         token = find_token(session, secret)
         assert token is not None and token.expires_at is not None
@@ -80,16 +81,16 @@ def test_tokens_are_created_with_an_expiry_listed_and_revoked_and_each_write_is_
 
     listed = ciserver("token", "list")
     assert listed.exit_code == 0
-    lines = listed.output.splitlines()
+    lines = listed.stdout.splitlines()
     assert lines[0].startswith(f"{token_id}\tviewer\tci bot\tcreated ") and "\texpires 20" in lines[0]
     assert lines[1].endswith("\tnever expires")
     assert secret not in listed.output
 
     revoked = ciserver("token", "revoke", str(token_id))
-    assert revoked.exit_code == 0 and revoked.output == f"token {token_id} revoked\n"
+    assert revoked.exit_code == 0 and revoked.stdout == f"token {token_id} revoked\n"
     with session_scope(settings.db_url) as session:
         assert find_token(session, secret) is None
-    assert "\trevoked " in ciserver("token", "list").output.splitlines()[0]
+    assert "\trevoked " in ciserver("token", "list").stdout.splitlines()[0]
     unknown = ciserver("token", "revoke", "999")
     assert unknown.exit_code == 2 and "token 999 does not exist" in unknown.output
 

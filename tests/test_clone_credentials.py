@@ -98,6 +98,7 @@ def test_urls_an_earlier_release_stored_with_credentials_are_converted_before_th
 def test_the_cli_takes_a_url_with_credentials_from_the_environment_and_lists_it_with_stars(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    (tmp_path / "data").mkdir()  # the server's data dir
     monkeypatch.setenv("CISERVER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("CISERVER_PROJECT_REPO", "https://bot:tok3n-y@h.test/o.git")
     get_settings.cache_clear()
@@ -106,7 +107,7 @@ def test_the_cli_takes_a_url_with_credentials_from_the_environment_and_lists_it_
         args = ["project", "add", "octo/env", "--forge", "github", "--secret", WEBHOOK_SECRET]
         result = runner.invoke(cli_app, args)
         assert result.exit_code == 0, result.output
-        listed = runner.invoke(cli_app, ["project", "list"]).output
+        listed = runner.invoke(cli_app, ["project", "list"]).stdout
     finally:
         get_settings.cache_clear()
     assert listed == "octo/env\tgithub\thttps://***@h.test/o.git\n"

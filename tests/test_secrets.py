@@ -287,9 +287,9 @@ def test_a_broken_server_key_answers_503_saying_which_setting(tmp_path: Path) ->
 def test_cli_sets_lists_and_removes_secrets(cli: CliRunner, settings: Settings) -> None:
     result = cli.invoke(cli_app, ["secret", "set", "octo/app", "DEPLOY_TOKEN"], input=VALUE + "\n")
     assert result.exit_code == 0, result.output
-    assert result.output == "secret DEPLOY_TOKEN of octo/app created\n"
+    assert result.stdout == "secret DEPLOY_TOKEN of octo/app created\n"
     result = cli.invoke(cli_app, ["secret", "set", "Octo/App", "DEPLOY_TOKEN"], input=VALUE + "-2")
-    assert result.output == "secret DEPLOY_TOKEN of octo/app updated\n"
+    assert result.stdout == "secret DEPLOY_TOKEN of octo/app updated\n"
     with session_scope(settings.db_url) as session:
         project = get_project(session, "octo/app")
         assert project is not None
@@ -299,7 +299,7 @@ def test_cli_sets_lists_and_removes_secrets(cli: CliRunner, settings: Settings) 
     assert audit == [(f"cli:{getpass.getuser()}", "secret.set")] * 2
 
     listed = cli.invoke(cli_app, ["secret", "list", "octo/app"])
-    assert listed.exit_code == 0 and listed.output.startswith("DEPLOY_TOKEN\tcreated ")
+    assert listed.exit_code == 0 and listed.stdout.startswith("DEPLOY_TOKEN\tcreated ")
     assert VALUE not in listed.output
 
     assert cli.invoke(cli_app, ["secret", "rm", "octo/app", "DEPLOY_TOKEN"]).exit_code == 0

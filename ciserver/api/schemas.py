@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ciserver.pipeline.fields import Patterns
 from ciserver.states import DeploymentStatus
 from ciserver.store.clone_credentials import shown_repo_url
-from ciserver.store.models import Artifact, Build, Deployment, Job, Project, Release, Token
+from ciserver.store.models import Artifact, AuditEntry, Build, Deployment, Job, Project, Release, Token
 from ciserver.store.projects import MIN_WEBHOOK_SECRET, webhook_path
 
 
@@ -341,3 +341,21 @@ class PromoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     build_id: int = Field(ge=1, le=2**63 - 1, description="The build whose release to deploy.")
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str = Field(description="`token:ID (name)` for the API, `cli:USER` for the CLI on the host.")
+    action: str = Field(description="What was done, e.g. token.create, environment.promote.")
+    target: str = Field(description="What it was done to, e.g. project:acme/app/environment:production.")
+    detail: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditEntryOut:
+        return cls.model_validate(entry, from_attributes=True)
+
+
+class AuditList(BaseModel):
+    items: list[AuditEntryOut]
+    total: int

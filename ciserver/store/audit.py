@@ -6,6 +6,7 @@ import getpass
 import os
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ciserver.store.models import AuditEntry, Token
@@ -32,3 +33,29 @@ def token_detail(token: Token) -> dict[str, Any]:
     if token.expires_at is not None:
         detail["expires_at"] = token.expires_at.isoformat()
     return detail
+
+
+def list_entries(
+    session: Session,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    target: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[AuditEntry], int]:
+    """Entries newest first, and how many match in all. `actor` and `action` match exactly; `target`
+    matches the thing itself and everything under it (`project:acme/app` also finds its environments'
+    and secrets' entries), its characters taken literally."""
+    query = select(AuditEntry)
+    if actor is not None:
+        query = query.where(AuditEntry.actor == actor)
+    if action is not None:
+        query = query.where(AuditEntry.action == action)
+    if target is not None:
+        query = query.where(
+            (AuditEntry.target == target) | AuditEntry.target.startswith(f"{target}/", autoescape=True)
+        )
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page = query.order_by(AuditEntry.id.desc()).limit(limit).offset(offset)
+    return list(session.scalars(page)), total
