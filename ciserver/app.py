@@ -20,6 +20,7 @@ from ciserver.api import secrets as secrets_api
 from ciserver.api.request_id import RequestId
 from ciserver.config import Settings, get_settings
 from ciserver.outbox import OutboxThread
+from ciserver.statuses import StatusThread
 from ciserver.store.db import engine_for
 
 
@@ -33,9 +34,15 @@ def create_app(settings: Settings | None = None, *, outbox: bool = True) -> Fast
         thread = OutboxThread(settings) if outbox and settings.redis_url else None
         if thread:
             thread.start()
+        # Commit statuses to the forges: no Redis needed, so an app without a queue reports too.
+        reporter = StatusThread(settings) if outbox else None
+        if reporter:
+            reporter.start()
         yield
         if thread:
             thread.stopped.set()
+        if reporter:
+            reporter.stopped.set()
 
     app = FastAPI(
         title="ciserver",

@@ -37,6 +37,21 @@ class Settings(BaseSettings):
     log_stream_ttl: int = Field(3600, description="Seconds a finished job's live stream stays in Redis.")
     pull_images: bool = Field(True, description="Pull a job's image when the engine does not have it.")
     outbox_interval: float = Field(2.0, description="Seconds between scans for builds not yet enqueued.")
+    public_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="The server's address as people reach it: commit statuses link to "
+        "PUBLIC_URL/builds/ID on it.",
+    )
+    status_interval: float = Field(
+        1.0, gt=0, description="Seconds between passes of the commit status reporter (API process)."
+    )
+    status_attempts: int = Field(
+        8, ge=1, description="Sends of one commit status before it is given up (the reason is shown)."
+    )
+    status_backoff: float = Field(
+        5.0, ge=0, description="Seconds before a failed commit status is sent again, doubled each time."
+    )
+    status_timeout: float = Field(10.0, gt=0, description="Seconds a forge's API has to answer a status.")
     stop_grace: float = Field(
         10.0,
         ge=0,

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ciserver.api.status_schemas import StatusOut
 from ciserver.pipeline.fields import Patterns
 from ciserver.states import DeploymentStatus
 from ciserver.store.clone_credentials import shown_repo_url
@@ -36,7 +37,18 @@ class ProjectOut(BaseModel):
     forge: str
     repo: str = Field(description="The clone URL, credentials hidden.")
     webhook_path: str = Field(description="Point the forge's webhook at this path on the server.")
-    auto_cancel: bool | None
+    auto_cancel: bool | None = Field(description="The setting; null: the default (auto_cancel_effective).")
+    auto_cancel_effective: str = Field(
+        description="Which branches a new push cancels older unfinished builds of: 'every branch but "
+        "the default one' (the default), 'every branch' or 'no branch'."
+    )
+    forge_api_url: str | None = Field(
+        description="Where commit statuses go; null: the forge's public API (GitHub, GitLab)."
+    )
+    forge_token_set: bool = Field(
+        description="Whether a forge API token is set (it never leaves the server): statuses are "
+        "reported only with one."
+    )
     created_at: datetime
 
     @classmethod
@@ -47,8 +59,39 @@ class ProjectOut(BaseModel):
             repo=shown_repo_url(project),
             webhook_path=webhook_path(project),
             auto_cancel=project.auto_cancel,
+            auto_cancel_effective=_AUTO_CANCEL_MEANS[project.auto_cancel],
+            forge_api_url=project.forge_api_url,
+            forge_token_set=project.forge_token is not None,
             created_at=project.created_at,
         )
+
+
+_AUTO_CANCEL_MEANS = {None: "every branch but the default one", True: "every branch", False: "no branch"}
+
+
+class ProjectUpdate(BaseModel):
+    """What PATCH /projects/{name} changes: only the fields given; null clears the forge URL and token."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    secret: str | None = Field(
+        None, min_length=MIN_WEBHOOK_SECRET, description="A new webhook secret, at least 16 characters."
+    )
+    rotate_secret: bool = Field(
+        False, description="Make a new random webhook secret, returned once in `secret` of the answer."
+    )
+    repo: str | None = Field(None, description="A new clone URL, checked as on registration.")
+    forge_url: str | None = Field(
+        None, description="The forge's API base URL (https://gitea.example/api/v1); null: the public one."
+    )
+    forge_token: str | None = Field(
+        None, description="A token allowed to set commit statuses; null: none (statuses stop)."
+    )
+    auto_cancel: bool | None = Field(None, description="As on registration; null: the default.")
+
+
+class ProjectUpdated(ProjectOut):
+    secret: str | None = Field(None, description="The new webhook secret, only when rotate_secret made it.")
 
 
 class JobOut(BaseModel):
@@ -122,10 +165,17 @@ class BuildOut(BaseModel):
 
 class BuildDetail(BuildOut):
     jobs: list[JobOut]
+    statuses: list[StatusOut] = Field(
+        default_factory=list, description="Its commit statuses on the forge (a project with a forge token)."
+    )
 
     @classmethod
     def of(cls, build: Build) -> BuildDetail:
-        return cls(**cls.fields_of(build), jobs=[JobOut.of(job) for job in build.jobs])  # type: ignore[arg-type]
+        return cls(
+            **cls.fields_of(build),  # type: ignore[arg-type]
+            jobs=[JobOut.of(job) for job in build.jobs],
+            statuses=[StatusOut.of(status) for status in build.statuses],
+        )
 
 
 class BuildList(BaseModel):

@@ -7,7 +7,9 @@ at the shape of a forge's JSON.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError, model_validator
@@ -76,6 +78,46 @@ class Ignored(BaseModel, frozen=True):
 WebhookEvent = PushEvent | Ping | Ignored
 
 
+class StatusState(enum.StrEnum):
+    """A commit status in ciserver's words; each forge says it in its own (see its `status_request`)."""
+
+    pending = "pending"
+    running = "running"
+    success = "success"
+    failure = "failure"
+    error = "error"
+    canceled = "canceled"
+    skipped = "skipped"
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """One commit status to set: on `sha` (of `ref`), in `context`, linking to `target_url`."""
+
+    sha: str
+    ref: str
+    context: str
+    state: StatusState
+    description: str
+    target_url: str
+
+
+@dataclass(frozen=True)
+class ForgeRequest:
+    """An HTTP request to a forge's API, made by a pure function and sent by the caller."""
+
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    json: dict[str, Any] = field(default_factory=dict)
+
+
+def capped(text: str, limit: int) -> str:
+    """`text` on one line and at most `limit` characters, an ellipsis saying it was cut."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "\u2026"
+
+
 class Forge(Protocol):
     """One forge's webhook: who sent it, whether to trust it, and what it means."""
 
@@ -107,6 +149,22 @@ class Forge(Protocol):
 
     def parse(self, headers: Mapping[str, str], payload: Any) -> WebhookEvent:
         """The event this delivery means; raises MalformedPayload and nothing else."""
+        ...
+
+
+class StatusForge(Protocol):
+    """One forge's commit status API: where a status goes, in which words, and in how many contexts."""
+
+    name: str
+    default_api_url: str | None  # None: there is no public instance to default to
+    per_job_statuses: bool  # a context per job besides the pipeline's (why: each forge's docstring)
+
+    def status_request(self, api_url: str, repository: str, token: str, report: StatusReport) -> ForgeRequest:
+        """The request that sets `report` on `repository` (OWNER/NAME) at `api_url`."""
+        ...
+
+    def status_already_set(self, code: int, body: str) -> bool:
+        """Whether a refusal means the forge already shows this state (a repeat after a lost answer)."""
         ...
 
 

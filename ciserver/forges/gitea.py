@@ -12,6 +12,9 @@ beside Gitea's. What differs from GitHub, and is handled here:
 - no ping event exists: a new hook's "Test delivery" sends a push of the last commit;
 - a branch or tag created or deleted also sends `create` or `delete` events, answered 200 and not
   built (the push event sent with them is what builds).
+
+The status request follows Gitea's API (`POST /repos/{owner}/{repo}/statuses/{sha}`,
+CreateStatusOption in its swagger at /api/swagger), which Forgejo keeps.
 """
 
 from __future__ import annotations
@@ -21,14 +24,19 @@ import hmac
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from ciserver.forges.base import (
     BadSignature,
     Fields,
+    ForgeRequest,
     Ignored,
     MalformedPayload,
     PushEvent,
+    StatusReport,
+    StatusState,
     WebhookEvent,
+    capped,
     delivery_header,
     files_changed,
     header,
@@ -47,12 +55,47 @@ UNCOUNTED_COMMITS_CAP = 5
 
 _SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
 
+# Gitea's states are GitHub's (and `warning`): running is pending, canceled an error saying so.
+STATUS_STATES = {
+    StatusState.pending: "pending",
+    StatusState.running: "pending",
+    StatusState.success: "success",
+    StatusState.failure: "failure",
+    StatusState.error: "error",
+    StatusState.canceled: "error",
+    StatusState.skipped: "success",
+}
+MAX_STATUS_DESCRIPTION = 255
+
 
 class GiteaForge:
     """Gitea and Forgejo (Codeberg included) repository, organisation and system webhooks."""
 
     name = "gitea"
     repository_field = "repository.full_name"
+    default_api_url = None  # every instance is self-hosted (Codeberg's is https://codeberg.org/api/v1)
+    # A status per job as well as the pipeline's, as on GitHub: Gitea lists each context of a commit
+    # on its own line with its own link, and a branch protection rule names the contexts it requires.
+    per_job_statuses = True
+
+    def status_request(self, api_url: str, repository: str, token: str, report: StatusReport) -> ForgeRequest:
+        """POST {api}/repos/{owner}/{repo}/statuses/{sha} with `Authorization: token ...`."""
+        owner, name = (quote(part, safe="") for part in repository.split("/", 1))
+        return ForgeRequest(
+            "POST",
+            f"{api_url.rstrip('/')}/repos/{owner}/{name}/statuses/{report.sha}",
+            headers={"Authorization": f"token {token}"},
+            json={
+                "state": STATUS_STATES[report.state],
+                "target_url": report.target_url,
+                "description": capped(report.description, MAX_STATUS_DESCRIPTION),
+                "context": report.context,
+            },
+        )
+
+    def status_already_set(self, code: int, body: str) -> bool:
+        """Gitea accepts any state again: every refusal is one."""
+        return False
 
     def delivery_id(self, headers: Mapping[str, str]) -> str | None:
         """X-Gitea-Delivery (X-Forgejo-Delivery): a redelivery from the hook's history repeats it."""

@@ -1,7 +1,9 @@
-"""GitHub webhooks: check X-Hub-Signature-256, then turn a `push` or `ping` into an event.
+"""GitHub webhooks: check X-Hub-Signature-256, then turn a `push` or `ping` into an event; and the
+commit status a build sets on GitHub.
 
 Payload fields follow GitHub's "push" and "ping" webhook documentation
-(https://docs.github.com/en/webhooks/webhook-events-and-payloads).
+(https://docs.github.com/en/webhooks/webhook-events-and-payloads); the status request follows
+"Create a commit status" (https://docs.github.com/en/rest/commits/statuses).
 """
 
 from __future__ import annotations
@@ -11,15 +13,20 @@ import hmac
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from ciserver.forges.base import (
     BadSignature,
     Fields,
+    ForgeRequest,
     Ignored,
     MalformedPayload,
     Ping,
     PushEvent,
+    StatusReport,
+    StatusState,
     WebhookEvent,
+    capped,
     delivery_header,
     files_changed,
     header,
@@ -38,12 +45,53 @@ MAX_FILES_PER_COMMIT = 3000
 
 _SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
 
+# GitHub's statuses have four states: a running build is still pending, and a canceled one is an
+# error whose description says it was canceled; a skipped build or job does not block a merge.
+STATUS_STATES = {
+    StatusState.pending: "pending",
+    StatusState.running: "pending",
+    StatusState.success: "success",
+    StatusState.failure: "failure",
+    StatusState.error: "error",
+    StatusState.canceled: "error",
+    StatusState.skipped: "success",
+}
+MAX_STATUS_DESCRIPTION = 140  # longer descriptions are refused with 422
+
 
 class GitHubForge:
     """GitHub (and GitHub Enterprise Server) repository webhooks."""
 
     name = "github"
     repository_field = "repository.full_name"
+    default_api_url = "https://api.github.com"
+    # A status per job as well as the pipeline's: GitHub lists every context as its own check on a
+    # pull request, with its own link, so the failing job is one click away; branch protection
+    # requires the pipeline's `ciserver`, which stays the same whatever jobs a commit has.
+    per_job_statuses = True
+
+    def status_request(self, api_url: str, repository: str, token: str, report: StatusReport) -> ForgeRequest:
+        """POST {api}/repos/{owner}/{repo}/statuses/{sha} with a bearer token."""
+        owner, name = (quote(part, safe="") for part in repository.split("/", 1))
+        return ForgeRequest(
+            "POST",
+            f"{api_url.rstrip('/')}/repos/{owner}/{name}/statuses/{report.sha}",
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": "2022-11-28",
+            },
+            json={
+                "state": STATUS_STATES[report.state],
+                "target_url": report.target_url,
+                "description": capped(report.description, MAX_STATUS_DESCRIPTION),
+                "context": report.context,
+            },
+        )
+
+    def status_already_set(self, code: int, body: str) -> bool:
+        """GitHub accepts any state again: every refusal is one."""
+        return False
 
     def delivery_id(self, headers: Mapping[str, str]) -> str | None:
         """X-GitHub-Delivery: a manual redelivery repeats it."""

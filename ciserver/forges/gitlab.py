@@ -1,7 +1,9 @@
-"""GitLab webhooks: check X-Gitlab-Token, then turn a push or tag push into an event.
+"""GitLab webhooks: check X-Gitlab-Token, then turn a push or tag push into an event; and the commit
+status a build sets on GitLab.
 
 Payload fields follow GitLab's "Push events" and "Tag events" documentation
-(https://docs.gitlab.com/user/project/integrations/webhook_events/).
+(https://docs.gitlab.com/user/project/integrations/webhook_events/); the status request follows
+"Set the pipeline status of a commit" (https://docs.gitlab.com/api/commits/#set-the-pipeline-status-of-a-commit).
 """
 
 from __future__ import annotations
@@ -9,14 +11,19 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from ciserver.forges.base import (
     BadSignature,
     Fields,
+    ForgeRequest,
     Ignored,
     MalformedPayload,
     PushEvent,
+    StatusReport,
+    StatusState,
     WebhookEvent,
+    capped,
     delivery_header,
     files_changed,
     header,
@@ -36,12 +43,50 @@ PUSH_KINDS = frozenset({"push", "tag_push"})
 # A system hook carries no event of its own in the header: the payload's object_kind says what it is.
 SYSTEM_HOOK = "System Hook"
 
+# GitLab has states of its own for a running, canceled and skipped pipeline, and no `error`.
+STATUS_STATES = {
+    StatusState.pending: "pending",
+    StatusState.running: "running",
+    StatusState.success: "success",
+    StatusState.failure: "failed",
+    StatusState.error: "failed",
+    StatusState.canceled: "canceled",
+    StatusState.skipped: "skipped",
+}
+MAX_STATUS_DESCRIPTION = 255  # the column GitLab keeps it in
+
 
 class GitLabForge:
     """GitLab (gitlab.com or self-managed) project, group and system webhooks."""
 
     name = "gitlab"
     repository_field = "project.path_with_namespace"
+    default_api_url = "https://gitlab.com/api/v4"
+    # One status, the pipeline's: GitLab turns each status name into a job of an external pipeline
+    # whose status it derives from all of them, with no way to say a job may fail; a job that failed
+    # but is allowed to would turn that pipeline red. The build's page behind the link has the jobs.
+    per_job_statuses = False
+
+    def status_request(self, api_url: str, repository: str, token: str, report: StatusReport) -> ForgeRequest:
+        """POST {api}/projects/{url-encoded path}/statuses/{sha} with a PRIVATE-TOKEN."""
+        body = {
+            "state": STATUS_STATES[report.state],
+            "ref": report.ref.removeprefix("refs/heads/").removeprefix("refs/tags/"),
+            "name": report.context,
+            "target_url": report.target_url,
+            "description": capped(report.description, MAX_STATUS_DESCRIPTION),
+        }
+        return ForgeRequest(
+            "POST",
+            f"{api_url.rstrip('/')}/projects/{quote(repository, safe='')}/statuses/{report.sha}",
+            headers={"PRIVATE-TOKEN": token},
+            json=body,
+        )
+
+    def status_already_set(self, code: int, body: str) -> bool:
+        """GitLab refuses a state a status already has ("Cannot transition status via :run from
+        :running") with 400: the state wanted is the one shown."""
+        return code == 400 and "Cannot transition status" in body
 
     def delivery_id(self, headers: Mapping[str, str]) -> str | None:
         """Idempotency-Key, else X-Gitlab-Event-UUID."""

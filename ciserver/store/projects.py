@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import func, select
@@ -11,6 +13,7 @@ from sqlalchemy.orm import Session
 from ciserver.crypto import SecretKeyError, is_fernet_token
 from ciserver.store.clone_credentials import seal_clone_url
 from ciserver.store.models import Project
+from ciserver.store.statuses import seal_forge_token
 
 FORGE_NAMES = ("github", "gitlab", "gitea")  # gitea: Forgejo too
 # A secret someone can guess lets them sign pushes; GitHub's own examples use 32 random bytes.
@@ -97,6 +100,79 @@ def seal_clear_webhook_secrets(session: Session, fernet: Fernet) -> list[str]:
             project.secret = fernet.encrypt(project.secret.encode()).decode()
             sealed.append(project.name)
     return sealed
+
+
+# Which forges have no public instance: their API URL must be given with a token.
+FORGES_WITHOUT_PUBLIC_API = ("gitea",)
+MAX_FORGE_TOKEN = 4096
+
+
+@dataclass(frozen=True)
+class Unset:
+    """A field a PATCH left out (None is a value there: "clear it")."""
+
+
+UNSET = Unset()
+
+
+def check_forge_api_url(url: str) -> str:
+    """An http(s) base URL with a host and nothing a request could be confused by."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ProjectError(
+            f"forge_url: {url[:200]!r} is not an http(s) URL such as https://gitea.example/api/v1"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ProjectError("forge_url: must not hold credentials; give the token on its own")
+    if parts.query or parts.fragment or len(url) > 2048:
+        raise ProjectError(
+            "forge_url: must be a base URL without a query or fragment, at most 2048 characters"
+        )
+    return url.rstrip("/")
+
+
+def update_project(
+    session: Session,
+    project: Project,
+    fernet: Fernet,
+    *,
+    secret: str | Unset = UNSET,
+    repo_url: str | Unset = UNSET,
+    forge_api_url: str | Unset | None = UNSET,
+    forge_token: str | Unset | None = UNSET,
+    auto_cancel: bool | Unset | None = UNSET,
+) -> list[str]:
+    """Change what is given (the caller has checked `repo_url`); returns the names of the fields changed,
+    which is what the audit log records (never a value: two of them are secrets)."""
+    changed = []
+    if not isinstance(secret, Unset):
+        project.secret = fernet.encrypt(check_webhook_secret(secret).encode()).decode()
+        changed.append("secret")
+    if not isinstance(repo_url, Unset):
+        project.repo_url, project.repo_credentials = repo_url, None
+        seal_clone_url(project, fernet)
+        changed.append("repo")
+    if not isinstance(forge_api_url, Unset):
+        project.forge_api_url = None if forge_api_url is None else check_forge_api_url(forge_api_url)
+        changed.append("forge_url")
+    if not isinstance(forge_token, Unset):
+        if forge_token is not None and not (0 < len(forge_token) <= MAX_FORGE_TOKEN):
+            raise ProjectError(f"forge_token: must be 1 to {MAX_FORGE_TOKEN} characters")
+        if forge_token is not None and any(ch.isspace() or not ch.isprintable() for ch in forge_token):
+            raise ProjectError("forge_token: must not contain spaces or control characters")
+        project.forge_token = None if forge_token is None else seal_forge_token(forge_token, fernet)
+        changed.append("forge_token")
+    if not isinstance(auto_cancel, Unset):
+        project.auto_cancel = auto_cancel
+        changed.append("auto_cancel")
+    no_default = project.forge in FORGES_WITHOUT_PUBLIC_API
+    if project.forge_token is not None and project.forge_api_url is None and no_default:
+        raise ProjectError(
+            f"forge_url: required with a forge token on {project.forge} (such as "
+            "https://gitea.example/api/v1): it has no public instance to default to"
+        )
+    session.flush()
+    return changed
 
 
 def get_project(session: Session, name: str) -> Project | None:
