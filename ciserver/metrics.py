@@ -4,14 +4,19 @@ Builds, jobs and deployments by status, and the build and job duration histogram
 the database at scrape time by a custom collector rather than kept in the memory of the process that
 changed them: those changes happen in workers on any number of hosts, which Prometheus does not
 scrape, and a counter in memory would start again at every restart. The database already holds every
-start and end, so the numbers are right after a restart and whatever the number of processes. A
-scrape costs five grouped queries (two on indexed status columns, two aggregations over the rows of
-ended builds and jobs, bucketed in SQL, one over deployments) and two Redis round trips for the
-queues and the workers alive in RQ's registry. On SQLite they read without the write lock every
-other transaction takes (see store.db), so a scrape never waits for, nor delays, a worker.
+start and end, so the numbers are right after a restart and whatever the number of processes.
+
+A scrape costs six queries and two Redis round trips: builds, jobs and deployments grouped by status
+(builds' and deployments' on their status index), the ended builds and jobs counted per status and
+duration bucket in SQL (each row's seconds computed once), the commit statuses outbox counted, then
+the queues and RQ's worker registry. The two duration queries read every ended row: with 100,000
+builds of 3 jobs on SQLite, a scrape's database part took about 1 s on a busy 2-core machine
+(benchmarks/metrics_scrape.py), so scrape every 30 s or more, not every second, at that size. On
+SQLite they read without the write lock every other transaction takes (see store.db), so a scrape
+never waits for, nor delays, a worker.
 
 Webhook deliveries are the exception: a delivery leaves no row when it is refused, so the API
-process counts them as it answers (`WEBHOOK_DELIVERIES`, reset by a restart as Prometheus expects of a
+process counts them as it answers (`webhook_deliveries`, reset by a restart as Prometheus expects of a
 counter). A source that does not answer is reported as `ciserver_metrics_source_up{source} 0` instead
 of failing the whole scrape.
 """
@@ -22,6 +27,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
+from itertools import accumulate
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
@@ -42,7 +48,7 @@ from ciserver import __version__, queue
 from ciserver.config import Settings
 from ciserver.states import DeploymentStatus, Status
 from ciserver.store.db import engine_for
-from ciserver.store.models import Build, Deployment, Job
+from ciserver.store.models import Build, CommitStatus, Deployment, Job
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +127,7 @@ class StateCollector(Collector):
                         "ciserver_job_duration_seconds",
                         "Seconds from a job's (last attempt's) start to its end, of jobs that ended.",
                     ),
+                    _status_reports(connection),
                 ]
         except SQLAlchemyError as exc:
             log.warning("metrics: the database did not answer: %s", exc)
@@ -177,20 +184,54 @@ def _by_status(
 
 
 def _durations(connection: Any, model: type[Build] | type[Job], name: str, documentation: str) -> Metric:
+    """Each ended row's seconds computed once (OFFSET 0 keeps the database from inlining the subquery
+    into every comparison), its bucket found by one CASE, then rows counted per status and bucket;
+    the cumulative counts Prometheus wants are summed up here."""
     started, finished = model.started_at, model.finished_at
-    seconds = _seconds_between(started, finished, connection.engine.dialect.name)
-    bucket_counts = [func.sum(case((seconds <= bound, 1), else_=0)) for bound in DURATION_BUCKETS]
-    query = (
-        select(model.status, func.count(), func.coalesce(func.sum(seconds), 0.0), *bucket_counts)
+    seconds = _seconds_between(started, finished, connection.engine.dialect.name).label("seconds")
+    ended = (
+        select(model.status.label("status"), seconds)
         .where(started.is_not(None), finished.is_not(None))
-        .group_by(model.status)
+        .offset(0)
+        .subquery()
     )
+    bucket = case(
+        *[(ended.c.seconds <= bound, index) for index, bound in enumerate(DURATION_BUCKETS)],
+        else_=len(DURATION_BUCKETS),
+    ).label("bucket")
+    query = select(ended.c.status, bucket, func.count(), func.sum(ended.c.seconds)).group_by(
+        ended.c.status, bucket
+    )
+    counts: dict[str, list[int]] = {}
+    sums: dict[str, float] = {}
+    for status, index, count, total in connection.execute(query).all():
+        per_bucket = counts.setdefault(str(status), [0] * (len(DURATION_BUCKETS) + 1))
+        per_bucket[int(index)] += int(count)
+        sums[str(status)] = sums.get(str(status), 0.0) + float(total or 0.0)
     family = HistogramMetricFamily(name, documentation, labels=["status"])
-    for status, count, total, *cumulative in connection.execute(query).all():
-        buckets = [
-            (floatToGoString(b), int(n or 0)) for b, n in zip(DURATION_BUCKETS, cumulative, strict=True)
-        ]
-        family.add_metric([str(status)], [*buckets, ("+Inf", int(count))], float(total))
+    for status, per_bucket in counts.items():
+        cumulative = list(accumulate(per_bucket))
+        bounds = [*map(floatToGoString, DURATION_BUCKETS), "+Inf"]
+        family.add_metric([status], list(zip(bounds, cumulative, strict=True)), sums[status])
+    return family
+
+
+def _status_reports(connection: Any) -> GaugeMetricFamily:
+    """The commit statuses outbox: states the forge has yet to be told (still tried, with backoff),
+    and those given up on (see ciserver.statuses; the reason is on the build's page)."""
+    waiting = (CommitStatus.sent_version < CommitStatus.version) & CommitStatus.gave_up.is_(False)
+    query = select(
+        func.coalesce(func.sum(case((waiting, 1), else_=0)), 0),
+        func.coalesce(func.sum(case((CommitStatus.gave_up.is_(True), 1), else_=0)), 0),
+    )
+    pending, failed = connection.execute(query).one()
+    family = GaugeMetricFamily(
+        "ciserver_status_reports",
+        "Commit statuses for the forges: pending (not yet reported, still tried) or failed (given up).",
+        labels=["state"],
+    )
+    family.add_metric(["pending"], int(pending))
+    family.add_metric(["failed"], int(failed))
     return family
 
 

@@ -17,7 +17,7 @@ from ciserver.config import Settings
 from ciserver.metrics import metrics_registry, queue_facts
 from ciserver.states import DeployAction, DeploymentStatus, Status
 from ciserver.store.db import session_scope
-from ciserver.store.models import Build, Deployment, Environment, Job, Project, Release
+from ciserver.store.models import Build, CommitStatus, Deployment, Environment, Job, Project, Release
 
 T0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -50,7 +50,8 @@ def _build(session: Session, project: Project, status: Status, seconds: float | 
 
 @pytest.fixture
 def store(database_url: str, tmp_path: Path) -> Settings:
-    """Two green builds (0.7 s and 40 s), a failed one (3 s), one queued, and two deployments."""
+    """Two green builds (0.7 s and 40 s), a failed one (3 s), one queued, two deployments, and three
+    commit statuses: one waiting to be sent, one sent, one given up."""
     with session_scope(database_url) as session:
         project = _project(session)
         green = _build(session, project, Status.success, 0.7)
@@ -68,6 +69,13 @@ def store(database_url: str, tmp_path: Path) -> Settings:
                     action=DeployAction.auto, strategy="canary", status=status, triggered_by="test",
                 )
             )  # fmt: skip
+        session.add_all(
+            [
+                CommitStatus(build_id=green.id, context="ci/a", state="success", version=2, sent_version=1),
+                CommitStatus(build_id=green.id, context="ci/b", state="success", version=2, sent_version=2),
+                CommitStatus(build_id=green.id, context="ci/c", state="failure", gave_up=True, error="401"),
+            ]
+        )
     return Settings(data_dir=tmp_path / "data", database_url=database_url)
 
 
@@ -103,6 +111,12 @@ def test_durations_are_histograms_bucketed_from_the_rows_that_ended(store: Setti
         assert value(f"{name}_bucket", {**green, "le": "+Inf"}) == 2
         assert value(f"{name}_bucket", {"status": "failed", "le": "5.0"}) == 1
         assert value(f"{name}_bucket", {"status": "failed", "le": "2.0"}) == 0
+
+
+def test_commit_statuses_are_counted_pending_until_sent_and_failed_once_given_up(store: Settings) -> None:
+    value = _registry(store).get_sample_value
+    assert value("ciserver_status_reports", {"state": "pending"}) == 1
+    assert value("ciserver_status_reports", {"state": "failed"}) == 1
 
 
 def test_a_new_collector_reads_the_same_numbers_as_after_a_restart(store: Settings) -> None:
