@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
 
 from ciserver import __version__
 from ciserver.api import artifacts, builds, deployments, errors, jobs, projects, releases, tokens, webhooks
@@ -20,8 +20,8 @@ from ciserver.api import secrets as secrets_api
 from ciserver.api.request_id import RequestId
 from ciserver.config import Settings, get_settings
 from ciserver.outbox import OutboxThread
-from ciserver.statuses import StatusThread
 from ciserver.store.db import engine_for
+from ciserver.web import routes as web
 
 
 def create_app(settings: Settings | None = None, *, outbox: bool = True) -> FastAPI:
@@ -34,15 +34,9 @@ def create_app(settings: Settings | None = None, *, outbox: bool = True) -> Fast
         thread = OutboxThread(settings) if outbox and settings.redis_url else None
         if thread:
             thread.start()
-        # Commit statuses to the forges: no Redis needed, so an app without a queue reports too.
-        reporter = StatusThread(settings) if outbox else None
-        if reporter:
-            reporter.start()
         yield
         if thread:
             thread.stopped.set()
-        if reporter:
-            reporter.stopped.set()
 
     app = FastAPI(
         title="ciserver",
@@ -67,9 +61,7 @@ def create_app(settings: Settings | None = None, *, outbox: bool = True) -> Fast
         app.include_router(module.router)
     app.include_router(audit_api.router)
 
-    @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    web.install(app)  # the dashboard at /
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
     def healthz() -> JSONResponse:

@@ -24,6 +24,7 @@ from ciserver.store.environments import find, promote_role
 from ciserver.store.models import Project, Role
 from ciserver.store.projects import get_project
 from ciserver.store.tokens import find_token
+from ciserver.web.session import CSRF_HEADER, SAFE_METHODS, csrf_ok, session_token
 
 
 def get_settings(request: Request) -> Settings:
@@ -75,19 +76,40 @@ class Caller:
 _bearer = HTTPBearer(auto_error=False, description="An API token from `ciserver token create`.")
 
 
+def caller_of(db: Database, secret: str) -> Caller | None:
+    """The holder of the API token `secret`, if it is known, unrevoked and unexpired."""
+    with db.session() as session:
+        token = find_token(session, secret)
+        return Caller(token.id, token.name, Role[token.role]) if token is not None else None
+
+
 def require(role: Role) -> Callable[..., Caller]:
-    """A dependency that admits tokens of `role` or above: 401 without a valid token, 403 below it."""
+    """A dependency that admits tokens of `role` or above: 401 without a valid token, 403 below it.
+
+    The token comes as a bearer token or in the dashboard's session cookie; a write made with the
+    cookie must also carry the session's CSRF token in the X-CSRF-Token header (403 without it), since
+    a browser sends the cookie whoever made the page that asks."""
 
     def check(
-        db: DatabaseDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+        request: Request,
+        db: DatabaseDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Caller:
-        if credentials is None or credentials.scheme.lower() != "bearer":
+        cookie = session_token(request) if credentials is None else None
+        if cookie is not None:
+            if request.method not in SAFE_METHODS and not csrf_ok(cookie, request.headers.get(CSRF_HEADER)):
+                raise HTTPException(
+                    status.HTTP_403_FORBIDDEN,
+                    f"{CSRF_HEADER}: a write signed in by the dashboard's cookie needs its CSRF token",
+                )
+            secret = cookie
+        elif credentials is None or credentials.scheme.lower() != "bearer":
             raise _unauthorized("Authorization: a bearer token is required")
-        with db.session() as session:
-            token = find_token(session, credentials.credentials)
-            if token is None:
-                raise _unauthorized("Authorization: the token is unknown, revoked or expired")
-            caller = Caller(token.id, token.name, Role[token.role])
+        else:
+            secret = credentials.credentials
+        caller = caller_of(db, secret)
+        if caller is None:
+            raise _unauthorized("Authorization: the token is unknown, revoked or expired")
         if caller.role < role:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
