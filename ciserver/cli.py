@@ -272,12 +272,20 @@ app.command("audit")(audit_log)
 
 
 @app.command()
-def schema() -> None:
+def schema(
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the reference page (docs/PIPELINE.md) made from it.")
+    ] = False,
+) -> None:
     """Print the JSON Schema of pipelines.yml, for editors to validate and complete the file."""
     import json
 
+    from ciserver.pipeline.reference import pipeline_reference
     from ciserver.pipeline.schema import pipeline_json_schema
 
+    if markdown:
+        typer.echo(pipeline_reference(), nl=False)
+        return
     typer.echo(json.dumps(pipeline_json_schema(), indent=2))
 
 
