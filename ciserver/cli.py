@@ -13,6 +13,7 @@ from ciserver.cli_audit import audit_log
 from ciserver.cli_common import ROOT, data_dir_settings, fail
 from ciserver.cli_db import db_app
 from ciserver.cli_environment import environment_app
+from ciserver.cli_project import project_remove, project_update
 from ciserver.cli_secret import secret_app
 from ciserver.cli_token import token_app
 from ciserver.config import Settings, get_settings
@@ -23,7 +24,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-project_app = typer.Typer(help="Register and list projects (works on the data dir's database directly).")
+project_app = typer.Typer(
+    help="Register, list, change and remove projects (works on the data dir's database directly)."
+)
 app.add_typer(project_app, name="project")
 app.add_typer(token_app, name="token")
 app.add_typer(secret_app, name="secret")
@@ -266,6 +269,10 @@ def project_list() -> None:
     with session_scope(data_dir_settings().db_url) as session:
         for project in list_projects(session):
             typer.echo(f"{project.name}\t{project.forge}\t{shown_repo_url(project)}")
+
+
+project_app.command("update")(project_update)
+project_app.command("remove")(project_remove)
 
 
 app.command("audit")(audit_log)
