@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ciserver import cli_client, cli_client_deploy, cli_push
 from ciserver.cli_audit import audit_log
 from ciserver.cli_common import ROOT, data_dir_settings, fail
 from ciserver.cli_db import db_app
@@ -32,6 +33,9 @@ app.add_typer(token_app, name="token")
 app.add_typer(secret_app, name="secret")
 app.add_typer(environment_app, name="environment")
 app.add_typer(db_app, name="db")
+cli_client.register(app)  # the client commands: builds, build, logs, watch, cancel, retry
+cli_client_deploy.register(app)  # environments, promote, rollback, deployments, deployment, pause, ...
+cli_push.register(app)
 
 
 @app.callback()
