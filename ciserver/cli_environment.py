@@ -1,4 +1,5 @@
-"""`ciserver environment`: protect and list a project's environments on the data dir's database directly.
+"""`ciserver environment`: protect, list and stop a project's environments on the data dir's database
+directly.
 
 The rules set here are the server's: which refs may deploy, whether a promote is required and who may
 give it. Each change is written to the audit log as `cli:<os user>`, as an API write is by its token.
@@ -14,7 +15,7 @@ import typer
 from ciserver.cli_common import ProjectArg, data_dir_settings, fail
 
 environment_app = typer.Typer(
-    help="Protect and list a project's environments (works on the data dir's database directly).",
+    help="Protect, list and stop a project's environments (works on the data dir's database directly).",
     no_args_is_help=True,
 )
 
@@ -123,4 +124,45 @@ def _describe(rules: dict[str, Any]) -> str:
     promote = "promote required" if rules["require_promote"] else "auto allowed"
     return (
         f"refs {' and '.join(refs) or 'the default branch'}; {promote}, by {rules['promote_role']} or above"
+    )
+
+
+@environment_app.command("stop")
+def stop(
+    project: ProjectArg,
+    environment: Annotated[str, typer.Argument(help="The environment, e.g. staging.")],
+) -> None:
+    """Take an environment down: a deploy worker removes its containers and its nginx route, so nothing
+    serves it until a promote or an automatic deployment starts it again. Deployed services outlive
+    `ciserver up`: this is how they stop."""
+    from redis.exceptions import RedisError
+
+    from ciserver import queue
+    from ciserver.store import audit
+    from ciserver.store.db import session_scope
+    from ciserver.store.deployments import DeployRefused
+    from ciserver.store.projects import get_project
+    from ciserver.store.releases import stop as store_stop
+
+    settings = data_dir_settings()
+    actor = audit.cli_actor()
+    try:
+        with session_scope(settings.db_url) as session:
+            found = get_project(session, project)
+            if found is None:
+                raise fail(f"project {project!r} does not exist (see `ciserver project list`)")
+            deployment = store_stop(session, found, environment, actor)
+            target = f"project:{found.name}/environment:{environment}"
+            audit.record(session, actor, "environment.stop", target, {"deployment_id": deployment.id})
+            stop_id, name = deployment.id, found.name
+    except DeployRefused as exc:
+        raise fail(exc.message) from None
+    if settings.redis_url:
+        try:
+            queue.enqueue_deployments(queue.connect(settings.redis_url), [stop_id])
+        except RedisError:
+            pass  # recorded: the API's outbox hands it to a deploy worker
+    typer.echo(
+        f"environment {environment} of {name}: stop recorded as deployment {stop_id}; a deploy worker "
+        f"removes its containers and route (see GET /api/v1/deployments/{stop_id})"
     )

@@ -62,6 +62,7 @@ class DeployAction(enum.StrEnum):
     auto = "auto"
     promote = "promote"
     rollback = "rollback"
+    stop = "stop"  # ops took the environment down: its containers and route removed
 
 
 class Control(enum.StrEnum):

@@ -4,7 +4,8 @@ against the Docker Engine and nginx, and writes every step and the outcome back.
 A paused deployment leaves its worker; resuming it hands it to any worker, which goes on from the
 recorded step, as another does for a deployment its worker hands back when it stops. When a deployment
 ends, the next one waiting for its environment, and the environments that follow it automatically,
-are enqueued.
+are enqueued. A stop (ops took the environment down) is a deployment too, so that the worker that owns
+the containers and nginx removes them, one deployment of the environment at a time.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from redis.exceptions import RedisError
 from ciserver import queue
 from ciserver.crypto import load_fernet
 from ciserver.deploy.names import deploy_name, legacy_route_name
-from ciserver.deploy.rollout import Outcome, Place, Rollout, RolloutStatus
+from ciserver.deploy.nginx_control import RouterError
+from ciserver.deploy.rollout import COLORS, Outcome, Place, Rollout, RolloutStatus
 from ciserver.deploy.router import Backend, NginxRouter
 from ciserver.deploy.traffic_log import AccessLog
 from ciserver.pipeline import Resources
-from ciserver.states import Control, DeploymentStatus
+from ciserver.states import Control, DeployAction, DeploymentStatus
 from ciserver.store import deployments as store
 from ciserver.store.db import session_scope
 from ciserver.store.secrets import SecretError, secret_values
@@ -43,7 +45,7 @@ def run_deployment(deployment_id: int) -> None:
     if claimed is None:
         return
     try:
-        outcome = _roll_out(ctx, claimed)
+        outcome = _stop(ctx, claimed) if claimed.action == DeployAction.stop else _roll_out(ctx, claimed)
     except (ExecutorError, SecretError) as exc:
         outcome = Outcome(RolloutStatus.failed, str(exc))
     except BaseException as exc:
@@ -107,6 +109,25 @@ def _roll_out(ctx: WorkerContext, claimed: store.Claimed) -> Outcome:
         ),
     )
     return rollout.run()
+
+
+def _stop(ctx: WorkerContext, claimed: store.Claimed) -> Outcome:
+    """Take the environment down: its nginx file first, so nothing answers at its address, then its
+    containers of both colors and its network. Done again, it finds nothing left and succeeds."""
+    router = NginxRouter(
+        ctx.settings.router_dir, ctx.settings.router_reload or DEFAULT_RELOAD, ctx.settings.router_test
+    )
+    legacy = legacy_route_name(claimed.project, claimed.environment)
+    try:
+        router.remove(deploy_name(claimed.project, claimed.environment), claimed.listen, replaces=[legacy])
+    except RouterError as exc:
+        return Outcome(RolloutStatus.failed, f"nginx kept the environment's route: {exc}")
+    installation = str(ctx.settings.data_dir)
+    release = ServiceRelease(claimed.project, claimed.environment, installation, image="", port=0, health="/")
+    target = DockerServiceTarget(release)
+    for color in COLORS:
+        target.remove(color)
+    return Outcome(RolloutStatus.succeeded)
 
 
 def _pull_from(digest: str | None, pull: bool) -> str | None:

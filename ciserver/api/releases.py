@@ -1,6 +1,6 @@
 """Releases and environments of a project: what each environment runs, its rules (ops set them),
-promote (continuous delivery) and rollback. Promote and rollback need the environment's promote role
-(ops unless its rules say otherwise); every write is in the audit log.
+promote (continuous delivery), rollback and stop. Promote and rollback need the environment's promote
+role (ops unless its rules say otherwise), stop needs ops; every write is in the audit log.
 
 Included before the projects router, whose `/projects/{name:path}` would take these paths too.
 """
@@ -34,10 +34,10 @@ from ciserver.pipeline.environments import ENVIRONMENT_NAME
 from ciserver.store import audit
 from ciserver.store import releases as store
 from ciserver.store.artifacts import artifacts_of_build
-from ciserver.store.deployments import list_environments
+from ciserver.store.deployments import list_environments, stop_of
 from ciserver.store.environments import find, rules_of
 from ciserver.store.environments import protect as store_protect
-from ciserver.store.models import Deployment, Project, Release
+from ciserver.store.models import Deployment, Environment, Project, Release
 
 router = APIRouter(prefix="/api/v1/projects", tags=["releases"])
 
@@ -80,9 +80,15 @@ def environments(name: str, _: Viewer, db: DatabaseDep) -> list[EnvironmentOut]:
                 since=row.deployed_at,
                 deployed_by=row.deployed_by,
                 latest_deployment=DeploymentOut.of(latest) if latest else None,
+                **_stopped(session, row),
             )
             for row, latest in list_environments(session, project.id)
         ]
+
+
+def _stopped(session: Session, row: Environment) -> dict[str, object]:
+    stop = stop_of(session, row)
+    return {"stopped_at": stop.finished_at, "stopped_by": stop.triggered_by} if stop else {}
 
 
 @router.get(
@@ -150,6 +156,25 @@ def rollback(
         _audit(session, caller.actor, "environment.rollback", project, deployment)
         answer = DeploymentOut.of(deployment)
     enqueue_deployment(settings, deployment.id)
+    return answer
+
+
+@router.post(
+    "/{name:repo_path}/environments/{environment}/stop",
+    response_model=DeploymentOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=_REFUSALS,
+    summary="Take the environment down: its containers and its nginx route go; a promote starts it again",
+)
+def stop(
+    name: str, environment: EnvironmentPath, caller: Ops, db: DatabaseDep, settings: SettingsDep
+) -> DeploymentOut:
+    with db.session() as session:
+        project = project_or_404(session, name)
+        deployment = store.stop(session, project, environment, caller.actor)
+        _audit(session, caller.actor, "environment.stop", project, deployment)
+        answer = DeploymentOut.of(deployment)
+    enqueue_deployment(settings, deployment.id)  # the deploy worker owns the containers and nginx
     return answer
 
 

@@ -294,7 +294,9 @@ class DeploymentOut(BaseModel):
     build_id: int
     sha: str
     previous_release_id: int | None
-    action: str = Field(description="auto, promote or rollback: what started it.")
+    action: str = Field(
+        description="auto, promote or rollback: what started it; stop: ops took the environment down."
+    )
     strategy: str
     status: DeploymentStatus
     reason: str | None
@@ -385,6 +387,10 @@ class EnvironmentOut(BaseModel):
     since: datetime | None = Field(description="When that release went live there.")
     deployed_by: str | None
     latest_deployment: DeploymentOut | None
+    stopped_at: datetime | None = Field(
+        None, description="When ops stopped it (nothing runs there until a promote or auto deploy)."
+    )
+    stopped_by: str | None = Field(None, description="Who stopped it.")
 
 
 class PromoteIn(BaseModel):

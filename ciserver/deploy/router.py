@@ -79,6 +79,16 @@ class NginxRouter:
                     raise RouterError(f"listen {listen}: {name}.conf already listens on {other}")
             self._apply(journal, {environment: config, **dict.fromkeys(taken)})
 
+    def remove(self, environment: str, listen: str | None, *, replaces: Sequence[str] = ()) -> None:
+        """Stop serving the environment: its file goes (and of `replaces`, one that listens on
+        `listen`), and nginx runs without it, so nothing answers at its address any more."""
+        with self._locked() as journal:
+            gone = [environment]
+            if listen is not None:
+                gone += [name for name in self._listening_on(listen, besides=environment) if name in replaces]
+            if any(self._path(name).exists() for name in gone):
+                self._apply(journal, dict.fromkeys(gone))
+
     def _path(self, environment: str) -> Path:
         return self.environments_dir / f"{_checked(environment)}.conf"
 

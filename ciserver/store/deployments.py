@@ -125,6 +125,7 @@ class Claimed:
     address: str | None
     previous_color: str | None
     previous_address: str | None
+    action: DeployAction = DeployAction.promote  # stop: remove its containers and route, deploy nothing
 
 
 def claim(session: Session, deployment_id: int, worker: str) -> Claimed | None:
@@ -145,8 +146,10 @@ def claim(session: Session, deployment_id: int, worker: str) -> Claimed | None:
             return None  # started when the one under way ends
         build = session.get(Build, release.build_id)
         assert build is not None
-        why = environments.refusal(environment, environment.name, declared, build) or (
-            used.listen and environments.listen_conflict(session, environment.id, used.listen)
+        # A stop takes down what runs there, whatever the rules and addresses say now.
+        why = deployment.action != DeployAction.stop and (
+            environments.refusal(environment, environment.name, declared, build)
+            or (used.listen and environments.listen_conflict(session, environment.id, used.listen))
         )
         if why:
             _end(deployment, DeploymentStatus.failed, why)
@@ -178,6 +181,7 @@ def claim(session: Session, deployment_id: int, worker: str) -> Claimed | None:
         address=deployment.address,
         previous_color=deployment.previous_color,
         previous_address=deployment.previous_address,
+        action=deployment.action,
     )
 
 
@@ -227,15 +231,30 @@ def finish(
         return []
     environment = _locked(session, deployment.environment_id)
     _end(deployment, status, reason)
-    if status == DeploymentStatus.succeeded:
+    stopped = status == DeploymentStatus.succeeded and deployment.action == DeployAction.stop
+    if stopped:  # nothing runs there now; the next promote or auto deploy starts it as a first one
+        environment.release_id = environment.color = environment.address = None
+        environment.deployed_at = environment.deployed_by = None
+    elif status == DeploymentStatus.succeeded:
         environment.release_id, environment.deployed_at = deployment.release_id, deployment.finished_at
         environment.color, environment.address = deployment.color, deployment.address
         environment.deployed_by = deployment.triggered_by
     session.flush()
     start = [d.id for d in _pending(session, environment.id)]
-    if status == DeploymentStatus.succeeded:
+    if status == DeploymentStatus.succeeded and not stopped:
         start += _follow(session, deployment.release, environment.name)
     return start
+
+
+def stop_of(session: Session, environment: Environment) -> Deployment | None:
+    """The stop that left the environment running nothing (who, when), if that is why it runs nothing."""
+    if environment.release_id is not None:
+        return None
+    query = select(Deployment).where(
+        Deployment.environment_id == environment.id, Deployment.status == DeploymentStatus.succeeded
+    )
+    latest = session.scalars(query.order_by(Deployment.id.desc()).limit(1)).first()
+    return latest if latest is not None and latest.action == DeployAction.stop else None
 
 
 def _pending(session: Session, environment_id: int) -> list[Deployment]:

@@ -141,6 +141,25 @@ def rollback(session: Session, project: Project, name: str, actor: str) -> Deplo
     return new_deployment(session, earlier.release, row, DeployAction.rollback, actor)
 
 
+def stop(session: Session, project: Project, name: str, actor: str) -> Deployment:
+    """Take the environment down: a deployment for the deploy worker, which owns the containers and
+    nginx, to remove what serves it. Refused while another deployment is under way (abort it first),
+    when nothing runs there, and for a script deploy, whose service ciserver does not run."""
+    row = environments.find(session, project.id, name, lock=True)
+    if row is None:
+        raise DeployTargetMissing(f"project {project.name} has no environment {name!r}")
+    _refuse_when_under_way(session, row)
+    if row.release is None:
+        raise DeployRefused(f"environment {name!r} runs nothing: it was never deployed, or is stopped")
+    declared = config_of(row.release).environments.get(name)
+    if declared is not None and declared.script is not None:
+        raise DeployRefused(
+            f"environment {name!r} deploys with a script: what it started runs elsewhere, and ciserver "
+            "cannot stop it"
+        )
+    return new_deployment(session, row.release, row, DeployAction.stop, actor)
+
+
 def _succeeded_in(session: Session, release: Release, environment: str) -> bool:
     return (
         session.scalar(
