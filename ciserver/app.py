@@ -16,9 +16,11 @@ from ciserver import __version__
 from ciserver.api import artifacts, builds, deployments, errors, jobs, projects, releases, tokens, webhooks
 from ciserver.api import metrics as metrics_api
 from ciserver.api import audit as audit_api
+from ciserver.api import events as events_api
 from ciserver.api import secrets as secrets_api
 from ciserver.api.request_id import RequestId
 from ciserver.config import Settings, get_settings
+from ciserver.event_bus import install_publisher
 from ciserver.outbox import OutboxThread
 from ciserver.store.db import engine_for
 from ciserver.web import routes as web
@@ -31,6 +33,7 @@ def create_app(settings: Settings | None = None, *, outbox: bool = True) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine_for(settings.db_url)  # creates the tables before the first request
+        install_publisher(settings.redis_url)  # wakes the event streams after each commit
         thread = OutboxThread(settings) if outbox and settings.redis_url else None
         if thread:
             thread.start()
@@ -60,6 +63,7 @@ def create_app(settings: Settings | None = None, *, outbox: bool = True) -> Fast
     for module in (webhooks, projects, builds, jobs, artifacts, deployments, tokens):
         app.include_router(module.router)
     app.include_router(audit_api.router)
+    app.include_router(events_api.router)
 
     web.install(app)  # the dashboard at /
 

@@ -11,6 +11,7 @@ from functools import cached_property, lru_cache
 from redis import Redis
 
 from ciserver.config import Settings, get_settings
+from ciserver.event_bus import install_publisher
 from ciserver.logs import LogStore
 from ciserver.storage import BlobStore, artifact_store, cache_store, log_store
 from workers.executors.base import Executor
@@ -55,4 +56,6 @@ class WorkerContext:
 
 @lru_cache(maxsize=1)
 def current() -> WorkerContext:
-    return WorkerContext(get_settings())
+    settings = get_settings()
+    install_publisher(settings.redis_url)  # the builds, jobs and deployments it changes wake the streams
+    return WorkerContext(settings)

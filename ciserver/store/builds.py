@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from ciserver.states import Status
 from ciserver.store.dispatch import lock_project
+from ciserver.store.events import record_build, record_job
 from ciserver.store.models import Build, Delivery, Job, Project, utcnow
 
 
@@ -60,6 +61,7 @@ def record_push(
         if known is None:
             raise
         return known, False
+    record_build(session, build)
     return build, True
 
 
@@ -150,11 +152,15 @@ def cancel_build(session: Session, build_id: int, reason: str = "canceled") -> l
     ).rowcount
     if not changed:
         return None
-    session.execute(
+    record_build(session, build_id)
+    canceled = session.scalars(
         update(Job)
         .where(Job.build_id == build_id, Job.status == Status.queued)
         .values(status=Status.canceled, finished_at=now)
+        .returning(Job.id)
     )
+    for job_id in sorted(canceled):
+        record_job(session, job_id)
     running = session.scalars(select(Job.id).where(Job.build_id == build_id, Job.status == Status.running))
     return list(running)
 
@@ -165,6 +171,7 @@ def retry_build(session: Session, build: Build) -> Build:
     retry = Build(project_id=build.project_id, retry_of=build.id, **copied)
     session.add(retry)
     session.flush()
+    record_build(session, retry)
     return retry
 
 
@@ -198,6 +205,7 @@ def requeue_builds(session: Session, build_ids: Sequence[int]) -> list[int]:
             .values(status=Status.queued, started_at=None)
         ).rowcount
         if done:
+            record_build(session, build_id)
             changed.append(build_id)
     return changed
 

@@ -15,11 +15,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from ciserver.pipeline import DeployConfig
 from ciserver.states import Control, DeployAction, DeploymentStatus
 from ciserver.store import environments
+from ciserver.store.events import record_deployment
 from ciserver.store.models import Build, Deployment, Environment, Project, Release, utcnow
 
 UNDER_WAY = (DeploymentStatus.progressing, DeploymentStatus.paused)
@@ -59,6 +60,7 @@ def new_deployment(
     )
     session.add(deployment)
     session.flush()
+    record_deployment(session, deployment)
     waiting = select(Deployment).where(
         Deployment.environment_id == environment.id,
         Deployment.status == DeploymentStatus.pending,
@@ -72,6 +74,14 @@ def new_deployment(
 def _end(deployment: Deployment, status: DeploymentStatus, reason: str | None) -> None:
     deployment.status, deployment.reason = status, reason
     deployment.finished_at, deployment.worker = utcnow(), None
+    _changed(deployment)
+
+
+def _changed(deployment: Deployment) -> None:
+    """Its new state, as an event, in the transaction that holds it."""
+    session = object_session(deployment)
+    assert session is not None  # every deployment here was read through a session
+    record_deployment(session, deployment)
 
 
 def deployment_under_way(session: Session, environment_id: int, but: int | None = None) -> Deployment | None:
@@ -157,6 +167,7 @@ def claim(session: Session, deployment_id: int, worker: str) -> Claimed | None:
         deployment.status, deployment.started_at = DeploymentStatus.progressing, utcnow()
         deployment.previous_release_id = environment.release_id
         deployment.previous_color, deployment.previous_address = environment.color, environment.address
+        _changed(deployment)
     elif deployment.status != DeploymentStatus.progressing or deployment.worker is not None:
         return None
     deployment.worker = worker
@@ -195,11 +206,17 @@ def _locked(session: Session, environment_id: int) -> Environment:
 
 
 def save_progress(session: Session, deployment_id: int, **values: Any) -> None:
-    """Record where the deployment stands (color, address, weight, step) as it moves."""
+    """Record where the deployment stands (color, address, weight, step) as it moves; a new weight
+    or step is an event."""
     deployment = session.get(Deployment, deployment_id)
     if deployment is not None:
+        moved = any(
+            key in ("weight", "step") and getattr(deployment, key) != value for key, value in values.items()
+        )
         for key, value in values.items():
             setattr(deployment, key, value)
+        if moved:
+            _changed(deployment)
 
 
 def add_step(session: Session, deployment_id: int, entry: dict[str, Any]) -> None:
@@ -218,6 +235,7 @@ def pause(session: Session, deployment_id: int) -> None:
     deployment = session.get(Deployment, deployment_id)
     if deployment is not None:
         deployment.status, deployment.worker, deployment.control = DeploymentStatus.paused, None, None
+        _changed(deployment)
 
 
 def finish(
@@ -290,6 +308,7 @@ def request_control(session: Session, deployment: Deployment, action: str, actor
     if action == "resume" and status == DeploymentStatus.paused:
         deployment.status, deployment.worker = DeploymentStatus.progressing, None
         deployment.control = None
+        _changed(deployment)
         return True
     if action == "abort" and status == DeploymentStatus.pending:
         _end(deployment, DeploymentStatus.failed, f"aborted by {actor} before it started")
@@ -298,6 +317,7 @@ def request_control(session: Session, deployment: Deployment, action: str, actor
         deployment.control, deployment.control_by = Control.abort, actor
         if status == DeploymentStatus.paused:
             deployment.status, deployment.worker = DeploymentStatus.progressing, None
+            _changed(deployment)
             return True
         return False
     raise DeployRefused(f"deployment {deployment.id} is {status}: it cannot be {_past(action)} now")

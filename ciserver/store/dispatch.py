@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from ciserver.pipeline import JobOptions, OptionsError, Retry
 from ciserver.states import Status, StopReason, When
+from ciserver.store.events import record_build, record_job
 from ciserver.store.models import Build, Job, Project, utcnow
 from ciserver.store.transitions import ACTIVE, end_job, settle_build
 
@@ -54,8 +55,11 @@ def advance(session: Session, build_id: int, concurrency: int = 0) -> list[Dispa
 
 def lock_project(session: Session, project_id: int) -> None:
     """Take turns with other transactions deciding for this project, until this one ends."""
-    # FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE (see store.db) already serializes writers.
-    session.execute(select(Project.id).where(Project.id == project_id).with_for_update())
+    # FOR NO KEY UPDATE on PostgreSQL: it excludes the other lockers, but not the KEY SHARE lock an
+    # insert referencing the project takes (an event row, written with every change), so two workers
+    # that each wrote an event before locking do not deadlock. SQLite's BEGIN IMMEDIATE (see
+    # store.db) already serializes writers.
+    session.execute(select(Project.id).where(Project.id == project_id).with_for_update(key_share=True))
     # Rows read before the lock may have changed since (another worker's job ended): read them again.
     session.expire_all()
 
@@ -166,21 +170,22 @@ def _retry_policy(job: Job) -> Retry | None:
 
 def requeue_for_retry(session: Session, job_id: int) -> bool:
     """running -> queued again, as its next attempt; False when it is no longer running."""
-    return bool(
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == Status.running)
-            .values(
-                status=Status.queued,
-                attempt=Job.attempt + 1,
-                dispatched_at=None,
-                exit_code=None,
-                error=None,
-                started_at=None,
-                worker=None,
-            )
-        ).rowcount
-    )
+    changed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == Status.running)
+        .values(
+            status=Status.queued,
+            attempt=Job.attempt + 1,
+            dispatched_at=None,
+            exit_code=None,
+            error=None,
+            started_at=None,
+            worker=None,
+        )
+    ).rowcount
+    if changed:
+        record_job(session, job_id)
+    return bool(changed)
 
 
 def jobs_of_lost_workers(session: Session, alive: set[str]) -> list[tuple[int, str]]:
@@ -225,6 +230,10 @@ def play_manual(session: Session, job: Job) -> bool:
         )
     )
     session.flush()
+    record_build(session, job.build_id)
+    for other in jobs:
+        if other.name in reopened:
+            record_job(session, other)
     return True
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from ciserver.pipeline import JobOptions
 from ciserver.states import Status, When
+from ciserver.store.events import record_build, record_job
 from ciserver.store.models import Build, Job, utcnow
 
 ACTIVE = (Status.queued, Status.running)
@@ -38,18 +39,22 @@ def start_build(session: Session, build_id: int) -> Build | None:
         .where(Build.id == build_id, Build.status == Status.queued)
         .values(status=Status.running, started_at=utcnow())
     ).rowcount
-    return session.get(Build, build_id) if changed else None
+    if not changed:
+        return None
+    record_build(session, build_id)
+    return session.get(Build, build_id)
 
 
 def end_build(session: Session, build_id: int, status: Status, error: str | None = None) -> bool:
     """Give a build that has not finished yet its final status; False if it already had one."""
-    return bool(
-        session.execute(
-            update(Build)
-            .where(Build.id == build_id, Build.status.in_(ACTIVE))
-            .values(status=status, error=error, finished_at=utcnow())
-        ).rowcount
-    )
+    changed = session.execute(
+        update(Build)
+        .where(Build.id == build_id, Build.status.in_(ACTIVE))
+        .values(status=status, error=error, finished_at=utcnow())
+    ).rowcount
+    if changed:
+        record_build(session, build_id)
+    return bool(changed)
 
 
 def add_jobs(session: Session, build_id: int, plan: Sequence[JobPlan]) -> list[Job]:
@@ -72,6 +77,8 @@ def add_jobs(session: Session, build_id: int, plan: Sequence[JobPlan]) -> list[J
     ]
     session.add_all(jobs)
     session.flush()
+    for job in jobs:
+        record_job(session, job)
     return jobs
 
 
@@ -83,20 +90,24 @@ def start_job(session: Session, job_id: int, worker: str) -> Job | None:
         .where(Job.id == job_id, Job.status == Status.queued, Job.build_id.in_(running_build))
         .values(status=Status.running, started_at=utcnow(), worker=worker)
     ).rowcount
-    return session.get(Job, job_id) if changed else None
+    if not changed:
+        return None
+    record_job(session, job_id)
+    return session.get(Job, job_id)
 
 
 def end_job(
     session: Session, job_id: int, status: Status, *, exit_code: int | None = None, error: str | None = None
 ) -> bool:
     """Give a job that has not finished its final status; False if it already had one."""
-    return bool(
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status.in_(ACTIVE))
-            .values(status=status, exit_code=exit_code, error=error, finished_at=utcnow())
-        ).rowcount
-    )
+    changed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(ACTIVE))
+        .values(status=status, exit_code=exit_code, error=error, finished_at=utcnow())
+    ).rowcount
+    if changed:
+        record_job(session, job_id)
+    return bool(changed)
 
 
 def settle_build(session: Session, build_id: int) -> Status | None:
