@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     log_stream_ttl: int = Field(3600, description="Seconds a finished job's live stream stays in Redis.")
     pull_images: bool = Field(True, description="Pull a job's image when the engine does not have it.")
     outbox_interval: float = Field(2.0, description="Seconds between scans for builds not yet enqueued.")
+    event_retention: int = Field(
+        7 * 86400,
+        gt=0,
+        description="Seconds the build, job and deployment events stay (7 days): how far back a client of "
+        "GET /api/v1/events can resume.",
+    )
     public_url: str = Field(
         "http://127.0.0.1:8080",
         description="The server's address as people reach it: commit statuses link to "

@@ -27,6 +27,7 @@ from ciserver.store.builds import queued_build_ids
 from ciserver.store.db import session_scope
 from ciserver.store.deployments import lost_deployments
 from ciserver.store.dispatch import Dispatched, lost_dispatches
+from ciserver.store.events import forget_events_before
 from ciserver.store.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -106,9 +107,15 @@ def remove_expired_artifacts(settings: Settings) -> int:
     return len(expired)
 
 
+def remove_old_events(settings: Settings) -> int:
+    """Delete the events past CISERVER_EVENT_RETENTION; returns how many."""
+    with session_scope(settings.db_url) as session:
+        return forget_events_before(session, utcnow() - timedelta(seconds=settings.event_retention))
+
+
 class OutboxThread(threading.Thread):
     """Every `interval` seconds until stopped: lost builds, jobs and deployments enqueued, expired
-    artifacts removed."""
+    artifacts and old events removed."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(name="ciserver-outbox", daemon=True)
@@ -122,6 +129,7 @@ class OutboxThread(threading.Thread):
                 enqueue_lost_jobs(self.settings)
                 enqueue_lost_deployments(self.settings)
                 remove_expired_artifacts(self.settings)
+                remove_old_events(self.settings)
             except (RedisError, SQLAlchemyError) as exc:
                 log.debug("outbox: will try again: %s", exc)
             except Exception:

@@ -23,6 +23,7 @@ from ciserver.child_process import Child, StartError, wait
 from ciserver.config import Settings
 from ciserver.ports import free_port
 from ciserver.private_nginx import find_nginx, start_nginx, stop_nginx
+from ciserver.progress import ProgressPrinter
 
 __all__ = ["StartError", "Supervisor"]
 
@@ -38,6 +39,7 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
     redis: Child | None = None
     nginx: Child | None = None
+    progress: ProgressPrinter | None = None
     stopping: bool = False
 
     def run(self) -> int:
@@ -67,6 +69,13 @@ class Supervisor:
             )
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._request_stop)
+        # One line per build, job end and deployment step, from what happens after this point on.
+        self.progress = ProgressPrinter(
+            self.settings.db_url,
+            self.settings.redis_url or env["CISERVER_REDIS_URL"],
+            f"http://{self.host}:{self.port}",
+        )
+        self.progress.start_here()
         for child in self.children:
             child.start()
         print(
@@ -74,6 +83,7 @@ class Supervisor:
             flush=True,
         )
         print(f"  {self.workers} workers, data in {data}; Ctrl-C stops everything", flush=True)
+        self.progress.start()
         while not self.stopping:
             self._restart_crashed()
             time.sleep(0.5)
@@ -141,6 +151,9 @@ class Supervisor:
         for child in workers:
             child.signal(signal.SIGTERM)  # a second SIGTERM: stop the job now, remove its container
         wait(workers, 10)
+        if self.progress is not None and self.progress.is_alive():
+            self.progress.stopped.set()  # after the workers: the ends of their last jobs are printed
+            self.progress.join(5)
         for child in self.children:
             child.signal(signal.SIGKILL)
         wait(self.children, 5)

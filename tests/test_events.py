@@ -5,14 +5,17 @@ an id, filters by project, and sees a late commit on PostgreSQL."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from redis import Redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ciserver.config import Settings
 from ciserver.event_bus import CHANNEL, install_publisher
 from ciserver.event_feed import EventCursor, new_cursor, read_new
+from ciserver.outbox import remove_old_events
 from ciserver.pipeline import JobOptions, Retry
 from ciserver.states import DeploymentStatus, Status
 from ciserver.store import deployments as deploy_store
@@ -298,3 +301,17 @@ def test_a_commit_that_added_events_publishes_a_wake_up_and_a_rollback_does_not(
     assert message is not None and message["data"] == str(newest).encode()
     assert pubsub.get_message(timeout=0.2) is None
     pubsub.close()
+
+
+def test_the_outbox_removes_events_past_the_retention_setting(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", event_retention=3600)
+    with session_scope(settings.db_url) as session:
+        project = new_project(session)
+        record_push(session, project, push("1" * 40), forge="github", delivery_id=None)
+        record_push(session, project, push("2" * 40), forge="github", delivery_id=None)
+        old = session.scalars(select(Event).order_by(Event.id)).first()
+        assert old is not None
+        old.at = utcnow() - timedelta(hours=2)
+    assert remove_old_events(settings) == 1
+    with session_scope(settings.db_url) as session:
+        assert [e.data["sha"][0] for e in events_after(session, 0)] == ["2"]
