@@ -14,10 +14,10 @@ from rq import Queue, SimpleWorker
 from sqlalchemy.orm import Session
 
 from ciserver.config import Settings
-from ciserver.metrics import metrics_registry, queue_facts
+from ciserver.metrics import StateCollector, metrics_registry, queue_facts
 from ciserver.states import DeployAction, DeploymentStatus, Status
 from ciserver.store.db import session_scope
-from ciserver.store.models import Build, CommitStatus, Deployment, Environment, Job, Project, Release
+from ciserver.store.models import Build, CommitStatus, Deployment, Environment, Event, Job, Project, Release
 
 T0 = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -123,6 +123,28 @@ def test_a_new_collector_reads_the_same_numbers_as_after_a_restart(store: Settin
     first, second = _registry(store), _registry(store)
     assert first.get_sample_value("ciserver_builds", {"status": "success"}) == 2
     assert second.get_sample_value("ciserver_builds", {"status": "success"}) == 2
+
+
+def _green_builds(collector: StateCollector) -> float:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry.get_sample_value("ciserver_builds", {"status": "success"}) or 0
+
+
+def test_an_idle_server_is_counted_again_once_an_event_says_something_changed(store: Settings) -> None:
+    collector = StateCollector(store)
+    assert _green_builds(collector) == 2
+    with session_scope(store.db_url) as session:
+        project = session.query(Project).one()
+        build = _build(session, project, Status.success, 5)
+    assert _green_builds(collector) == 2, "no event yet: the counts of the last scrape"
+    with session_scope(store.db_url) as session:
+        session.add(Event(project_id=project.id, kind="build", subject_id=build.id, status="success"))
+    assert _green_builds(collector) == 3
+    with session_scope(store.db_url) as session:
+        _build(session, project, Status.success, 5)  # a row mended by hand, without an event
+    collector.recount_after = 0
+    assert _green_builds(collector) == 4, "counted again once recount_after has passed"
 
 
 def test_an_unreachable_redis_is_reported_as_a_source_down_not_a_failed_scrape(
