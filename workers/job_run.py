@@ -22,6 +22,7 @@ from ciserver import queue
 from ciserver.clone_urls import Remote
 from ciserver.config import Settings
 from ciserver.crypto import SecretKeyError, load_fernet
+from ciserver.job_variables import job_variables
 from ciserver.logs import LogStoreError, LogWriter
 from ciserver.masking import mask_text
 from ciserver.pipeline import JobOptions, OptionsError
@@ -38,7 +39,7 @@ from workers import artifacts, cache
 from workers.checkout import CheckoutError, checkout_at_sha, ensure_commit
 from workers.context import WorkerContext
 from workers.executors.base import BuildFailed, BuiltImage, ExecutorError, ImageBuildSpec, JobSpec
-from workers.jobspec import SpecError, ci_variables, numeric_owner, spec_for
+from workers.jobspec import SpecError, numeric_owner, spec_for
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class JobRun:
         self.mirror = self.settings.mirrors_dir / f"{self.project_id}.git"
         self.workspace = self.settings.workspaces_dir / str(build.id) / str(job.id)
         self.problem: str | None = None
-        self.env = {str(k): str(v) for k, v in job.env.items()} | ci_variables(build, job)
+        self.env = job_variables(job)  # as the API expands the job's image to show it
         self.secrets: list[str] = []
         # Read back from the row here, so that one this version cannot read ends the job in error.
         self.options = JobOptions()

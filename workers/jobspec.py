@@ -1,54 +1,23 @@
-"""From a job row and its options to what an executor runs: the CI_* variables, the image with its
-variables expanded, the container limits within the server's maximum, the services, the image build."""
+"""From a job row and its options to what an executor runs: the image with its variables expanded
+(as ciserver.job_variables defines them), the container limits within the server's maximum, the
+services, the image build."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ciserver.config import Settings
-from ciserver.deploy.names import release_tag
+from ciserver.job_variables import expand, release_image
 from ciserver.pipeline import ImageBuild, JobOptions, Resources, Service
 from ciserver.store.models import Build, Job
 from workers.cache import ref_folder
 from workers.executors.base import BuildCache, ImageBuildSpec, JobSpec, Limits, ServiceSpec
 
-_VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
-
 
 class SpecError(Exception):
     """The job asks for what the server does not give (limits over the maximum, a secret in a build
     arg); the job ends in error with this message."""
-
-
-def release_image(build: Build, registry: str | None = None) -> str:
-    """The tag of the build's release image: in the registry when one is set, so any engine pulls it."""
-    return release_tag(build.project.name, build.sha, registry)
-
-
-def ci_variables(build: Build, job: Job, registry: str | None = None) -> dict[str, str]:
-    """What every job finds in its environment, named as GitLab's predefined variables are."""
-    return {
-        "CI": "true",
-        "CI_COMMIT_SHA": build.sha,
-        "CI_COMMIT_SHORT_SHA": build.sha[:8],
-        "CI_COMMIT_REF": build.ref,
-        "CI_COMMIT_BRANCH": build.branch or "",
-        "CI_COMMIT_TAG": build.tag or "",
-        "CI_BUILD_ID": str(build.id),
-        "CI_JOB_ID": str(job.id),
-        "CI_JOB_NAME": job.name,
-        "CI_JOB_STAGE": job.stage,
-        "CI_JOB_ATTEMPT": str(job.attempt),
-        "CI_PROJECT": build.project.name,
-        "CI_RELEASE_IMAGE": release_image(build, registry),
-    }
-
-
-def expand(text: str, variables: Mapping[str, str]) -> str:
-    """`$NAME` and `${NAME}` replaced from `variables`; unknown names are left as written."""
-    return _VARIABLE.sub(lambda m: variables.get(m.group(1) or m.group(2), m.group(0)), text)
 
 
 def limits_for(resources: Resources, settings: Settings) -> Limits:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from redis.exceptions import RedisError
 
 from ciserver import queue
-from ciserver.api.deps import MAX_ROW, DatabaseDep, Developer, RedisDep, RowId, Viewer, not_found
+from ciserver.api.deps import MAX_ROW, DatabaseDep, Developer, RedisDep, RowId, SettingsDep, Viewer, not_found
 from ciserver.api.schemas import BuildCreated, BuildDetail, BuildList, BuildOut
 from ciserver.states import Status
 from ciserver.store import audit
@@ -40,12 +40,12 @@ def builds(
 
 
 @router.get("/{build_id}", response_model=BuildDetail, summary="A build with its jobs")
-def build(build_id: RowId, _: Viewer, db: DatabaseDep) -> BuildDetail:
+def build(build_id: RowId, _: Viewer, db: DatabaseDep, settings: SettingsDep) -> BuildDetail:
     with db.session() as session:
         found = get_build(session, build_id)
         if found is None:
             raise not_found("build", build_id)
-        return BuildDetail.of(found)
+        return BuildDetail.of(found, settings.registry)
 
 
 @router.post(
@@ -53,7 +53,9 @@ def build(build_id: RowId, _: Viewer, db: DatabaseDep) -> BuildDetail:
     response_model=BuildDetail,
     summary="Stop a build: running jobs end, queued never start",
 )
-def cancel(build_id: RowId, caller: Developer, db: DatabaseDep, redis: RedisDep) -> BuildDetail:
+def cancel(
+    build_id: RowId, caller: Developer, db: DatabaseDep, redis: RedisDep, settings: SettingsDep
+) -> BuildDetail:
     with db.session() as session:
         found = get_build(session, build_id)
         if found is None:
@@ -70,7 +72,7 @@ def cancel(build_id: RowId, caller: Developer, db: DatabaseDep, redis: RedisDep)
             f"build {build_id} is canceled, but its running jobs could not be told to stop: {exc}",
         ) from None
     with db.session() as session:
-        return BuildDetail.of(get_build(session, build_id))  # type: ignore[arg-type]
+        return BuildDetail.of(get_build(session, build_id), settings.registry)  # type: ignore[arg-type]
 
 
 @router.post(

@@ -22,12 +22,12 @@ router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def job(job_id: RowId, _: Viewer, db: DatabaseDep) -> JobOut:
+def job(job_id: RowId, _: Viewer, db: DatabaseDep, settings: SettingsDep) -> JobOut:
     with db.session() as session:
         found = get_job(session, job_id)
         if found is None:
             raise not_found("job", job_id)
-        return JobOut.of(found)
+        return JobOut.of(found, settings.registry)
 
 
 @router.post(
@@ -48,7 +48,7 @@ def play(job_id: RowId, caller: Developer, db: DatabaseDep, redis: RedisDep, set
             )
         dispatched = advance(session, found.build_id, settings.project_concurrency)
         audit.record(session, caller.actor, "job.play", f"job:{job_id}")
-        answer = JobOut.of(found)
+        answer = JobOut.of(found, settings.registry)
     try:
         queue.enqueue_jobs(redis, dispatched)
     except RedisError:

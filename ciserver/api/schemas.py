@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ciserver.api.status_schemas import StatusOut
+from ciserver.job_variables import image_ran
 from ciserver.pipeline.fields import Patterns
 from ciserver.states import DeploymentStatus
 from ciserver.store.clone_credentials import shown_repo_url
@@ -98,7 +99,11 @@ class JobOut(BaseModel):
     id: int
     name: str
     stage: str
-    image: str
+    image: str = Field(
+        description="The image the job runs, as the worker names it to the engine: the file's `image` "
+        "with the job's variables expanded (secrets never: a name made of one is shown as written)."
+    )
+    image_declared: str = Field("", description="`image` as the pipeline file wrote it, e.g. $IMAGE.")
     status: str
     when: str = Field(
         description="on_success, on_failure, always or manual (a waiting manual job is skipped)."
@@ -119,8 +124,10 @@ class JobOut(BaseModel):
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, job: Job) -> JobOut:
-        return cls.model_validate(job, from_attributes=True)
+    def of(cls, job: Job, registry: str | None = None) -> JobOut:
+        """`registry`: the server's CISERVER_REGISTRY, which names the release image jobs pull."""
+        out = cls.model_validate(job, from_attributes=True)
+        return out.model_copy(update={"image": image_ran(job, registry), "image_declared": job.image})
 
 
 class BuildOut(BaseModel):
@@ -170,10 +177,10 @@ class BuildDetail(BuildOut):
     )
 
     @classmethod
-    def of(cls, build: Build) -> BuildDetail:
+    def of(cls, build: Build, registry: str | None = None) -> BuildDetail:
         return cls(
             **cls.fields_of(build),  # type: ignore[arg-type]
-            jobs=[JobOut.of(job) for job in build.jobs],
+            jobs=[JobOut.of(job, registry) for job in build.jobs],
             statuses=[StatusOut.of(status) for status in build.statuses],
         )
 
