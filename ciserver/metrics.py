@@ -27,8 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from itertools import accumulate
 from typing import Any
@@ -37,12 +36,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
-from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue
-from rq.job import Job as RqJob
-from rq.utils import utcparse
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 from sqlalchemy import ColumnElement, Engine, case, create_engine, extract, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import InstrumentedAttribute
@@ -164,30 +158,26 @@ class StateCollector(Collector):
 
     def _redis(self) -> Iterator[Metric]:
         try:
-            depth, oldest, workers = queue_facts(
-                queue.connect(self.settings.redis_url or ""), queue.ALL_QUEUES
-            )
+            facts = queue.queue_facts(queue.connect(self.settings.redis_url or ""), queue.ALL_QUEUES)
         except (RedisError, ValueError) as exc:
             log.warning("metrics: Redis did not answer: %s", exc)
             return
-        families = (
-            ("ciserver_queue_depth", "Tasks waiting on the RQ queue.", depth),
-            (
-                "ciserver_queue_oldest_age_seconds",
-                "Seconds the oldest waiting task has waited (0: none).",
-                oldest,
-            ),
-            (
-                "ciserver_workers",
-                "Workers alive (in RQ's registry, with a live heartbeat) per queue.",
-                workers,
-            ),
+        depth = GaugeMetricFamily("ciserver_queue_depth", "Tasks waiting on the RQ queue.", labels=["queue"])
+        oldest = GaugeMetricFamily(
+            "ciserver_queue_oldest_age_seconds",
+            "Seconds the oldest waiting task has waited (0: none waits).",
+            labels=["queue"],
         )
-        for name, documentation, values in families:
-            family = GaugeMetricFamily(name, documentation, labels=["queue"])
-            for queue_name, value in values.items():
-                family.add_metric([queue_name], value)
-            yield family
+        workers = GaugeMetricFamily(
+            "ciserver_workers",
+            "Workers alive (in RQ's registry, with a live heartbeat) per queue.",
+            labels=["queue"],
+        )
+        for fact in facts:
+            depth.add_metric([fact.name], fact.waiting)
+            oldest.add_metric([fact.name], fact.oldest_wait)
+            workers.add_metric([fact.name], fact.workers)
+        yield from (depth, oldest, workers)
 
 
 @lru_cache(maxsize=8)
@@ -267,50 +257,3 @@ def _seconds_between(start: Any, end: Any, dialect: str) -> ColumnElement[float]
     if dialect == "sqlite":
         return (func.julianday(end) - func.julianday(start)) * 86400.0
     return extract("epoch", end - start)
-
-
-def queue_facts(
-    redis: Redis, names: Sequence[str], now: datetime | None = None
-) -> tuple[dict[str, int], dict[str, float], dict[str, int]]:
-    """Per queue: tasks waiting, seconds the oldest has waited, and workers alive; two round trips.
-
-    RQ appends to a queue's list and takes from its head, so the head is the oldest. A worker killed
-    outright stays in RQ's set until a cleanup; its own key expires with its heartbeat (worker_ttl),
-    so only members whose key exists count."""
-    with redis.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.llen(Queue.redis_queue_namespace_prefix + name)
-            pipe.lindex(Queue.redis_queue_namespace_prefix + name, 0)
-            pipe.smembers(WORKERS_BY_QUEUE_KEY % name)
-        first = pipe.execute()
-    depth: dict[str, int] = {}
-    heads: dict[str, bytes | None] = {}
-    members: dict[str, list[bytes]] = {}
-    for index, name in enumerate(names):
-        depth[name], heads[name], found = first[3 * index : 3 * index + 3]
-        members[name] = sorted(found)
-    with redis.pipeline(transaction=False) as pipe:
-        for name in names:
-            if heads[name] is not None:
-                pipe.hget(RqJob.key_for(heads[name].decode()), "enqueued_at")
-            for key in members[name]:
-                pipe.exists(key)
-        second = iter(pipe.execute())
-    now = now or datetime.now(UTC)
-    oldest: dict[str, float] = {}
-    workers: dict[str, int] = {}
-    for name in names:
-        enqueued = next(second) if heads[name] is not None else None
-        oldest[name] = _age(enqueued, now)
-        workers[name] = sum(1 for _ in members[name] if next(second))
-    return depth, oldest, workers
-
-
-def _age(enqueued_at: bytes | None, now: datetime) -> float:
-    if not enqueued_at:
-        return 0.0
-    try:
-        then = utcparse(enqueued_at.decode())
-    except ValueError:
-        return 0.0
-    return max(0.0, (now - then).total_seconds())

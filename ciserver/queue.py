@@ -1,4 +1,5 @@
-"""The one place that knows RQ: queue names, job ids, and how builds and jobs are enqueued.
+"""The one place that knows RQ: queue names, job ids, how builds and jobs are enqueued, and what
+waits on the queues (for /metrics).
 
 RQ job ids are derived from database ids (`build-7`, `job-42`), so the outbox can ask Redis
 whether a build is still on the queue, and enqueueing a build twice is harmless: the worker's
@@ -8,13 +9,16 @@ conditional start lets only one run.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Protocol, TypeVar
 
 from redis import Redis
 from rq import Queue
 from rq.job import Job
+from rq.utils import utcparse
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from ciserver.deploy.names import deploy_name
 
@@ -164,3 +168,57 @@ def _not_on_queue(redis: Redis, items: Sequence[_T], rq_ids: list[str]) -> list[
 
 
 _WAITING = {b"queued", b"started", b"deferred", b"scheduled"}
+
+
+@dataclass(frozen=True)
+class QueueFacts:
+    """A queue as /metrics reports it."""
+
+    name: str
+    waiting: int
+    oldest_wait: float  # seconds the oldest waiting task has waited; 0 when none waits
+    workers: int  # workers alive that take from it
+
+
+def queue_facts(redis: Redis, names: Sequence[str], now: datetime | None = None) -> list[QueueFacts]:
+    """Each queue's waiting tasks, the oldest one's wait, and the workers alive; two round trips.
+
+    RQ appends to a queue's list and takes from its head, so the head is the oldest. A worker killed
+    outright stays in RQ's set until a cleanup; its own key expires with its heartbeat (worker_ttl),
+    so only members whose key exists count."""
+    with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.llen(Queue.redis_queue_namespace_prefix + name)
+            pipe.lindex(Queue.redis_queue_namespace_prefix + name, 0)
+            pipe.smembers(WORKERS_BY_QUEUE_KEY % name)
+        first = pipe.execute()
+    depth: dict[str, int] = {}
+    heads: dict[str, bytes | None] = {}
+    members: dict[str, list[bytes]] = {}
+    for index, name in enumerate(names):
+        depth[name], heads[name], found = first[3 * index : 3 * index + 3]
+        members[name] = sorted(found)
+    with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            if heads[name] is not None:
+                pipe.hget(Job.key_for(heads[name].decode()), "enqueued_at")
+            for key in members[name]:
+                pipe.exists(key)
+        second = iter(pipe.execute())
+    now = now or datetime.now(UTC)
+    facts = []
+    for name in names:
+        enqueued = next(second) if heads[name] is not None else None
+        alive = sum(1 for _ in members[name] if next(second))
+        facts.append(QueueFacts(name, depth[name], _age(enqueued, now), alive))
+    return facts
+
+
+def _age(enqueued_at: bytes | None, now: datetime) -> float:
+    if not enqueued_at:
+        return 0.0
+    try:
+        then = utcparse(enqueued_at.decode())
+    except ValueError:
+        return 0.0
+    return max(0.0, (now - then).total_seconds())

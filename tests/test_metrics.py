@@ -14,7 +14,8 @@ from rq import Queue, SimpleWorker
 from sqlalchemy.orm import Session
 
 from ciserver.config import Settings
-from ciserver.metrics import StateCollector, metrics_registry, queue_facts
+from ciserver.metrics import StateCollector, metrics_registry
+from ciserver.queue import queue_facts
 from ciserver.states import DeployAction, DeploymentStatus, Status
 from ciserver.store.db import session_scope
 from ciserver.store.models import Build, CommitStatus, Deployment, Environment, Event, Job, Project, Release
@@ -171,11 +172,10 @@ def test_queues_report_their_depth_oldest_wait_and_workers_alive(redis_url: str)
         redis.delete(lost.key)  # killed outright: still in RQ's set, its heartbeat key expired
         assert first.enqueued_at is not None
         now = first.enqueued_at.replace(tzinfo=UTC) + timedelta(seconds=30)
-        depth, oldest, workers = queue_facts(redis, [waiting, empty], now=now)
-        assert depth == {waiting: 2, empty: 0}
-        assert oldest[waiting] == pytest.approx(30, abs=0.01)
-        assert oldest[empty] == 0
-        assert workers == {waiting: 1, empty: 0}
+        busy, idle = queue_facts(redis, [waiting, empty], now=now)
+        assert (busy.name, busy.waiting, busy.workers) == (waiting, 2, 1)
+        assert busy.oldest_wait == pytest.approx(30, abs=0.01)
+        assert (idle.name, idle.waiting, idle.oldest_wait, idle.workers) == (empty, 0, 0, 0)
     finally:
         alive.register_death()
         lost.register_death()
