@@ -23,6 +23,9 @@ from ciserver.store.models import Build, CommitStatus, Event, Project, StatusCur
 
 _CURSOR_ID = 1
 MAX_EVENTS = 1000  # read in one pass; the rest the next pass
+# How far behind the cursor events are read again: bounds that read to a range of the primary key
+# (the events table is the largest there is, and `at` has no index).
+REREAD_EVENTS = 1000
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,11 @@ def changed_builds(session: Session, reread_since: datetime) -> tuple[list[int],
     after = cursor.event_id if cursor is not None else 0
     events = session.scalars(
         select(Event)
-        .where(or_(Event.id > after, Event.at >= reread_since), Event.kind.in_(("build", "job")))
+        .where(
+            Event.id > after - REREAD_EVENTS,
+            or_(Event.id > after, Event.at >= reread_since),
+            Event.kind.in_(("build", "job")),
+        )
         .order_by(Event.id)
         .limit(MAX_EVENTS)
     ).all()
