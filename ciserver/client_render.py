@@ -154,6 +154,8 @@ def step_line(step: dict[str, Any]) -> Text:
     if "requests" in step:
         rate = step.get("error_rate") or 0.0
         line.append(f", {step['requests']} requests, {step.get('errors', 0)} errors ({rate:.1%})")
+    if step.get("exit_code") is not None:  # a script deploy's step
+        line.append(f", script exited {step['exit_code']}", style="" if step["exit_code"] == 0 else "red")
     if step.get("healthy") is not None:
         line.append(", healthy" if step["healthy"] else ", unhealthy", style="" if step["healthy"] else "red")
     return line

@@ -80,8 +80,14 @@ def resolve(repo: Path | None, ref: str, sha: str | None) -> Commit:
         if sha is None:
             raise PushError("--sha: needed when the project's repository is not a local path (or --repo)")
         return Commit(ref, sha, sha, "", "", "", _now())
-    after = sha or _git(repo, "rev-parse", "--verify", "--end-of-options", ref)
-    commit = _git(repo, "rev-parse", "--verify", "--end-of-options", f"{after}^{{commit}}")
+    try:
+        after = sha or _git(repo, "rev-parse", "--verify", "--end-of-options", ref)
+    except PushError:
+        raise PushError(f"--ref: {ref} is not a branch or tag of {repo}") from None
+    try:
+        commit = _git(repo, "rev-parse", "--verify", "--end-of-options", f"{after}^{{commit}}")
+    except PushError:
+        raise PushError(f"--sha: {after} is not a commit of {repo}") from None
     fields = _git(repo, "show", "-s", "--format=%an%x00%ae%x00%aI%x00%B", "--end-of-options", commit)
     author, email, when, message = ([*fields.split("\x00", 3), "", "", ""])[:4]
     return Commit(ref, after, commit, message, author, email, when or _now())
