@@ -50,6 +50,9 @@ events from now on. A `: keep-alive` comment comes every 15 s.
     summary="Builds, jobs and deployments as they change (Server-Sent Events)",
     description=DESCRIPTION,
     response_class=EventSourceResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "The stream, until the client leaves"}
+    },
 )
 def events(
     request: Request,
