@@ -145,22 +145,37 @@ def test_a_push_goes_green_on_the_open_builds_and_build_pages_without_a_reload(
     assert server.build(build_id)["status"] == "success"
 
 
+HOSTILE = f"""\
+image: {BUSYBOX}
+jobs:
+  "<img src=x onerror=alert(4)>":
+    script: ["echo '<script>alert(5)</script>'"]
+"""
+
+
 def test_what_a_pusher_wrote_shows_as_text_and_runs_nothing(
     server: CiServer, browser: Browser, shots: Path, tmp_path: Path
 ) -> None:
     # git refuses spaces in a ref: the branch uses the form that needs none.
     branch = "<svg/onload=alert(1)>"
     message = "<img src=x onerror=alert(2)> <script>alert(3)</script>"
-    name, sha = project(server, tmp_path, SLOW.replace("sleep 3", "true"))
-    build_id = pushed(server, name, sha, ref=f"refs/heads/{branch}", message=message)
-    server.wait_build(build_id)
+    job_name = "<img src=x onerror=alert(4)>"
+    name, sha = project(server, tmp_path, HOSTILE)
+    build = server.wait_build(pushed(server, name, sha, ref=f"refs/heads/{branch}", message=message))
+    assert build["status"] == "success", build
+    job_id = build["jobs"][0]["id"]
     with visitor(browser, server.url, server.token_for("viewer"), shots) as you:
-        for path in (f"/?project={name}", f"/?branch={branch}", f"/builds/{build_id}"):
+        for path in (f"/?project={name}", f"/?branch={branch}", f"/builds/{build['id']}"):
             page = you.open(path)
             expect(page.get_by_text(branch).first).to_be_visible()
             expect(page.get_by_text(message).first).to_be_attached()
             assert page.locator("main svg, main img, main script").count() == 0
+        expect(page.get_by_text(job_name)).to_be_visible()
         you.screenshot("escaped")
+        page = you.open(f"/jobs/{job_id}")
+        expect(page.get_by_role("heading", name=job_name)).to_be_visible()
+        expect(page.locator(".lt", has_text=re.compile(r"^<script>alert\(5\)</script>$"))).to_have_count(1)
+        assert page.locator("main svg, main img, main script, #log script").count() == 0
         assert you.dialogs == []
 
 
@@ -238,4 +253,5 @@ def test_a_cut_log_shows_its_head_and_tail_and_says_what_was_cut(
         expect(page.locator(".line.cut")).to_contain_text("bytes of output cut here")
         expect(page.locator("#L2 .lt")).to_have_text("1")  # after the command line, "$ seq 1 3000"
         expect(page.locator(".line").last.locator(".lt")).to_have_text("3000")
-        you.screenshot("job-log-cut")
+        page.locator(".line.cut").scroll_into_view_if_needed()
+        you.screenshot("job-log-cut", full_page=False)

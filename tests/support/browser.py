@@ -50,10 +50,10 @@ class Visitor:
         self.page.goto(self.base_url + path)
         return self.page
 
-    def screenshot(self, name: str) -> Path:
-        """A full-page PNG under the test's directory (tests copy the good ones to docs/screenshots)."""
+    def screenshot(self, name: str, *, full_page: bool = True) -> Path:
+        """A PNG of the page under the test run's directory (the good ones go to docs/screenshots)."""
         path = self.shots / f"{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
+        self.page.screenshot(path=str(path), full_page=full_page)
         return path
 
 

@@ -297,7 +297,7 @@ function followLog() {
   source.addEventListener("end", (message) => {
     source.close();
     const end = JSON.parse(message.data);
-    if (state) state.textContent = `${view.count} lines · the job ended ${end.status || ""}`;
+    if (state) state.textContent = `${view.count} lines · the job ended: ${end.status || "unknown"}`;
     box.dataset.complete = "true";
     refresh();
   });
