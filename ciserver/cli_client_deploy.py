@@ -51,7 +51,7 @@ def promote(
     """Deploy a build's release to an environment (continuous delivery)."""
     with connected(url, token) as client:
         started = client.promote(project, environment, build_id)
-        _started(started["id"], environment)
+        _started(started["id"], environment, f"build {build_id} ")
         if follow:
             _follow(client, started["id"], as_json=False)
 
