@@ -213,7 +213,7 @@ def project_add(
         typer.Option(
             prompt=True,
             hide_input=True,
-            help="Webhook secret (GitHub) or secret token (GitLab), at least 16 characters.",
+            help="Webhook secret (GitHub, Gitea) or secret token (GitLab), at least 16 characters.",
         ),
     ],
     auto_cancel: Annotated[

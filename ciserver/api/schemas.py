@@ -24,7 +24,7 @@ class ProjectIn(BaseModel):
     forge: str = Field(description="github, gitlab or gitea (Gitea and Forgejo)")
     secret: str = Field(
         min_length=MIN_WEBHOOK_SECRET,
-        description="The webhook secret (GitHub) or secret token (GitLab), at least 16 characters.",
+        description="The webhook secret (GitHub, Gitea) or secret token (GitLab), at least 16 characters.",
     )
     auto_cancel: bool | None = Field(
         None,

@@ -77,7 +77,8 @@ _ANSWERS: dict[int | str, dict[str, Any]] = {
     response_model=WebhookAnswer,
     status_code=status.HTTP_202_ACCEPTED,
     responses=_ANSWERS,
-    summary="Receive a forge's webhook for one project (GitHub: X-Hub-Signature-256; GitLab: X-Gitlab-Token)",
+    summary="Receive a forge's webhook for one project (GitHub: X-Hub-Signature-256; GitLab: X-Gitlab-Token; "
+    "Gitea: X-Gitea-Signature)",
 )
 async def receive_project_webhook(
     forge_name: str, project_name: str, request: Request, settings: SettingsDep, db: DatabaseDep
