@@ -1,13 +1,16 @@
 """An operator's view of a real server: a real Prometheus (Debian's `prometheus`, run here on loopback
 with its own configuration and storage) scrapes `ciserver serve` with a viewer token after a real
 push went green, and answers queries about it; the API and the workers write JSON lines that carry
-the request and the job they were written for."""
+the request and the job they were written for, under `serve` and `worker` as under `up`."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -162,7 +165,10 @@ def test_prometheus_scrapes_the_green_build_with_a_viewer_token(
 
 
 def _json_lines(path: Path) -> list[dict[str, Any]]:
-    lines = path.read_text().splitlines()
+    """Every whole line of a process log, each of which must be a JSON object (the last line may be
+    still being written)."""
+    text = path.read_text()
+    lines = text[: text.rfind("\n") + 1].splitlines()
     parsed = [json.loads(line) for line in lines if line.strip()]
     assert len(parsed) == len([line for line in lines if line.strip()])  # every line is an object
     return parsed
@@ -193,3 +199,34 @@ def test_the_api_echoes_the_request_id_and_logs_the_request_under_it(server: CiS
         time.sleep(0.1)
     assert access and access[0]["logger"] == "uvicorn.access", access
     assert "GET /api/v1/builds" in access[0]["message"]
+
+
+def test_up_hands_the_json_format_to_its_api_and_workers(tmp_path: Path) -> None:
+    data, port = tmp_path / "data", free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CISERVER_")}
+    env.update(CISERVER_DATA_DIR=str(data), CISERVER_LOG_FORMAT="json")
+    up = subprocess.Popen(
+        [sys.executable, "-m", "ciserver", "up", "--port", str(port), "--workers", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    logs = data / "process-logs"
+    try:
+        request_id = f"up-{uuid.uuid4().hex}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz", headers={"X-Request-ID": request_id})
+                worker = logs / "worker-1.log"
+                if worker.exists() and "Listening on" in worker.read_text():
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        api_lines, worker_lines = _json_lines(logs / "api.log"), _json_lines(logs / "worker-1.log")
+        assert any(line.get("request_id") == request_id for line in api_lines), api_lines
+        assert any(line["logger"] == "rq.worker" for line in worker_lines), worker_lines
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(30)
