@@ -14,9 +14,9 @@ from fastapi.responses import JSONResponse
 
 from ciserver import __version__
 from ciserver.api import artifacts, builds, deployments, errors, jobs, projects, releases, tokens, webhooks
-from ciserver.api import metrics as metrics_api
 from ciserver.api import audit as audit_api
 from ciserver.api import events as events_api
+from ciserver.api import metrics as metrics_api
 from ciserver.api import secrets as secrets_api
 from ciserver.api.request_id import RequestId
 from ciserver.config import Settings, get_settings
