@@ -88,13 +88,13 @@ class EventHub:
         not answer: the stream polls meanwhile)."""
         wake = asyncio.Event()
         self._streams.add(wake)
-        if self._task is None:
+        if self._task is None or self._task.done():
             self._subscribed = asyncio.Event()
             self._task = asyncio.create_task(self._listen(), name="ciserver-event-hub")
-        try:
-            await asyncio.wait_for(self._subscribed.wait(), 1.0)
-        except TimeoutError:
-            pass
+            try:  # the first stream waits for the subscription; later ones find it made
+                await asyncio.wait_for(self._subscribed.wait(), 1.0)
+            except TimeoutError:
+                pass
         return wake
 
     def leave(self, wake: asyncio.Event) -> None:
