@@ -54,6 +54,7 @@ def _options(
     """ciserver: a self-hosted Git webhook CI/CD server. Start with `ciserver up`."""
     ROOT.init, ROOT.command = init, context.invoked_subcommand
 
+
 Host = Annotated[str, typer.Option(help="Address to listen on; keep it on loopback behind a proxy.")]
 Port = Annotated[int, typer.Option(help="Port of the HTTP API and webhooks.")]
 
