@@ -18,9 +18,21 @@ from ciserver.app import create_app
 from ciserver.cli import app as cli_app
 from ciserver.config import Settings, get_settings
 from ciserver.crypto import load_fernet
+from ciserver.logs import FileLogStore
 from ciserver.states import Status
 from ciserver.store.db import session_scope
-from ciserver.store.models import AuditEntry, Build, Environment, Event, Job, Project, Role, Secret
+from ciserver.store.models import (
+    Artifact,
+    AuditEntry,
+    Build,
+    Environment,
+    Event,
+    Job,
+    Project,
+    Release,
+    Role,
+    Secret,
+)
 from ciserver.store.projects import get_project
 from tests.support.payloads import github_headers, github_push_body
 
@@ -28,13 +40,19 @@ SECRET = "the-first-webhook-secret"
 
 
 @pytest.fixture
-def settings(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+def settings(
+    tmp_path: Path, redis_url: str, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Settings]:
+    """On SQLite and on PostgreSQL (the conftest's `database_url`), the CLI's environment the same."""
     Redis.from_url(redis_url).flushdb()
-    monkeypatch.setenv("CISERVER_DATA_DIR", str(tmp_path))
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    monkeypatch.setenv("CISERVER_DATA_DIR", str(data))
+    monkeypatch.setenv("CISERVER_DATABASE_URL", database_url)
     monkeypatch.setenv("CISERVER_REDIS_URL", redis_url)
     monkeypatch.delenv("CISERVER_SECRET_KEY", raising=False)
     get_settings.cache_clear()
-    yield Settings(data_dir=tmp_path, redis_url=redis_url)
+    yield Settings(data_dir=data, database_url=database_url, redis_url=redis_url)
     get_settings.cache_clear()
 
 
@@ -192,12 +210,21 @@ def test_a_project_with_a_build_running_is_not_removed_until_it_ends(
                 timeout=1, after=[], status=Status.failed)
         )  # fmt: skip
         session.add(Secret(project_id=build.project_id, name="TOKEN", ciphertext="x"))
+        session.flush()
+        job_id = build.jobs[0].id
+        session.add(Artifact(build_id=build.id, job_id=job_id, path="r.txt", size=2, sha256="0" * 64,
+                             storage_key="gone/r.txt"))  # fmt: skip
+        session.add(Release(project_id=build.project_id, build_id=build.id, sha=build.sha, config={}))
+    log_file = FileLogStore(settings.logs_dir).path(job_id)
+    log_file.parent.mkdir(parents=True)
+    log_file.write_text("the log\n")
     removed = client.delete("/api/v1/projects/octo/app")
     assert (removed.status_code, removed.json()) == (200, {"name": "octo/app", "builds": 1})
     assert client.get("/api/v1/projects/octo/app").status_code == 404
     with session_scope(settings.db_url) as session:
-        for table in (Project, Build, Job, Secret, Event):
+        for table in (Project, Build, Job, Secret, Event, Artifact, Release):
             assert session.scalar(select(func.count()).select_from(table)) == 0, table
+    assert not log_file.exists()
     assert audit(settings)[-1] == ("project.remove", "project:octo/app", {"builds": 1})
     assert push(client, SECRET) == 401  # its webhook is gone with it
 

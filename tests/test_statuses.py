@@ -36,9 +36,12 @@ def forge() -> Iterator[FakeForge]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    """On SQLite and on PostgreSQL (the conftest's `database_url`), in the data dir `tmp_path/data`."""
+    (tmp_path / "data").mkdir(exist_ok=True)
     return Settings(
-        data_dir=tmp_path,
+        data_dir=tmp_path / "data",
+        database_url=database_url,
         public_url="https://ci.example/",
         status_backoff=0.05,
         status_timeout=1.0,
