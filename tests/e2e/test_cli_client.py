@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ciserver.ports import free_port
-from tests.support.cli_client import run_client, start_client
+from tests.support.cli_client import run_client, run_in_terminal, start_client
 from tests.support.engine import BUSYBOX
 from tests.support.git import commit, make_repo
 from tests.support.server import CiServer
@@ -295,3 +295,36 @@ def test_push_refuses_without_the_server_s_data_dir_and_creates_none(
     assert refused.stderr.startswith(f"error: no ciserver database at {home / '.ciserver' / 'ciserver.db'}")
     unknown = run_client(ciserver, home, "push", "nobody/here", "--ref", "main", **data_dir_of(ciserver))
     assert unknown.returncode == 2 and "project 'nobody/here' is not registered" in unknown.stderr
+
+
+HOSTILE_LOG = f"""\
+image: {BUSYBOX}
+jobs:
+  shouty:
+    script:
+      - sleep 2
+      - printf '\\033]0;owned\\007\\033]52;c;cm0gLXJmIH4=\\007\\033[31mred words\\033[0m\\n'
+"""
+
+
+def test_on_a_terminal_colours_and_a_progress_bar_but_never_a_pusher_s_escapes(
+    ciserver: CiServer, tmp_path: Path, home: Path
+) -> None:
+    name, sha = registered(ciserver, tmp_path, HOSTILE_LOG)
+    build_id = pushed(ciserver, name, sha)
+    status, out = run_in_terminal(ciserver, home, "watch", str(build_id))
+    assert status == 0, out
+    assert f"build {build_id}: " in out and "\x1b[32msuccess" in out  # green on a terminal
+    assert "━" in out  # the progress bar, drawn while the build ran
+
+    job = ciserver.build(build_id)["jobs"][0]
+    status, out = run_in_terminal(ciserver, home, "logs", str(job["id"]))
+    assert status == 0
+    assert "\x1b[31mred words\x1b[0m" in out  # the log's own colours
+    assert "\x1b]" not in out and "\x07" not in out  # no title change, no clipboard write
+    assert "\x1b]52" in ciserver.log(job["id"])  # they were in the log: removed on the way to the terminal
+
+    status, out = run_in_terminal(ciserver, home, "logs", str(job["id"]), NO_COLOR="1")
+    assert status == 0 and "red words" in out and "\x1b[31m" not in out
+    status, out = run_in_terminal(ciserver, home, "build", str(build_id), NO_COLOR="1")
+    assert status == 0 and "success" in out and "\x1b[32m" not in out
