@@ -16,7 +16,7 @@ from ciserver import __version__
 from ciserver.api.deps import Caller
 from ciserver.store.models import Role, utcnow
 from ciserver.web import views
-from ciserver.web.session import csrf_token, session_token
+from ciserver.web.session import RESUME_COOKIE, csrf_token, may_resume, session_token, set_resume
 
 HERE = Path(__file__).parent
 
@@ -52,13 +52,23 @@ def page(
     )
     response = templates.TemplateResponse(request, name, context, status_code=status_code)
     response.headers.update(HEADERS)
+    if RESUME_COOKIE in request.cookies:
+        response.delete_cookie(RESUME_COOKIE, path="/")
     return response
 
 
-def to_login(request: Request) -> RedirectResponse:
-    """Back to this page once signed in; only a path of this server, never another site."""
+def to_login(request: Request) -> Response:
+    """Back to this page once signed in; or, when another site's link left the session cookie
+    behind, this page once more from itself, which sends it."""
+    if may_resume(request):
+        response = templates.TemplateResponse(request, "resume.html", {})
+        response.headers.update(HEADERS)
+        set_resume(response, request)
+        return response
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+    response = RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+    response.delete_cookie(RESUME_COOKIE, path="/")
+    return response
 
 
 def local_path(target: str | None) -> str:

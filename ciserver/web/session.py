@@ -19,6 +19,11 @@ SESSION_COOKIE = "ciserver_session"
 # Before sign-in there is no session to derive from: the sign-in form's token is a random value kept
 # in this cookie as well (double submit), so another site cannot sign a browser in as someone else.
 LOGIN_COOKIE = "ciserver_login"
+# SameSite=Strict keeps the session cookie off every request another site starts, the link in a
+# commit status on the forge too. This Lax cookie (no secret in it) tells such a request that the
+# browser has a session, so the page reloads itself once: a request the page starts is same-site.
+SIGNED_IN_COOKIE = "ciserver_signed_in"
+RESUME_COOKIE = "ciserver_resume"  # set for that one reload, so a lost session cannot loop
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -62,7 +67,28 @@ def set_session(response: Response, request: Request, token: str) -> None:
         samesite="strict",
         secure=_secure(request),
     )
+    response.set_cookie(
+        SIGNED_IN_COOKIE,
+        "1",
+        max_age=SESSION_DAYS * 86400,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=_secure(request),
+    )
     response.delete_cookie(LOGIN_COOKIE, path="/login")
+
+
+def may_resume(request: Request) -> bool:
+    """Whether a request without the session cookie may be one another site started from a
+    browser that has a session (and has not just reloaded for it)."""
+    return SIGNED_IN_COOKIE in request.cookies and RESUME_COOKIE not in request.cookies
+
+
+def set_resume(response: Response, request: Request) -> None:
+    response.set_cookie(
+        RESUME_COOKIE, "1", max_age=10, path="/", httponly=True, samesite="lax", secure=_secure(request)
+    )
 
 
 def set_login(response: Response, request: Request, value: str) -> None:
@@ -72,6 +98,7 @@ def set_login(response: Response, request: Request, value: str) -> None:
 
 
 def clear_session(response: Response, request: Request) -> None:
+    response.delete_cookie(SIGNED_IN_COOKIE, path="/", httponly=True, samesite="lax", secure=_secure(request))
     response.delete_cookie(
         SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=_secure(request)
     )

@@ -111,6 +111,30 @@ def test_a_page_without_a_session_asks_to_sign_in_and_a_token_opens_it(
         assert page.url.startswith(server.url + "/login")
 
 
+def test_a_link_from_another_site_opens_the_page_of_a_signed_in_browser(
+    server: CiServer, browser: Browser, shots: Path, tmp_path: Path
+) -> None:
+    # The commit status on the forge links to the build page; the SameSite=Strict cookie stays
+    # behind on that first request, and the page must open all the same, with no second sign-in.
+    name, sha = project(server, tmp_path, SLOW.replace("sleep 3", "echo quick"))
+    build_id = pushed(server, name, sha)
+    with visitor(browser, server.url, server.token_for("viewer"), shots) as you:
+        page = you.page
+        asked: list[str] = []
+        page.on("request", lambda r: asked.append(r.url) if r.url.endswith(f"/builds/{build_id}") else None)
+        page.goto("about:blank")  # a page of no site of ours: the forge
+        page.set_content(f'<a id="status" href="{server.url}/builds/{build_id}">details</a>')
+        page.click("#status")
+        page.wait_for_url(f"{server.url}/builds/{build_id}")
+        expect(page.locator("h1")).to_contain_text(f"Build #{build_id}")
+        assert len(asked) == 2  # the forge's request without the cookie, then the page's own
+        page.click("text=Sign out")
+        page.goto("about:blank")
+        page.set_content(f'<a id="status" href="{server.url}/builds/{build_id}">details</a>')
+        page.click("#status")
+        page.wait_for_url(re.compile(re.escape(server.url) + "/login"))
+
+
 def test_a_push_goes_green_on_the_open_builds_and_build_pages_without_a_reload(
     server: CiServer, browser: Browser, shots: Path, tmp_path: Path
 ) -> None:
