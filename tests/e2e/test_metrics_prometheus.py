@@ -160,8 +160,18 @@ def test_prometheus_scrapes_the_green_build_with_a_viewer_token(
         prometheus.wait_value('ciserver_queue_depth{queue="builds"}', 0)
         # The build took well under a minute: the bucket at 60 s holds it.
         prometheus.wait_value('ciserver_build_duration_seconds_bucket{status="success",le="60.0"}', 1)
+        for expression in _documented_queries():
+            prometheus.query(expression)  # each one the operations page shows is valid PromQL
     finally:
         prometheus.stop()
+
+
+def _documented_queries() -> list[str]:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "OPERATIONS.md").read_text()
+    block = page.split("```promql\n", 1)[1].split("```", 1)[0]
+    queries = [line.split("  #", 1)[0].strip() for line in block.splitlines()]
+    assert len(queries) >= 5, block
+    return [query for query in queries if query]
 
 
 def _json_lines(path: Path) -> list[dict[str, Any]]:
