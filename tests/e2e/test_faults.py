@@ -71,7 +71,7 @@ def wait_for(condition: object, timeout: float, what: str) -> None:
 
 
 def containers(server: CiServer, job: dict[str, Any]) -> list[str]:
-    return containers_of_job(int(job["id"]), Path(server.env["CISERVER_DATA_DIR"]))
+    return containers_of_job(int(job["id"]), server.data_dir)
 
 
 def jobs_of(server: CiServer, build_id: int) -> dict[str, dict[str, object]]:

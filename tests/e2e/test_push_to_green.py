@@ -57,7 +57,7 @@ def test_a_signed_github_push_builds_green_and_the_log_holds_the_output(
     hello = build["jobs"][0]
     assert f"hello from {name} at {sha} on main" in ciserver.log(hello["id"])
     assert build["jobs"][1]["started_at"] >= hello["finished_at"]
-    assert containers_of_job(hello["id"]) == []
+    assert containers_of_job(hello["id"], ciserver.data_dir) == []
 
 
 def test_a_gitlab_push_builds_green(ciserver: CiServer, tmp_path: Path) -> None:
@@ -134,7 +134,7 @@ def test_a_job_over_its_timeout_fails_soon_after_and_leaves_no_container(
     took = datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
     assert 2 <= took.total_seconds() < 6, took
     assert "timed out after 2s" in ciserver.log(job["id"])
-    assert containers_of_job(job["id"]) == []
+    assert containers_of_job(job["id"], ciserver.data_dir) == []
 
 
 def test_cancel_stops_a_running_build(ciserver: CiServer, tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ def test_cancel_stops_a_running_build(ciserver: CiServer, tmp_path: Path) -> Non
     build = ciserver.wait_build(build_id)
     assert build["status"] == "canceled"
     assert {j["name"]: j["status"] for j in build["jobs"]} == {"hello": "canceled", "package": "canceled"}
-    assert job["id"] == hello["id"] and containers_of_job(hello["id"]) == []
+    assert job["id"] == hello["id"] and containers_of_job(hello["id"], ciserver.data_dir) == []
     assert ciserver.http.post(f"/api/v1/builds/{build_id}/cancel").status_code == 409
 
 

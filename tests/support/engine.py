@@ -10,9 +10,7 @@ BUSYBOX = "ciserver-test/busybox:latest"
 PYTHON = "ciserver-test/python:3.11"
 
 
-def containers_of_job(job_id: int, data_dir: Path | None = None) -> list[str]:
-    """Containers labelled with this job (of this data dir: ids repeat across test servers)."""
-    filters = ["--filter", f"label=ciserver.job={job_id}"]
-    if data_dir is not None:
-        filters += ["--filter", f"label=ciserver.data_dir={data_dir}"]
+def containers_of_job(job_id: int, data_dir: Path) -> list[str]:
+    """Containers labelled with this job of this data dir (job ids repeat across test servers)."""
+    filters = ["--filter", f"label=ciserver.job={job_id}", "--filter", f"label=ciserver.data_dir={data_dir}"]
     return subprocess.run(["docker", "ps", "-aq", *filters], capture_output=True, text=True).stdout.split()

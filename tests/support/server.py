@@ -68,6 +68,10 @@ class CiServer:
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
     @property
+    def data_dir(self) -> Path:
+        return Path(self.env["CISERVER_DATA_DIR"])
+
+    @property
     def db_url(self) -> str:
         return self.env.get("CISERVER_DATABASE_URL") or f"sqlite:///{self.root / 'data' / 'ciserver.db'}"
 
