@@ -6,13 +6,16 @@ of the script, and the canary's interval is waited between steps."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from ciserver.ports import free_port
 from tests.support.cli_client import run_client, start_client
 from tests.support.engine import BUSYBOX
 from tests.support.git import commit, make_repo
@@ -202,3 +205,68 @@ def test_abort_a_rollout_and_deployment_follow_exits_1(server: CiServer, tmp_pat
     assert follower.returncode == 1, err
     last = out.splitlines()[-1]
     assert last.startswith(f"deployment {rollout}: failed, weight 50%: aborted by token:"), out
+
+
+CANARY = "acme/cli-canary"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello"
+
+
+def canary_pipeline(port: int) -> str:
+    return f"""\
+stages: [build]
+jobs:
+  package:
+    stage: build
+    image_build: {{context: ., build_args: {{VERSION: "${{CI_COMMIT_SHORT_SHA}}"}}}}
+environments:
+  production:
+    auto: false
+    listen: 127.0.0.1:{port}
+    strategy: {{canary: {{steps: [50, 100], interval: 4s, max_error_rate: 0.5, min_requests: 5}}}}
+service: {{port: 8000, health: /healthz, health_timeout: 30s}}
+"""
+
+
+def test_deployment_follow_tells_a_canary_s_requests_and_errors_under_real_traffic(
+    server: CiServer, tmp_path: Path
+) -> None:
+    port = free_port()
+    repo = tmp_path / "hello"
+    files = {name: (EXAMPLE / name).read_text() for name in ("app.py", "Dockerfile")}
+    make_repo(repo, {**files, "pipelines.yml": canary_pipeline(port)})
+    server.add_project(CANARY, repo)
+    builds = []
+    for note in ("v1", "v2"):
+        sha = commit(repo, {"NOTE": note}, note)
+        response = server.push_github(CANARY, sha)
+        assert response.status_code == 202, response.text
+        builds.append(int(response.json()["build_id"]))
+        assert server.wait_build(builds[-1], timeout=180)["status"] == "success"
+    first = run_client(server, tmp_path, "promote", CANARY, "production", str(builds[0]), "--follow")
+    assert first.returncode == 0, first.stdout + first.stderr
+
+    done = threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            while not done.is_set():
+                try:
+                    client.get("/")
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.01)
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        second = run_client(server, tmp_path, "promote", CANARY, "production", str(builds[1]), "--follow")
+    finally:
+        done.set()
+        sender.join(10)
+    assert second.returncode == 0, second.stdout + second.stderr
+    step = next(line for line in second.stdout.splitlines() if line.startswith("  step 1: weight 50%, "))
+    requests, errors = int(step.split(", ")[1].split()[0]), int(step.split(", ")[2].split()[0])
+    assert requests > 20 and errors == 0, step
+    analysed = deployment(server, started_id(second.stdout))["steps"][0]
+    assert (analysed["requests"], analysed["errors"]) == (requests, errors)
+    assert second.stdout.splitlines()[-1] == f"deployment {started_id(second.stdout)}: succeeded, weight 100%"
