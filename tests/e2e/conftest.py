@@ -16,7 +16,7 @@ from docker.errors import ImageNotFound
 
 from tests.support.engine import BUSYBOX, PYTHON
 from tests.support.server import E2E_DATABASE, CiServer
-from tests.support.services import redis_database
+from tests.support.services import RedisServer, redis_database
 from workers.executors.docker import DockerExecutor
 
 HERE = Path(__file__).parent
@@ -53,6 +53,17 @@ def e2e_database(request: pytest.FixtureRequest) -> Iterator[str]:
         yield kind
     finally:
         E2E_DATABASE.postgres = None
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory, e2e_database: str) -> Iterator[str]:
+    """A private redis-server for each database's servers: job ids start again on a new database, and
+    a Redis that outlived the other database's servers would hand them its old logs and queues."""
+    redis = RedisServer(tmp_path_factory.mktemp(f"redis-{e2e_database}")).start()
+    try:
+        yield redis.url
+    finally:
+        redis.stop()
 
 
 @pytest.fixture(scope="session")
