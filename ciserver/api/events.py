@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request, status
+from sqlalchemy.exc import SQLAlchemyError
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 
 from ciserver.api.deps import MAX_ROW, DatabaseDep, SettingsDep, Viewer, project_or_404
@@ -21,6 +23,7 @@ from ciserver.config import Settings
 from ciserver.event_bus import EventHub
 from ciserver.event_feed import BATCH, EventCursor, new_cursor, read_new
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/events", tags=["events"])
 
 # Seconds between reads when no wake-up comes (Redis lost one, or is not there).
@@ -67,7 +70,7 @@ def events(
         str | None, Header(description="The id of the last event seen; wins over `after`")
     ] = None,
 ) -> EventSourceResponse:
-    start = _resume_point(last_event_id) if last_event_id is not None else after
+    start = _resume_point(last_event_id) if last_event_id else after
     project_id = None
     if project is not None:
         with db.session() as session:
@@ -99,7 +102,11 @@ async def _frames(
     try:
         while True:
             wake.clear()  # before the read: a wake-up during it makes the next wait end at once
-            frames = await asyncio.to_thread(read_new, settings.db_url, cursor, project_id)
+            try:
+                frames = await asyncio.to_thread(read_new, settings.db_url, cursor, project_id)
+            except SQLAlchemyError as exc:  # the database is busy or away: read again at the next turn
+                log.warning("events: could not read the events table: %s", exc)
+                frames = []
             for frame in frames:
                 yield ServerSentEvent(data=json.dumps(frame), event=frame["kind"], id=str(frame["event_id"]))
             if len(frames) >= BATCH:
