@@ -102,6 +102,7 @@ def up(
     """Run everything on this host: a private Redis (unless CISERVER_REDIS_URL is set), the API and N workers.
 
     Data lives in CISERVER_DATA_DIR (default ./.ciserver). Ctrl-C or SIGTERM stops every child.
+    Prints a line for each build created, started and ended, each job end and each deployment step.
     Like serve and worker, refuses to start when the server's key (CISERVER_SECRET_KEY, or the data
     dir's secret.key) cannot read the secrets the database holds.
     """
