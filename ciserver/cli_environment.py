@@ -97,7 +97,7 @@ def protect(
 def environment_list(project: ProjectArg) -> None:
     """List a project's environments: where each listens, how it deploys, its rules and its release."""
     from ciserver.store.db import session_scope
-    from ciserver.store.deployments import list_environments
+    from ciserver.store.deployments import list_environments, stop_of
     from ciserver.store.environments import rules_of
     from ciserver.store.projects import get_project
 
@@ -107,8 +107,13 @@ def environment_list(project: ProjectArg) -> None:
             raise fail(f"project {project!r} does not exist (see `ciserver project list`)")
         for row, _latest in list_environments(session, found.id):
             strategy = next(iter(row.strategy or {}), "-")
+            stop = stop_of(session, row)
             release = (
-                f"build {row.release.build_id} ({row.release.sha[:12]})" if row.release else "nothing yet"
+                f"build {row.release.build_id} ({row.release.sha[:12]})"
+                if row.release
+                else f"nothing: stopped by {stop.triggered_by} at {stop.finished_at:%Y-%m-%d %H:%M:%S}"
+                if stop is not None and stop.finished_at is not None
+                else "nothing yet"
             )
             rules = _describe(rules_of(row))
             typer.echo(f"{row.name}\tlisten {row.listen or '-'}\t{strategy}\t{rules}\truns {release}")

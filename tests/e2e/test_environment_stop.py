@@ -127,5 +127,6 @@ def test_ops_stop_an_environment_and_a_promote_starts_it_again(server: CiServer,
     assert wait_deployment(server, stop_id)["status"] == "succeeded"
     assert not serves(url) and containers(server) == []
     assert staging(server)["stopped_by"].startswith("cli:")
+    assert "runs nothing: stopped by cli:" in server.cli("environment", "list", PROJECT).stdout
     refused_cli = server.cli("environment", "stop", PROJECT, "staging", check=False)
     assert refused_cli.returncode == 2 and "runs nothing" in refused_cli.stderr
