@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from ciserver.cli_client import PANEL, Token, Url, connected
-from ciserver.cli_common import ProjectArg, fail
+from ciserver.cli_common import ProjectArg, fail, where
 from ciserver.client import DEFAULT_URL, path_of
 from ciserver.client_render import console
 from ciserver.client_text import field
@@ -110,6 +110,7 @@ def _project(settings: Settings, name: str) -> tuple[str, str, Path | None]:
             f"no server key: {settings.secret_key_file} is missing and CISERVER_SECRET_KEY is not set "
             "(set it to the server's key); nothing was created"
         )
+    typer.echo(f"ciserver: reading the project from the {where(settings)}", err=True)
     try:
         fernet = load_fernet(settings)
         with session_scope(settings.db_url) as session:
