@@ -279,3 +279,25 @@ def test_a_cut_log_shows_its_head_and_tail_and_says_what_was_cut(
         expect(page.locator(".line").last.locator(".lt")).to_have_text("3000")
         page.locator(".line.cut").scroll_into_view_if_needed()
         you.screenshot("job-log-cut", full_page=False)
+
+
+def test_the_builds_page_lists_every_project_and_filters_by_status(
+    server: CiServer, browser: Browser, shots: Path
+) -> None:
+    # Run last in this module: the builds of the tests above are what it lists.
+    every = server.http.get("/api/v1/builds", params={"limit": 500}).json()["items"]
+    assert len({b["project"] for b in every}) >= 3
+    with visitor(browser, server.url, server.token_for("viewer"), shots) as you:
+        page = you.open("/")
+        rows = page.locator("tr[data-build-id]")
+        expect(rows).to_have_count(len(every))
+        assert rows.first.get_attribute("data-build-id") == str(max(b["id"] for b in every))
+        you.screenshot("builds-all")
+        page.select_option("select[name=status]", "canceled")
+        page.click("button:has-text('Filter')")
+        page.wait_for_url(re.compile(r"status=canceled"))
+        canceled = [b["id"] for b in every if b["status"] == "canceled"]
+        expect(rows).to_have_count(len(canceled))
+        assert canceled and all(
+            s == "canceled" for s in page.locator("tr[data-build-id] .status").all_inner_texts()
+        )

@@ -146,6 +146,10 @@ function watchEvents() {
     if (concerns(event)) refresh();
   };
   for (const kind of ["build", "job", "deployment"]) source.addEventListener(kind, seen);
+  // Ages and running durations move on between events too.
+  setInterval(() => {
+    if (!document.hidden) refresh();
+  }, 30000);
   source.addEventListener("open", () => document.body.classList.add("live"));
   source.addEventListener("error", () => document.body.classList.remove("live"));
 }
