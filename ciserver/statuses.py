@@ -8,6 +8,10 @@ too), and costs nothing while nothing changes. An event only says which build to
 statuses are worked out from the build and its jobs as they are at that moment (ciserver.status_texts),
 so events read late, twice, or out of order cannot make a forge show an older state.
 
+The thread wakes on the event stream's Redis message after each commit that added events
+(ciserver.event_bus), so a forge hears of a change within a pass of its commit; the interval is its
+fallback when Redis is away or a message is lost.
+
 Never on the worker's path: a forge that is slow, down or refusing delays only its own statuses. A
 failed send is retried after STATUS_BACKOFF x 2^n seconds, up to `status_attempts` times; a 401, 403
 or 404 (a wrong token, a token without the right scope, a repository it cannot see) gives up at once.
@@ -19,13 +23,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 
 import httpx
+from redis import Redis
+from redis.client import PubSub
+from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from ciserver.config import Settings
 from ciserver.crypto import SecretKeyError, load_fernet
+from ciserver.event_bus import CHANNEL
 from ciserver.forges import STATUS_FORGES
 from ciserver.forges.base import StatusReport, StatusState
 from ciserver.status_texts import wanted_statuses
@@ -49,6 +58,10 @@ log = logging.getLogger(__name__)
 REREAD = timedelta(seconds=10)  # events this recent are read again (see store.statuses.changed_builds)
 GIVE_UP_AT_ONCE = frozenset({401, 403, 404})
 _MAX_ERROR = 500  # of a forge's answer kept as the reason
+# Seconds a wake-up waits for the commits that come with it: a busy server's many commits a second
+# make a few passes, not one each (a pass costs a few milliseconds of CPU).
+GATHER = 0.1
+RESUBSCRIBE = 30.0  # seconds between attempts to get the wake-ups back after Redis went away
 
 
 def refresh_changed(settings: Settings) -> int:
@@ -161,11 +174,16 @@ class StatusThread(threading.Thread):
         super().__init__(name="ciserver-statuses", daemon=True)
         self.settings = settings
         self.stopped = threading.Event()
+        self._resubscribe_at = 0.0
 
     def run(self) -> None:
         timeout = httpx.Timeout(self.settings.status_timeout)
+        wake_ups = self._subscribe()
         with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-            while not self.stopped.wait(self.settings.status_interval):
+            while not self.stopped.is_set():
+                wake_ups = self._wait(wake_ups)
+                if self.stopped.is_set():
+                    break
                 try:
                     refresh_changed(self.settings)
                     send_due(self.settings, client)
@@ -173,3 +191,38 @@ class StatusThread(threading.Thread):
                     log.debug("statuses: will try again: %s", exc)
                 except Exception:
                     log.exception("statuses: unexpected error")
+        if wake_ups is not None:
+            wake_ups.close()
+
+    def _subscribe(self) -> PubSub | None:
+        if not self.settings.redis_url:
+            return None
+        try:
+            wake_ups = Redis.from_url(self.settings.redis_url, socket_connect_timeout=1).pubsub(
+                ignore_subscribe_messages=True
+            )
+            wake_ups.subscribe(CHANNEL)
+            return wake_ups
+        except RedisError as exc:
+            log.debug("statuses: no wake-ups, polling every %s s: %s", self.settings.status_interval, exc)
+            return None
+
+    def _wait(self, wake_ups: PubSub | None) -> PubSub | None:
+        """Until the next pass: a commit's wake-up, or the interval. Returns the subscription, or
+        None once it broke (the interval alone from then on)."""
+        if wake_ups is None:
+            self.stopped.wait(self.settings.status_interval)
+            if self.settings.redis_url and time.monotonic() >= self._resubscribe_at:
+                self._resubscribe_at = time.monotonic() + RESUBSCRIBE
+                return self._subscribe()
+            return None
+        try:
+            if wake_ups.get_message(timeout=self.settings.status_interval) is not None:
+                self.stopped.wait(GATHER)
+                while wake_ups.get_message(timeout=0) is not None:
+                    pass
+            return wake_ups
+        except (RedisError, OSError) as exc:
+            log.debug("statuses: wake-ups lost, polling every %s s: %s", self.settings.status_interval, exc)
+            wake_ups.close()
+            return None

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from ciserver.app import create_app
 from ciserver.config import Settings
 from ciserver.crypto import load_fernet
+from ciserver.event_bus import install_publisher
 from ciserver.states import Status, When
 from ciserver.statuses import StatusThread, refresh_changed, send_due
 from ciserver.store.db import session_scope
@@ -378,3 +379,20 @@ def test_a_reporter_started_after_the_changes_reports_them(settings: Settings, f
         reporter.stopped.set()
         reporter.join(5)
     assert forge.states("ciserver") == ["success"]
+
+
+def test_the_reporter_wakes_on_a_commit_long_before_its_interval(
+    settings: Settings, forge: FakeForge, redis_url: str
+) -> None:
+    install_publisher(redis_url)  # as the API process does at start
+    register(settings, forge)
+    reporter = StatusThread(settings.model_copy(update={"status_interval": 60.0, "redis_url": redis_url}))
+    reporter.start()
+    try:
+        time.sleep(0.5)  # subscribed, and its first wait begun
+        started = time.monotonic()
+        new_build(settings, [])
+        forge.wait_for(lambda calls: len(calls) == 1, timeout=10)
+        assert time.monotonic() - started < 5
+    finally:
+        reporter.stopped.set()
