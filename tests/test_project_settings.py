@@ -166,6 +166,13 @@ def test_a_bad_change_is_refused_naming_the_field(
     assert message in answer.text
 
 
+def test_a_refused_secret_or_token_is_never_repeated_in_the_answer(client: TestClient) -> None:
+    for body in ({"secret": "hunter2-short"}, {"forge_token": "hunter2 with spaces"}):
+        answer = client.patch("/api/v1/projects/octo/app", json=body)
+        assert answer.status_code == 422
+        assert "hunter2" not in answer.text
+
+
 def test_a_gitea_token_needs_the_instances_api_url(client: TestClient) -> None:
     body = {
         "name": "team/app",
