@@ -1,6 +1,8 @@
 """The `ciserver` client commands for builds and jobs: builds, build, logs, watch, cancel, retry.
 
 They talk HTTP to CISERVER_URL with CISERVER_TOKEN (see ciserver.client) and never open a data dir.
+The HTTP client and the renderers are imported by the commands that use them, so that every other
+`ciserver` command (worker, serve, token, ...) starts without loading them.
 A refusal or an unreachable server is one `error:` line and exit status 2; `logs -f` and `watch` exit
 1 when the job or build did not succeed, so a script can wait on them.
 """
@@ -11,18 +13,18 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ciserver.cli_common import fail
-from ciserver.client import DEFAULT_URL, Client, ClientError, LogEnd
-from ciserver.client_render import build_view, builds_table, console
-from ciserver.client_text import log_text
-from ciserver.client_watch import watch_build
 from ciserver.states import Status
 
+if TYPE_CHECKING:
+    from ciserver.client import Client
+
 PANEL = "Client (talks HTTP to CISERVER_URL)"
+DEFAULT_URL = "http://127.0.0.1:8080"
 
 Url = Annotated[
     str,
@@ -47,6 +49,8 @@ JobId = Annotated[int, typer.Argument(min=1, max=2**63 - 1, help="The job's id (
 def connected(url: str, token: str | None) -> Iterator[Client]:
     """A client of the server; any ClientError becomes the one-line `error:` and exit status 2, and
     Ctrl-C a quiet exit 130."""
+    from ciserver.client import Client, ClientError
+
     try:
         with Client(url, token) as client:
             yield client
@@ -70,6 +74,8 @@ def builds(
     token: Token = None,
 ) -> None:
     """List builds, newest first: id, project, ref, sha, status, age, duration."""
+    from ciserver.client_render import builds_table, console
+
     with connected(url, token) as client:
         found = client.builds(
             project=project, branch=branch, status=status.value if status else None, limit=limit
@@ -85,6 +91,8 @@ def builds(
 
 def build(build_id: BuildId, as_json: Json = False, url: Url = DEFAULT_URL, token: Token = None) -> None:
     """Show a build and its jobs by stage: status, duration, why a job waits or failed."""
+    from ciserver.client_render import build_view, console
+
     with connected(url, token) as client:
         found = client.build(build_id)
     if as_json:
@@ -106,6 +114,10 @@ def logs(
     """Print a job's log; with -f, follow it live until the job ends.
 
     With -f the exit status is 0 only if the job succeeded (1 otherwise)."""
+    from ciserver.client import LogEnd
+    from ciserver.client_render import console
+    from ciserver.client_text import log_text
+
     terminal = sys.stdout.isatty()
     colour = console().no_color is False
 
@@ -140,6 +152,9 @@ def watch(
 
     It reads the server's event stream (no polling). The exit status is 0 only if the build succeeded
     (1 otherwise)."""
+    from ciserver.client_render import console
+    from ciserver.client_watch import watch_build
+
     with connected(url, token) as client:
         status = watch_build(client, build_id, console(), as_json=as_json)
     if status != Status.success.value:

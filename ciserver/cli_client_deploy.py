@@ -7,17 +7,16 @@ say otherwise): the server decides, and its refusal is printed as it said it.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ciserver.cli_client import PANEL, Json, Token, Url, connected, print_json
+from ciserver.cli_client import DEFAULT_URL, PANEL, Json, Token, Url, connected, print_json
 from ciserver.cli_common import ProjectArg
-from ciserver.client import DEFAULT_URL, Client
-from ciserver.client_render import console, deployment_view, deployments_table, environments_table
-from ciserver.client_text import field
-from ciserver.client_watch import follow_deployment
 from ciserver.states import DeploymentStatus
+
+if TYPE_CHECKING:
+    from ciserver.client import Client
 
 EnvArg = Annotated[str, typer.Argument(help="The environment's name, as pipelines.yml declares it.")]
 Follow = Annotated[bool, typer.Option("--follow", "-f", help="Follow the deployment until it ends.")]
@@ -35,6 +34,8 @@ def environments(
     if as_json:
         print_json(found)
     else:
+        from ciserver.client_render import console, environments_table
+
         console().print(environments_table(found))
 
 
@@ -87,6 +88,8 @@ def deployments(
     if as_json:
         print_json(found)
     else:
+        from ciserver.client_render import console, deployments_table
+
         console().print(deployments_table(found))
 
 
@@ -114,6 +117,8 @@ def deployment(
     if as_json:
         print_json(found)
         return
+    from ciserver.client_render import console, deployment_view
+
     out = console()
     for part in deployment_view(found):
         out.print(part)
@@ -122,6 +127,8 @@ def deployment(
 def _control(action: str, deployment_id: int, url: str, token: str | None) -> None:
     with connected(url, token) as client:
         found = client.control(deployment_id, action)
+    from ciserver.client_text import field
+
     reason = f": {field(found['reason'], 300)}" if found.get("reason") else ""
     typer.echo(f"deployment {deployment_id} {action} asked; it is {found['status']}{reason}")
 
@@ -149,6 +156,9 @@ def _started(deployment_id: int, environment: str, what: str = "") -> None:
 
 
 def _follow(client: Client, deployment_id: int, *, as_json: bool) -> None:
+    from ciserver.client_render import console
+    from ciserver.client_watch import follow_deployment
+
     status = follow_deployment(client, deployment_id, console(), as_json=as_json)
     if status != DeploymentStatus.succeeded.value:
         raise typer.Exit(1)

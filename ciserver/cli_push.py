@@ -15,12 +15,8 @@ from typing import Annotated
 
 import typer
 
-from ciserver.cli_client import PANEL, Token, Url, connected
+from ciserver.cli_client import DEFAULT_URL, PANEL, Token, Url, connected
 from ciserver.cli_common import ProjectArg, fail, where
-from ciserver.client import DEFAULT_URL, path_of
-from ciserver.client_render import console
-from ciserver.client_text import field
-from ciserver.client_watch import watch_build
 from ciserver.config import Settings, get_settings
 from ciserver.push_webhook import PushError, default_branch_of, resolve, signed_push
 from ciserver.states import Status
@@ -72,6 +68,11 @@ def push(
         body, headers = signed_push(forge, project, secret, branch, commit, getpass.getuser())
     except PushError as exc:
         raise fail(str(exc)) from None
+    from ciserver.client import path_of
+    from ciserver.client_render import console
+    from ciserver.client_text import field
+    from ciserver.client_watch import watch_build
+
     with connected(url, token) as client:
         answer = client.post_webhook(f"/webhooks/{forge}/{path_of(project)}", body, headers)
         try:

@@ -17,7 +17,6 @@ from urllib.parse import quote
 import httpx
 from httpx_sse import ServerSentEvent, connect_sse
 
-DEFAULT_URL = "http://127.0.0.1:8080"
 API = "/api/v1"
 # The server sends a keep-alive every 15 s on its streams: a longer silence is a dead connection.
 STREAM_READ_TIMEOUT = 45.0
