@@ -65,7 +65,7 @@ def push(
     try:
         commit = resolve(source, ref, sha.lower() if sha else None)
         branch = default_branch or (default_branch_of(source) if source is not None else None)
-        body, headers = signed_push(forge, project, secret, branch, commit, getpass.getuser())
+        body, headers = signed_push(forge, project, secret, branch, commit, _pusher())
     except PushError as exc:
         raise fail(str(exc)) from None
     from ciserver.client import path_of
@@ -121,6 +121,14 @@ def _project(settings: Settings, name: str) -> tuple[str, str, Path | None]:
             return found.forge, webhook_secret(found, fernet), _local_path(found.repo_url)
     except SecretKeyError as exc:
         raise fail(str(exc)) from None
+
+
+def _pusher() -> str:
+    """Who pushed, as the build shows it: this host's user (a container may have no name for it)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "ciserver push"
 
 
 def _local_path(repo_url: str) -> Path | None:
