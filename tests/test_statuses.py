@@ -396,3 +396,46 @@ def test_the_reporter_wakes_on_a_commit_long_before_its_interval(
         assert time.monotonic() - started < 5
     finally:
         reporter.stopped.set()
+
+
+def test_builds_that_changed_before_the_upgrade_to_0004_are_not_reported_after_it(
+    settings: Settings, forge: FakeForge, client: httpx.Client
+) -> None:
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from ciserver.store.schema import HEAD, alembic_config
+
+    engine = create_engine(settings.db_url)
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0003")
+        connection.execute(
+            text(
+                "INSERT INTO projects (name, forge, repo_url, secret, created_at)"
+                " VALUES ('octo/app', 'github', 'https://x.test/r.git', 's', '2026-12-01')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO builds (project_id, ref, branch, sha, message, author, status, created_at)"
+                f" SELECT id, 'refs/heads/main', 'main', '{SHA}', '', '', 'success', '2026-12-01'"
+                " FROM projects"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO events (project_id, at, kind, subject_id, status, data)"
+                " SELECT project_id, '2026-12-01', 'build', id, 'success', '{}' FROM builds"
+            )
+        )
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), HEAD)
+    engine.dispose()
+    with session_scope(settings.db_url) as session:
+        project = get_project(session, "octo/app")
+        assert project is not None
+        update_project(session, project, load_fernet(settings), forge_api_url=forge.url, forge_token="t")
+    assert report(settings, client) == 0
+    new_build(settings, [])  # a change after it is
+    assert report(settings, client) == 1
+    assert [call.path for call in forge.calls] == [f"/repos/octo/app/statuses/{SHA}"]
