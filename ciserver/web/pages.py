@@ -90,6 +90,7 @@ def build_page(build_id: RowId, request: Request, db: DatabaseDep) -> Response:
             build=build,
             stages=views.stages_of(build),
             waiting={job.id: views.waiting_reason(job, build) for job in build.jobs},
+            playable={job.id for job in build.jobs if views.waits_to_be_played(job)},
             may_act=caller.role >= Role.developer,
         )
 

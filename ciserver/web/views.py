@@ -64,16 +64,21 @@ def stages_of(build: Build) -> list[Stage]:
     return [Stage(name, jobs) for name, jobs in order.items()]
 
 
+def waits_to_be_played(job: Job) -> bool:
+    """A manual job nobody started yet (it shows as skipped; playing it runs the build again)."""
+    return job.when == When.manual and job.status == Status.skipped
+
+
 def waiting_reason(job: Job, build: Build) -> str | None:
     """Why a job has not started yet (None once it has, or for good)."""
-    if job.when == When.manual and job.status == Status.skipped and not build.status.final:
+    if waits_to_be_played(job):
         return "manual: waits for someone to start it"
-    if job.when == When.manual and job.status == Status.skipped:
-        return "manual: was not started"
     if job.status != Status.queued:
         return None
     states = {other.name: other.status for other in build.jobs}
     waiting = [name for name in job.after if not states.get(name, Status.success).final]
+    if waiting and job.when == When.manual:
+        return f"manual: once {', '.join(waiting)} ended, waits for someone to start it"
     if waiting:
         return "waiting for " + ", ".join(waiting)
     if job.dispatched_at is None:

@@ -31,6 +31,10 @@ jobs:
   package:
     stage: build
     script: [echo packaged]
+  publish:
+    stage: build
+    when: manual
+    script: [echo published]
 """
 
 COLOURS = f"""\
@@ -163,10 +167,20 @@ def test_a_push_goes_green_on_the_open_builds_and_build_pages_without_a_reload(
         expect(package.locator(".status")).to_have_text("success")
         expect(row.locator(".status")).to_have_text("success", timeout=10_000)
         assert builds.evaluate("window.notReloaded") and build.evaluate("window.notReloaded")
+        publish = build.locator("li.job[data-job-name='publish']")
+        expect(publish.locator(".why")).to_have_text("manual: waits for someone to start it")
+        assert build.locator("main button").count() == 0  # a viewer's page: no Retry, Cancel or Play
         you.screenshot("build")
         you.page = builds
         you.screenshot("builds")
     assert server.build(build_id)["status"] == "success"
+    with visitor(browser, server.url, server.token_for("developer"), shots) as developer:
+        page = developer.open(f"/builds/{build_id}")
+        publish = page.locator("li.job[data-job-name='publish']")
+        publish.locator("button", has_text="Play").click()
+        expect(publish.locator(".status")).to_have_text("success", timeout=60_000)
+        expect(page.locator("h1 .status")).to_have_text("success")
+    assert {j["name"]: j["status"] for j in server.build(build_id)["jobs"]}["publish"] == "success"
 
 
 HOSTILE = f"""\
@@ -211,7 +225,7 @@ def test_a_viewer_sees_no_buttons_and_a_write_without_the_csrf_token_is_refused(
     with visitor(browser, server.url, server.token_for("viewer"), shots) as viewer:
         page = viewer.open(f"/builds/{build_id}")
         expect(page.locator("h1")).to_contain_text(f"Build #{build_id}")
-        assert page.locator("button", has_text=re.compile("Retry|Cancel")).count() == 0
+        assert page.locator("main button").count() == 0
         refused = page.evaluate(
             f"fetch('/api/v1/builds/{build_id}/cancel', {{method: 'POST', headers: {{'X-CSRF-Token':"
             " document.querySelector('meta[name=csrf-token]').content}}).then(r => r.status)"
