@@ -101,7 +101,9 @@ def up(
 ) -> None:
     """Run everything on this host: a private Redis (unless CISERVER_REDIS_URL is set), the API and N workers.
 
-    Data lives in CISERVER_DATA_DIR (default ./.ciserver). Ctrl-C or SIGTERM stops every child.
+    Data lives in CISERVER_DATA_DIR (default ./.ciserver); what its processes print, in its
+    process-logs/ (job logs are read through the API). Ctrl-C or SIGTERM stops every child, but not
+    deployed services: they keep running (`ciserver environment stop` takes one down).
     Prints a line for each build created, started and ended, each job end and each deployment step.
     Like serve and worker, refuses to start when the server's key (CISERVER_SECRET_KEY, or the data
     dir's secret.key) cannot read the secrets the database holds.
