@@ -215,6 +215,13 @@ def test_what_a_pusher_wrote_shows_as_text_and_runs_nothing(
         expect(page.locator(".lt", has_text=re.compile(r"^<script>alert\(5\)</script>$"))).to_have_count(1)
         assert page.locator("main svg, main img, main script, #log script").count() == 0
         assert you.dialogs == []
+        # Were the escaping ever to fail, the page's policy still refuses inline script.
+        page.evaluate("document.body.insertAdjacentHTML('beforeend', '<img src=x onerror=alert(6)>')")
+        page.wait_for_function("document.querySelector('body > img') !== null")
+        page.wait_for_timeout(500)
+        refused = [line for line in you.console if "Content Security Policy" in line]
+        assert refused and you.dialogs == []
+        you.console = [line for line in you.console if line not in refused]
 
 
 def test_a_viewer_sees_no_buttons_and_a_write_without_the_csrf_token_is_refused(

@@ -45,6 +45,7 @@ class Visitor:
     shots: Path
     dialogs: list[str] = field(default_factory=list)
     console: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # uncaught exceptions of the page's scripts
 
     def open(self, path: str) -> Page:
         self.page.goto(self.base_url + path)
@@ -78,10 +79,14 @@ def visitor(browser: Browser, base_url: str, token: str, shots: Path) -> Iterato
 
     page.on("dialog", on_dialog)
     page.on("console", on_console)
+    page.on("pageerror", lambda error: seen.errors.append(str(error)))
     try:
         if token:
             sign_in(page, base_url, token)
         yield seen
+        # The dashboard's own script never throws, and nothing of its own breaks its policy.
+        refused = [line for line in seen.console if "Content Security Policy" in line]
+        assert not seen.errors and not refused, (seen.errors, refused)
     finally:
         context.close()
 
