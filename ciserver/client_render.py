@@ -57,7 +57,7 @@ def status_text(status: str | None) -> Text:
 
 
 def builds_table(builds: Iterable[dict[str, Any]]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for column in ("ID", "PROJECT", "REF", "SHA", "STATUS", "AGE", "DURATION"):
         table.add_column(column, no_wrap=True)
     for build in builds:
@@ -82,7 +82,7 @@ def job_reason(job: dict[str, Any], jobs_by_name: dict[str, dict[str, Any]]) -> 
     if status == "skipped" and job.get("when") == "manual" and not job.get("error"):
         return f"manual: start it with POST /api/v1/jobs/{job['id']}/play"
     parts = []
-    if status == "failed" and job.get("exit_code") is not None:
+    if status == "failed" and job.get("exit_code") is not None and not names_exit(job):
         parts.append(f"exit code {job['exit_code']}")
     if job.get("error"):
         parts.append(str(job["error"]))
@@ -91,6 +91,11 @@ def job_reason(job: dict[str, Any], jobs_by_name: dict[str, dict[str, Any]]) -> 
     if (job.get("attempt") or 1) > 1:
         parts.append(f"attempt {job['attempt']}")
     return "; ".join(parts)
+
+
+def names_exit(job: dict[str, Any]) -> bool:
+    """Whether the job's error already says its exit code (the server's does for a script failure)."""
+    return f"exit code {job.get('exit_code')}" in (job.get("error") or "")
 
 
 def build_view(build: dict[str, Any]) -> list[Any]:
@@ -112,7 +117,7 @@ def build_view(build: dict[str, Any]) -> list[Any]:
         lines.append(Text("  no jobs yet" if build["status"] not in FINAL else "  no jobs"))
         return lines
     by_name = {job["name"]: job for job in jobs}
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for column in ("STAGE", "JOB", "ID", "STATUS", "DURATION", "WHY"):
         table.add_column(column, no_wrap=column != "WHY")
     for job in jobs:
@@ -129,7 +134,7 @@ def build_view(build: dict[str, Any]) -> list[Any]:
 
 
 def deployments_table(deployments: Iterable[dict[str, Any]]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for column in ("ID", "ENV", "BUILD", "SHA", "ACTION", "STRATEGY", "STATUS", "WEIGHT", "AGE", "BY"):
         table.add_column(column, no_wrap=True)
     for deployment in deployments:
@@ -178,7 +183,7 @@ def deployment_view(deployment: dict[str, Any]) -> list[Any]:
 
 
 def environments_table(environments: Iterable[dict[str, Any]]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for column in ("ENV", "LISTEN", "STRATEGY", "BUILD", "SHA", "SINCE", "BY", "LATEST"):
         table.add_column(column, no_wrap=True)
     for env in environments:

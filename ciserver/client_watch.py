@@ -26,7 +26,7 @@ from rich.progress import (
 from rich.text import Text
 
 from ciserver.client import Client, StreamOpened
-from ciserver.client_render import DEPLOYMENT_FINAL, FINAL, status_text, step_line
+from ciserver.client_render import DEPLOYMENT_FINAL, FINAL, names_exit, status_text, step_line
 from ciserver.client_text import duration
 from ciserver.client_text import field as safe
 
@@ -93,7 +93,7 @@ def job_line(job: dict[str, Any]) -> Text:
     line.append_text(status_text(job["status"]))
     if job["status"] in FINAL and job.get("started_at"):
         line.append(f" in {duration(job.get('started_at'), job.get('finished_at'))}")
-    if job["status"] == "failed" and job.get("exit_code") is not None:
+    if job["status"] == "failed" and job.get("exit_code") is not None and not names_exit(job):
         line.append(f" (exit code {job['exit_code']})")
     if job.get("error"):
         line.append(f": {safe(job['error'], 300)}")
