@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from cryptography.fernet import Fernet
-from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi import Depends, HTTPException, Path, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis import Redis
 from redis.exceptions import RedisError
@@ -93,7 +93,8 @@ def require(role: Role) -> Callable[..., Caller]:
     def check(
         request: Request,
         db: DatabaseDep,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        # The role as the bearer scheme's scope: the OpenAPI document (and docs/API.md) shows it per route.
+        credentials: HTTPAuthorizationCredentials | None = Security(_bearer, scopes=[role.name]),
     ) -> Caller:
         cookie = session_token(request) if credentials is None else None
         if cookie is not None:
