@@ -22,6 +22,7 @@ from ciserver.api.request_id import RequestId
 from ciserver.config import Settings, get_settings
 from ciserver.event_bus import install_publisher
 from ciserver.outbox import OutboxThread
+from ciserver.statuses import StatusThread
 from ciserver.store.db import engine_for
 from ciserver.web import routes as web
 
@@ -37,9 +38,15 @@ def create_app(settings: Settings | None = None, *, outbox: bool = True) -> Fast
         thread = OutboxThread(settings) if outbox and settings.redis_url else None
         if thread:
             thread.start()
+        # Commit statuses to the forges: no Redis needed, so an app without a queue reports too.
+        reporter = StatusThread(settings) if outbox else None
+        if reporter:
+            reporter.start()
         yield
         if thread:
             thread.stopped.set()
+        if reporter:
+            reporter.stopped.set()
 
     app = FastAPI(
         title="ciserver",
