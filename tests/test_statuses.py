@@ -439,3 +439,10 @@ def test_builds_that_changed_before_the_upgrade_to_0004_are_not_reported_after_i
     new_build(settings, [])  # a change after it is
     assert report(settings, client) == 1
     assert [call.path for call in forge.calls] == [f"/repos/octo/app/statuses/{SHA}"]
+
+
+def test_the_api_process_runs_the_reporter(settings: Settings, forge: FakeForge) -> None:
+    register(settings, forge)
+    with TestClient(create_app(settings.model_copy(update={"status_interval": 0.1}))):
+        new_build(settings, [])
+        forge.wait_for(lambda calls: len(calls) == 1, timeout=10)
