@@ -5,6 +5,7 @@ wrote, and the job log's colours, line links and cut."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -322,3 +323,42 @@ def test_the_builds_page_lists_every_project_and_filters_by_status(
         assert canceled and all(
             s == "canceled" for s in page.locator("tr[data-build-id] .status").all_inner_texts()
         )
+
+
+SCRIPT = Path(__file__).resolve().parents[2] / "ciserver" / "web" / "static" / "dashboard.js"
+
+FEED = """(lines) => {
+  const view = new LogView(document.getElementById("log"));
+  let text = "";
+  for (let n = 1; n <= lines; n += 1) {
+    text += `\\x1b[32mline ${n}\\x1b[0m of a long log, padded to about sixty bytes ....\\n`;
+    if (text.length > 60000) { view.add(text); text = ""; }
+  }
+  view.add(text);
+  view.finish();
+  return view.count;
+}"""
+
+
+def test_a_huge_log_shows_its_head_and_its_latest_lines_with_the_numbers_of_the_whole(
+    browser: Browser,
+) -> None:
+    # 100,000 lines (6 MiB) in the page would take the browser many seconds; it keeps 1 MiB of head
+    # and the last 5,000 lines, and says which lines it leaves out.
+    page = browser.new_page()
+    try:
+        page.set_content('<div id="log" class="log"></div>')
+        page.add_script_tag(content=SCRIPT.read_text())
+        started = time.monotonic()
+        assert page.evaluate(FEED, 100_000) == 100_000
+        assert time.monotonic() - started < 10
+        assert page.locator("#L1 .lt").inner_text().startswith("line 1 of")
+        assert page.locator("#L100000 .lt").inner_text().startswith("line 100000 of")
+        first_tail = 100_000 - 5_000 + 1
+        assert page.locator(f"#L{first_tail} .lt").inner_text().startswith(f"line {first_tail} of")
+        assert page.locator(f"#L{first_tail - 1}").count() == 0
+        assert page.locator("#log .line").count() < 25_000
+        gap = page.locator(".line.gap").inner_text()
+        assert re.search(rf"lines \d+ to {first_tail - 1} \(about [\d,]+ bytes\) are not shown", gap), gap
+    finally:
+        page.close()

@@ -160,14 +160,100 @@ const ESCAPE = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@
 const UNFINISHED = /\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?)?$/;
 const CUT = /^\[ciserver: ([\d,]+) bytes of output cut here/;
 
+// A browser slows to a crawl with hundreds of thousands of lines: past HEAD bytes a log shows only
+// its last TAIL_LINES lines (kept up to date while it grows) and says which lines it leaves out.
+const HEAD = 1 << 20;
+const TAIL_BYTES = 1 << 19;
+const TAIL_LINES = 5000;
+
 class LogView {
-  constructor(box) {
+  constructor(box, head = HEAD, tailBytes = TAIL_BYTES, tailLines = TAIL_LINES) {
     this.box = box;
     this.count = 0;
     this.line = null;
     this.carry = "";
     this.style = { bold: false, italic: false, underline: false, fg: null, bg: null };
     this.scrolled = false;
+    this.headLeft = head;
+    this.tailBytes = tailBytes;
+    this.tailLines = tailLines;
+    this.gap = null; // the note between head and tail, once the head is full
+    this.headEnd = 0; // the head's last line
+    this.hidden = 0; // bytes left out
+    this.queue = []; // tail text not shown yet
+    this.queued = 0;
+    this.rows = []; // the tail's rows, oldest first
+    this.flushing = null;
+  }
+
+  add(chunk) {
+    if (this.gap === null) {
+      if (chunk.length <= this.headLeft) {
+        this.headLeft -= chunk.length;
+        this.parse(chunk);
+        return;
+      }
+      const cut = chunk.lastIndexOf("\n", this.headLeft - 1) + 1;
+      this.parse(chunk.slice(0, cut));
+      chunk = chunk.slice(cut);
+      this.openGap();
+    }
+    this.queue.push(chunk);
+    this.queued += chunk.length;
+    while (this.queue.length > 1 && this.queued - this.queue[0].length >= this.tailBytes) {
+      const dropped = this.queue.shift();
+      this.queued -= dropped.length;
+      this.leaveOut(dropped);
+    }
+    if (this.flushing === null) this.flushing = setTimeout(() => this.flush(), 200);
+  }
+
+  openGap() {
+    if (this.line !== null) this.endLine();
+    this.headEnd = this.count;
+    this.gap = document.createElement("div");
+    this.gap.className = "line gap";
+    this.box.append(this.gap);
+  }
+
+  leaveOut(text) {
+    // Text never shown: its lines are counted, so the tail's numbers stay those of the whole log.
+    const newlines = text.split("\n").length - 1;
+    const cut = /^\[ciserver: ([\d,]+) bytes of output cut here/m.exec(text);
+    if (cut) this.noteCut(cut[1], this.count + 1);
+    this.hidden += text.length;
+    if (newlines === 0) return;
+    this.count += this.line !== null ? newlines - 1 : newlines;
+    this.line = null;
+    this.carry = "";
+    this.sgr("0");
+  }
+
+  flush() {
+    this.flushing = null;
+    const text = this.queue.join("");
+    this.queue = [];
+    this.queued = 0;
+    this.parse(text);
+    while (this.rows.length > this.tailLines) {
+      const row = this.rows.shift();
+      this.hidden += row.textContent.length + 1;
+      row.remove();
+    }
+    const first = this.rows.length ? Number(this.rows[0].id.slice(1)) : this.count + 1;
+    const from = this.headEnd + 1;
+    this.gap.textContent =
+      first > from
+        ? `lines ${from} to ${first - 1} (about ${this.hidden.toLocaleString("en")} bytes) are not shown here: the raw log has them`
+        : "";
+    this.gap.hidden = first <= from;
+  }
+
+  finish() {
+    if (this.flushing !== null) {
+      clearTimeout(this.flushing);
+      this.flush();
+    }
   }
 
   newLine() {
@@ -183,6 +269,7 @@ class LogView {
     text.className = "lt";
     row.append(number, text);
     this.box.append(row);
+    if (this.gap !== null) this.rows.push(row);
     this.line = text;
   }
 
@@ -212,13 +299,16 @@ class LogView {
     const cut = CUT.exec(this.line.textContent);
     if (cut) {
       row.classList.add("cut");
-      const note = document.getElementById("log-cut");
-      if (note) {
-        note.textContent = `This log was cut: ${cut[1]} bytes of output are left out at line ${this.count}; it shows the head and the tail.`;
-        note.hidden = false;
-      }
+      this.noteCut(cut[1], this.count);
     }
     this.line = null;
+  }
+
+  noteCut(bytes, line) {
+    const note = document.getElementById("log-cut");
+    if (!note) return;
+    note.textContent = `This log was cut: ${bytes} bytes of output are left out at line ${line}; it keeps the head and the tail.`;
+    note.hidden = false;
   }
 
   sgr(params) {
@@ -253,7 +343,7 @@ class LogView {
     }
   }
 
-  add(chunk) {
+  parse(chunk) {
     let data = this.carry + chunk;
     this.carry = "";
     const unfinished = UNFINISHED.exec(data);
@@ -300,6 +390,7 @@ function followLog() {
   });
   source.addEventListener("end", (message) => {
     source.close();
+    view.finish();
     const end = JSON.parse(message.data);
     if (state) state.textContent = `${view.count} lines · the job ended: ${end.status || "unknown"}`;
     box.dataset.complete = "true";
