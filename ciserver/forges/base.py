@@ -8,6 +8,8 @@ at the shape of a forge's JSON.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -340,3 +342,10 @@ def files_changed(commits: list[Fields], max_per_commit: int | None = None) -> l
         truncated = truncated or any(len(path.encode()) > MAX_CHANGED_PATH_BYTES for path in listed)
         files.update(listed)
     return None if truncated or len(files) > MAX_CHANGED_FILES else sorted(files)
+
+
+def signs_body(secret: str, body: bytes, hex_digest: str) -> bool:
+    """Whether `hex_digest` (64 hexadecimal digits, checked by the caller) is HMAC-SHA256(secret, body),
+    compared in constant time: how GitHub, Gitea and Forgejo sign a delivery."""
+    expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).digest()
+    return hmac.compare_digest(bytes.fromhex(hex_digest), expected)

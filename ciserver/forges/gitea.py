@@ -19,12 +19,9 @@ CreateStatusOption in its swagger at /api/swagger), which Forgejo keeps.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
 from ciserver.forges.base import (
     BadSignature,
@@ -34,14 +31,14 @@ from ciserver.forges.base import (
     MalformedPayload,
     PushEvent,
     StatusReport,
-    StatusState,
     WebhookEvent,
-    capped,
     delivery_header,
     files_changed,
     header,
     make_push,
+    signs_body,
 )
+from ciserver.forges.github import repository_status_request
 from ciserver.forges.refs import branch_and_tag, check_ref, check_sha, is_zero_sha
 from ciserver.forges.scan import MAX_CANDIDATES, string_values
 
@@ -55,16 +52,7 @@ UNCOUNTED_COMMITS_CAP = 5
 
 _SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
 
-# Gitea's states are GitHub's (and `warning`): running is pending, canceled an error saying so.
-STATUS_STATES = {
-    StatusState.pending: "pending",
-    StatusState.running: "pending",
-    StatusState.success: "success",
-    StatusState.failure: "failure",
-    StatusState.error: "error",
-    StatusState.canceled: "error",
-    StatusState.skipped: "success",
-}
+# Gitea's statuses are GitHub's (the same call and states, and `warning`), with longer descriptions.
 MAX_STATUS_DESCRIPTION = 255
 
 
@@ -80,18 +68,8 @@ class GiteaForge:
 
     def status_request(self, api_url: str, repository: str, token: str, report: StatusReport) -> ForgeRequest:
         """POST {api}/repos/{owner}/{repo}/statuses/{sha} with `Authorization: token ...`."""
-        owner, name = (quote(part, safe="") for part in repository.split("/", 1))
-        return ForgeRequest(
-            "POST",
-            f"{api_url.rstrip('/')}/repos/{owner}/{name}/statuses/{report.sha}",
-            headers={"Authorization": f"token {token}"},
-            json={
-                "state": STATUS_STATES[report.state],
-                "target_url": report.target_url,
-                "description": capped(report.description, MAX_STATUS_DESCRIPTION),
-                "context": report.context,
-            },
-        )
+        headers = {"Authorization": f"token {token}"}
+        return repository_status_request(api_url, repository, headers, report, MAX_STATUS_DESCRIPTION)
 
     def status_already_set(self, code: int, body: str) -> bool:
         """Gitea accepts any state again: every refusal is one."""
@@ -137,8 +115,7 @@ class GiteaForge:
             )
         if _SIGNATURE.fullmatch(value.strip()) is None:
             raise BadSignature(f"{name}: expected 64 hexadecimal digits")
-        expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).digest()
-        if not hmac.compare_digest(bytes.fromhex(value.strip()), expected):
+        if not signs_body(secret, body, value.strip()):
             raise BadSignature(f"{name}: does not match the body")
 
     def parse(self, headers: Mapping[str, str], payload: Any) -> WebhookEvent:

@@ -8,8 +8,6 @@ Payload fields follow GitHub's "push" and "ping" webhook documentation
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -31,6 +29,7 @@ from ciserver.forges.base import (
     files_changed,
     header,
     make_push,
+    signs_body,
 )
 from ciserver.forges.refs import branch_and_tag, check_ref, check_sha, is_zero_sha
 from ciserver.forges.scan import string_values
@@ -59,6 +58,25 @@ STATUS_STATES = {
 MAX_STATUS_DESCRIPTION = 140  # longer descriptions are refused with 422
 
 
+def repository_status_request(
+    api_url: str, repository: str, headers: dict[str, str], report: StatusReport, max_description: int
+) -> ForgeRequest:
+    """GitHub's commit status call, which Gitea and Forgejo copy: POST
+    {api}/repos/{owner}/{repo}/statuses/{sha} with state, target_url, description and context."""
+    owner, name = (quote(part, safe="") for part in repository.split("/", 1))
+    return ForgeRequest(
+        "POST",
+        f"{api_url.rstrip('/')}/repos/{owner}/{name}/statuses/{report.sha}",
+        headers=headers,
+        json={
+            "state": STATUS_STATES[report.state],
+            "target_url": report.target_url,
+            "description": capped(report.description, max_description),
+            "context": report.context,
+        },
+    )
+
+
 class GitHubForge:
     """GitHub (and GitHub Enterprise Server) repository webhooks."""
 
@@ -72,22 +90,12 @@ class GitHubForge:
 
     def status_request(self, api_url: str, repository: str, token: str, report: StatusReport) -> ForgeRequest:
         """POST {api}/repos/{owner}/{repo}/statuses/{sha} with a bearer token."""
-        owner, name = (quote(part, safe="") for part in repository.split("/", 1))
-        return ForgeRequest(
-            "POST",
-            f"{api_url.rstrip('/')}/repos/{owner}/{name}/statuses/{report.sha}",
-            headers={
-                "Authorization": f"Bearer {token}",
-                "Accept": "application/vnd.github+json",
-                "X-GitHub-Api-Version": "2022-11-28",
-            },
-            json={
-                "state": STATUS_STATES[report.state],
-                "target_url": report.target_url,
-                "description": capped(report.description, MAX_STATUS_DESCRIPTION),
-                "context": report.context,
-            },
-        )
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": "2022-11-28",
+        }
+        return repository_status_request(api_url, repository, headers, report, MAX_STATUS_DESCRIPTION)
 
     def status_already_set(self, code: int, body: str) -> bool:
         """GitHub accepts any state again: every refusal is one."""
@@ -121,8 +129,7 @@ class GitHubForge:
         match = _SIGNATURE.fullmatch(value.strip())
         if match is None:
             raise BadSignature(f"{SIGNATURE_HEADER}: expected 'sha256=' followed by 64 hexadecimal digits")
-        expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).digest()
-        if not hmac.compare_digest(bytes.fromhex(match.group(1)), expected):
+        if not signs_body(secret, body, match.group(1)):
             raise BadSignature(f"{SIGNATURE_HEADER}: does not match the body")
 
     def parse(self, headers: Mapping[str, str], payload: Any) -> WebhookEvent:
