@@ -19,6 +19,7 @@ from ciserver.ports import free_port
 from tests.support.cli_client import run_client, start_client
 from tests.support.engine import BUSYBOX
 from tests.support.git import commit, make_repo
+from tests.support.pipelines import PACKAGE_RELEASE
 from tests.support.server import CiServer, deploying_server
 from tests.support.services import RedisServer
 
@@ -213,12 +214,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello"
 
 def canary_pipeline(port: int) -> str:
     return f"""\
-stages: [build]
-jobs:
-  package:
-    stage: build
-    image_build: {{context: ., build_args: {{VERSION: "${{CI_COMMIT_SHORT_SHA}}"}}}}
-environments:
+{PACKAGE_RELEASE}environments:
   production:
     auto: false
     listen: 127.0.0.1:{port}

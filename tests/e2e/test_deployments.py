@@ -17,6 +17,7 @@ import pytest
 
 from ciserver.ports import free_port
 from tests.support.git import commit, make_repo
+from tests.support.pipelines import PACKAGE_RELEASE
 from tests.support.server import CiServer, deploying_server
 from tests.support.services import redis_database
 from workers.executors.docker_service import container_name
@@ -29,12 +30,7 @@ INTERVAL = 12  # seconds per canary step: long enough to send 1,000 requests at 
 def pipeline(staging: int, production: int, *, failing: bool = False) -> str:
     service_env = '{HELLO_FAIL: "1"}' if failing else "{}"
     return f"""\
-stages: [build]
-jobs:
-  package:
-    stage: build
-    image_build: {{context: ., build_args: {{VERSION: "${{CI_COMMIT_SHORT_SHA}}"}}}}
-environments:
+{PACKAGE_RELEASE}environments:
   staging:
     auto: true
     listen: 127.0.0.1:{staging}

@@ -15,6 +15,7 @@ import pytest
 
 from ciserver.ports import free_port
 from tests.support.git import commit, make_repo
+from tests.support.pipelines import PACKAGE_RELEASE
 from tests.support.server import CiServer, deploying_server
 from tests.support.services import redis_database
 
@@ -25,12 +26,7 @@ STAGING = f"/api/v1/projects/{PROJECT}/environments/staging"
 
 def pipeline(port: int) -> str:
     return f"""\
-stages: [build]
-jobs:
-  package:
-    stage: build
-    image_build: {{context: ., build_args: {{VERSION: "${{CI_COMMIT_SHORT_SHA}}"}}}}
-environments:
+{PACKAGE_RELEASE}environments:
   staging: {{auto: true, listen: "127.0.0.1:{port}", strategy: {{blue_green: {{keep_previous: 1h}}}}}}
 service: {{port: 8000, health: /healthz, health_timeout: 30s}}
 """

@@ -21,22 +21,12 @@ import httpx
 import pytest
 
 from ciserver.ports import free_port
-from tests.support.engine import BUSYBOX
 from tests.support.git import make_repo
+from tests.support.pipelines import HELLO_THEN_PACKAGE
 from tests.support.server import CiServer
 from tests.support.services import RedisServer
 
-PIPELINE = f"""\
-image: {BUSYBOX}
-stages: [test, build]
-jobs:
-  hello:
-    stage: test
-    script: [echo hello]
-  package:
-    stage: build
-    script: [echo packaged]
-"""
+PIPELINE = HELLO_THEN_PACKAGE
 
 
 class Prometheus:

@@ -22,21 +22,12 @@ from tests.support.engine import BUSYBOX
 from tests.support.fake_forge import Answer, FakeForge, fake_forge
 from tests.support.git import make_repo
 from tests.support.payloads import WEBHOOK_SECRET
+from tests.support.pipelines import HELLO_THEN_PACKAGE
 from tests.support.server import CiServer
 from tests.support.services import redis_database
 
 PUBLIC_URL = "https://ci.example"
-PIPELINE = f"""\
-image: {BUSYBOX}
-stages: [test, build]
-jobs:
-  hello:
-    stage: test
-    script: [echo hello]
-  package:
-    stage: build
-    script: [echo packaged]
-"""
+PIPELINE = HELLO_THEN_PACKAGE
 SLOW = f"""\
 image: {BUSYBOX}
 jobs:

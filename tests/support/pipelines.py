@@ -5,9 +5,30 @@ from __future__ import annotations
 import pytest
 
 from ciserver.pipeline import PipelineError, load_pipeline
+from tests.support.engine import BUSYBOX
 
 JOB = "jobs:\n  a: {script: [x]}\n"
 ONE_JOB = "image: x\njobs:\n  a:\n    script: [echo]\n"
+# The end-to-end tests' plainest green pipeline: two busybox jobs, one stage after the other.
+HELLO_THEN_PACKAGE = f"""\
+image: {BUSYBOX}
+stages: [test, build]
+jobs:
+  hello:
+    stage: test
+    script: [echo hello]
+  package:
+    stage: build
+    script: [echo packaged]
+"""
+# How a deploying pipeline starts: the sample service's release image, its commit as VERSION.
+PACKAGE_RELEASE = """\
+stages: [build]
+jobs:
+  package:
+    stage: build
+    image_build: {context: ., build_args: {VERSION: "${CI_COMMIT_SHORT_SHA}"}}
+"""
 
 
 def error_of(text: str | bytes) -> PipelineError:
