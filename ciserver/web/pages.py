@@ -17,6 +17,7 @@ from ciserver.states import DeploymentStatus, Status
 from ciserver.store.builds import get_build, get_job, list_builds
 from ciserver.store.deployments import list_environments
 from ciserver.store.environments import promote_role
+from ciserver.store.events import last_event_id
 from ciserver.store.models import Role
 from ciserver.store.projects import get_project, list_projects
 from ciserver.store.releases import list_releases
@@ -55,6 +56,7 @@ def builds_page(
         except ValueError:
             error = f"status: one of {', '.join(s.value for s in Status)}"
     with db.session() as session:
+        after = last_event_id(session)  # before the reads: the page's stream misses no change after them
         items, total = list_builds(
             session, project=project, branch=branch, status=wanted, limit=PAGE_SIZE, offset=offset
         )
@@ -71,6 +73,7 @@ def builds_page(
             filters={"project": project or "", "branch": branch or "", "status": status or ""},
             error=error,
             first_line=views.first_line,
+            events_after=after,
         )
 
 
@@ -80,6 +83,7 @@ def build_page(build_id: RowId, request: Request, db: DatabaseDep) -> Response:
     if caller is None:
         return to_login(request)
     with db.session() as session:
+        after = last_event_id(session)
         build = get_build(session, build_id)
         if build is None:
             return page(request, "missing.html", caller, 404, what=f"build {build_id}")
@@ -92,6 +96,7 @@ def build_page(build_id: RowId, request: Request, db: DatabaseDep) -> Response:
             waiting={job.id: views.waiting_reason(job, build) for job in build.jobs},
             playable={job.id for job in build.jobs if views.waits_to_be_played(job)},
             may_act=caller.role >= Role.developer,
+            events_after=after,
         )
 
 
@@ -101,6 +106,7 @@ def job_page(job_id: RowId, request: Request, db: DatabaseDep) -> Response:
     if caller is None:
         return to_login(request)
     with db.session() as session:
+        after = last_event_id(session)
         job = get_job(session, job_id)
         if job is None:
             return page(request, "missing.html", caller, 404, what=f"job {job_id}")
@@ -111,6 +117,7 @@ def job_page(job_id: RowId, request: Request, db: DatabaseDep) -> Response:
             job=job,
             build=job.build,
             waiting=views.waiting_reason(job, job.build),
+            events_after=after,
         )
 
 
@@ -130,6 +137,7 @@ def environments_page(name: str, request: Request, db: DatabaseDep) -> Response:
     if caller is None:
         return to_login(request)
     with db.session() as session:
+        after = last_event_id(session)
         project = get_project(session, name)
         if project is None:
             return page(request, "missing.html", caller, 404, what=f"project {name}")
@@ -145,4 +153,6 @@ def environments_page(name: str, request: Request, db: DatabaseDep) -> Response:
                     "releases": [r for r in releases if environment.name not in (r.refused or {})],
                 }
             )
-        return page(request, "environments.html", caller, project=project, environments=rows)
+        return page(
+            request, "environments.html", caller, project=project, environments=rows, events_after=after
+        )

@@ -58,7 +58,7 @@ jobs:
 
 @pytest.fixture(scope="module")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str, e2e_database: str
 ) -> Iterator[CiServer]:
     """A server of the dashboard's own, with a small log cap, on a Redis database no other test uses."""
     root = tmp_path_factory.mktemp("dashboard")

@@ -41,7 +41,7 @@ service: {{port: 8000, health: /healthz, health_timeout: 30s}}
 
 @pytest.fixture(scope="module")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str, busybox_image: str, e2e_database: str
 ) -> Iterator[CiServer]:
     root = tmp_path_factory.mktemp("dashboard-deploy")
     files = {name: (EXAMPLE / name).read_text() for name in ("app.py", "Dockerfile")}

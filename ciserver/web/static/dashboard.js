@@ -134,8 +134,9 @@ function concerns(event) {
 function watchEvents() {
   const body = document.body.dataset;
   if (!body.watch) return;
-  const query = body.events ? `?${body.events}` : "";
-  const source = new EventSource(`/api/v1/events${query}`);
+  // From the last event before the page was read: nothing that changed since is missed.
+  const query = [body.events, body.after ? `after=${encodeURIComponent(body.after)}` : ""];
+  const source = new EventSource(`/api/v1/events?${query.filter(Boolean).join("&")}`);
   const seen = (message) => {
     let event;
     try {
