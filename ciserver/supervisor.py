@@ -79,7 +79,8 @@ class Supervisor:
         for child in self.children:
             child.start()
         print(
-            f"ciserver is up: http://{self.host}:{self.port}  (API docs at /docs; process logs in {logs})",
+            f"ciserver is up: http://{self.host}:{self.port}  (the dashboard; API docs at /docs;"
+            f" process logs in {logs})",
             flush=True,
         )
         print(f"  {self.workers} workers, data in {data}; Ctrl-C stops everything", flush=True)
