@@ -44,7 +44,7 @@ SLOW_LOG = f"""\
 image: {BUSYBOX}
 jobs:
   counting:
-    script: ['for i in 1 2 3 4 5 6; do echo "line $i"; sleep 0.5; done']
+    script: ['for i in 1 2 3 4 5 6; do echo "line $i"; sleep 1.5; done']
 """
 
 LONG = f"""\
