@@ -115,7 +115,9 @@ def test_a_push_is_seen_on_the_stream_from_queued_to_success_in_order_within_mom
     assert (first["sse_event"], first["sse_id"]) == ("build", str(first["event_id"]))
     assert (first["sha"], first["branch"], first["ref"]) == (sha, "main", "refs/heads/main")
     ids = [f["event_id"] for f in every.frames]
-    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    # Each subject's events come in order (told() above); across subjects, on PostgreSQL, an event
+    # may come after one with a higher id whose transaction committed first. None comes twice.
+    assert len(set(ids)) == len(ids)
 
     # Each frame reaches the client moments after its change was written, not at a poll's next turn.
     delays = [f["got"] - datetime.fromisoformat(f["at"]).astimezone(UTC).timestamp() for f in only.frames]
