@@ -30,10 +30,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 # The databases the tests that run a ciserver run on (unless a test picks its own), e.g.
-# CISERVER_TEST_E2E_DATABASES=sqlite,postgresql; SQLite alone by default, to keep the suite's time.
+# CISERVER_TEST_E2E_DATABASES=sqlite,postgresql (scripts/test's default); SQLite alone for a bare pytest.
+# A module whose ONE_DATABASE is true tests what no query decides (the engine's isolation, the client's
+# HTTP): it runs on the first of them only, unless CISERVER_TEST_E2E_EVERY_MODULE=1.
 # A fixture that starts a server for a whole module or session takes `e2e_database` among its
 # arguments, even unused: that is what makes pytest start it again for each database.
 E2E_DATABASES = os.environ.get("CISERVER_TEST_E2E_DATABASES", "sqlite").split(",")
+EVERY_MODULE = os.environ.get("CISERVER_TEST_E2E_EVERY_MODULE") == "1"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -41,7 +44,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         name in vars(metafunc.module) for name in ("CiServer", "deploying_server")
     )
     if runs_a_server and "postgres_url" not in metafunc.fixturenames and E2E_DATABASES != ["sqlite"]:
-        metafunc.parametrize("e2e_database", E2E_DATABASES, indirect=True, scope="session")
+        one = getattr(metafunc.module, "ONE_DATABASE", False) and not EVERY_MODULE
+        databases = E2E_DATABASES[:1] if one else E2E_DATABASES
+        metafunc.parametrize("e2e_database", databases, indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session", autouse=True)

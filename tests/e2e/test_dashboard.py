@@ -20,6 +20,10 @@ from tests.support.git import make_repo
 from tests.support.server import CiServer
 from tests.support.services import redis_database
 
+# One database is enough here: the pages read the API's own store queries, which the API's tests run on both
+# databases.
+ONE_DATABASE = True
+
 LOG_CAP = 4096  # the server's CISERVER_LOG_MAX_BYTES: a log past it keeps 2 KiB of head and tail
 
 SLOW = f"""\

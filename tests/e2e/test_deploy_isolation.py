@@ -23,6 +23,10 @@ from tests.support.server import CiServer, deploying_server
 from tests.support.services import redis_database
 from workers.executors.docker_service import container_name
 
+# One database is enough here: deployed containers' isolation is the engine's and nginx's, the same whatever
+# the database.
+ONE_DATABASE = True
+
 # The released service: busybox's httpd answering "<project> <short sha>" at / and ok at /healthz.
 DOCKERFILE = """\
 FROM ciserver-test/busybox:latest

@@ -18,6 +18,9 @@ from workers.context import WorkerContext
 from workers.executors.docker_service import DockerServiceTarget, ServiceRelease
 from workers.reaper import Reaper
 
+# One database is enough here: services are containers on the engine, the same whatever the database.
+ONE_DATABASE = True
+
 HTTPD = ["sh", "-c", "mkdir -p /www && echo ok > /www/healthz && exec httpd -f -p 8000 -h /www"]
 
 

@@ -20,6 +20,10 @@ from tests.support.git import commit, make_repo
 from tests.support.server import CiServer
 from tests.support.services import redis_database
 
+# One database is enough here: an image build's isolation is the engine's and the builder's, the same
+# whatever the database.
+ONE_DATABASE = True
+
 JOB_CAPABILITY_MASK = "00000000000000cb"  # CHOWN, DAC_OVERRIDE, FOWNER, SETGID, SETUID
 
 

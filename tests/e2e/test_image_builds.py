@@ -22,6 +22,9 @@ from tests.support.executor import assert_nothing_left, build_spec, job, run, wr
 from workers.executors.base import BuildCache, BuildFailed, ExecutorError, Limits
 from workers.executors.docker import DockerExecutor
 
+# One database is enough here: image builds are the engine's work, the same whatever the database.
+ONE_DATABASE = True
+
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("test_images")]
 
 # CHOWN, DAC_OVERRIDE, FOWNER, SETGID, SETUID: a job's capabilities, as /proc shows them

@@ -24,6 +24,10 @@ from tests.support.registry import Registry, registry_fixture  # noqa: F401  (th
 from tests.support.server import CiServer, deploying_server
 from tests.support.services import redis_database
 
+# One database is enough here: images travel through the registry and the engine, the same whatever the
+# database.
+ONE_DATABASE = True
+
 pytestmark = pytest.mark.timeout(300)
 
 DOCKERFILE = f'FROM {BUSYBOX}\nCOPY www /www\nCMD ["busybox", "httpd", "-f", "-p", "8000", "-h", "/www"]\n'

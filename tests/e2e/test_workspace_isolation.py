@@ -64,6 +64,9 @@ jobs:
 CHECK = """\
 import hashlib, os
 
+# One database is enough here: what a job can reach is the engine's isolation, the same whatever the database.
+ONE_DATABASE = True
+
 digest = hashlib.sha256()
 for directory, dirs, names in os.walk("."):
     dirs[:] = sorted(d for d in dirs if d != ".git")
