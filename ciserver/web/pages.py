@@ -12,7 +12,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from ciserver.api.deps import MAX_ROW, Caller, DatabaseDep, RowId, caller_of
+from ciserver.api.deps import MAX_ROW, Caller, DatabaseDep, RowId, SettingsDep, caller_of
+from ciserver.job_variables import image_ran
 from ciserver.states import DeploymentStatus, Status
 from ciserver.store.builds import get_build, get_job, list_builds
 from ciserver.store.deployments import list_environments
@@ -101,7 +102,7 @@ def build_page(build_id: RowId, request: Request, db: DatabaseDep) -> Response:
 
 
 @router.get("/jobs/{job_id}")
-def job_page(job_id: RowId, request: Request, db: DatabaseDep) -> Response:
+def job_page(job_id: RowId, request: Request, db: DatabaseDep, settings: SettingsDep) -> Response:
     caller = _signed_in(request, db)
     if caller is None:
         return to_login(request)
@@ -115,6 +116,7 @@ def job_page(job_id: RowId, request: Request, db: DatabaseDep) -> Response:
             "job.html",
             caller,
             job=job,
+            image=image_ran(job, settings.registry),
             build=job.build,
             waiting=views.waiting_reason(job, job.build),
             events_after=after,

@@ -9,6 +9,9 @@ import sys
 import uuid
 from pathlib import Path
 
+import httpx
+
+from ciserver.web.session import SESSION_COOKIE
 from tests.support.engine import BUSYBOX
 from tests.support.git import make_repo
 from tests.support.server import CiServer
@@ -56,6 +59,12 @@ jobs:
     assert (ran["image"], ran["image_declared"]) == (BUSYBOX, "$RUN_IMAGE:${TAG}")
     assert f"ran on {repo_name}" in ciserver.log(ran["id"])
     assert ciserver.http.get(f"/api/v1/jobs/{ran['id']}").json()["image"] == BUSYBOX
+    # The dashboard's job page (signed in: its session cookie is the token) says the same.
+    page = httpx.get(
+        f"{ciserver.url}/jobs/{ran['id']}", cookies={SESSION_COOKIE: ciserver.token_for("viewer")}
+    )
+    assert page.status_code == 200
+    assert f"<code>{BUSYBOX}</code>" in page.text and "from <code>$RUN_IMAGE:${TAG}</code>" in page.text
 
     hostile = jobs["hostile"]
     assert hostile["image"] == "--privileged" and hostile["status"] == "error", hostile
