@@ -5,6 +5,7 @@ so the race cannot happen there."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -149,3 +150,41 @@ def test_a_manual_job_played_twice_at_once_is_played_once(postgres_url: str) -> 
             return dispatch.play_manual(session, job)
 
     assert sorted(in_two_workers(work)) == [False, True]
+
+
+def test_two_environments_of_a_project_finishing_at_once_both_finish(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Production and qa finish at the same moment: each locks its environment, then looks at every
+    environment the release names (which follow it?). Left to those row locks alone, each would hold
+    the row the other waits for, and PostgreSQL would end one as a deadlock, leaving that deployment
+    progressing forever. The meeting point holds each at that look for as long as the other can come."""
+    with session_scope(postgres_url) as session:
+        project = new_project(session)
+        pipeline = (
+            "image: busybox\njobs:\n  package: {image_build: {context: .}}\nenvironments:\n"
+            "  production: {auto: true, listen: '127.0.0.1:9001'}\n"
+            "  qa: {auto: true, listen: '127.0.0.1:9002'}\n"
+            "service: {port: 8000, health: /healthz}\n"
+        )
+        started = releases.deployments_for_green_build(session, green_build(session, project, pipeline).id)
+    for n, deployment_id in enumerate(started):
+        with session_scope(postgres_url) as session:
+            assert deployments.claim(session, deployment_id, f"worker-{n}") is not None
+    meet, follow = threading.Barrier(2), deployments._follow
+
+    def meet_then_follow(session: Session, release: Any, after: str) -> list[int]:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            meet.wait(2)  # broken when the other cannot come before this one commits
+        return follow(session, release, after)
+
+    monkeypatch.setattr(deployments, "_follow", meet_then_follow)
+
+    def work(n: int) -> list[int]:
+        with session_scope(postgres_url) as session:
+            return deployments.finish(session, started[n], DeploymentStatus.succeeded)
+
+    assert in_two_workers(work) == [[], []]
+    with session_scope(postgres_url) as session:
+        statuses = session.scalars(select(Deployment.status).where(Deployment.id.in_(started)))
+        assert list(statuses) == [DeploymentStatus.succeeded] * 2

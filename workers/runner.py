@@ -14,6 +14,7 @@ Two things RQ's SimpleWorker does not do, added here with RQ's own parts:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -82,6 +83,18 @@ class CiWorker(SimpleWorker):
         finally:
             heartbeat.done.set()
         self.set_state(WorkerStatus.IDLE)
+
+    def unsubscribe(self) -> None:
+        """Leave the worker's command channel without waiting on redis-py's listener thread: once
+        unsubscribed, it sleeps out RQ's 60 s poll before it sees the stop, and RQ joins it without
+        a timeout, which held a stopping worker's exit for up to a minute. It is a daemon thread: it
+        ends with the process."""
+        if self.pubsub_thread is None or self.pubsub is None:
+            return
+        log.debug("leaving channel %s", self.pubsub_channel_name)
+        self.pubsub_thread.stop(timeout=0.5)
+        with contextlib.suppress(RedisError, OSError):
+            self.pubsub.unsubscribe()
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         """First SIGTERM or Ctrl-C: take no new task; the current one has stop_grace seconds."""

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, object_session
 from ciserver.pipeline import DeployConfig
 from ciserver.states import Control, DeployAction, DeploymentStatus
 from ciserver.store import environments
+from ciserver.store.dispatch import lock_project
 from ciserver.store.events import record_deployment
 from ciserver.store.models import Build, Deployment, Environment, Project, Release, utcnow
 
@@ -245,7 +246,13 @@ def finish(
     deployments to start now: the one waiting in this environment, and environments that follow
     this one automatically (`auto` with `after` naming it)."""
     deployment = session.get(Deployment, deployment_id)
-    if deployment is None or deployment.status.final:
+    if deployment is None:
+        return []
+    # The project first: a finish locks its environment, then those that follow it, so two of one
+    # project's environments finishing at once (production, and qa after it) would each hold the row
+    # the other waits for.
+    lock_project(session, deployment.project_id)
+    if deployment.status.final:
         return []
     environment = _locked(session, deployment.environment_id)
     _end(deployment, status, reason)
