@@ -1,4 +1,4 @@
-"""Builds that passed with warnings (placeholder until its column lands).
+"""Reserved (placeholder until its columns land).
 
 Revision ID: 0007
 Revises: 0006
