@@ -33,6 +33,7 @@ def ci_variables(build: Build, job: Job, registry: str | None = None) -> dict[st
         "CI_COMMIT_BRANCH": build.branch or "",
         "CI_COMMIT_TAG": build.tag or "",
         "CI_BUILD_ID": str(build.id),
+        "CI_PIPELINE_SOURCE": str(build.source),
         "CI_JOB_ID": str(job.id),
         "CI_JOB_NAME": job.name,
         "CI_JOB_STAGE": job.stage,
@@ -48,8 +49,10 @@ def expand(text: str, variables: Mapping[str, str]) -> str:
 
 
 def job_variables(job: Job, registry: str | None = None) -> dict[str, str]:
-    """A job's variables before its secrets: the file's `env` (and matrix values), then the CI_* ones."""
-    return {str(k): str(v) for k, v in job.env.items()} | ci_variables(job.build, job, registry)
+    """A job's variables before its secrets: the file's `env` (and matrix values), over them those a
+    manual run or a schedule gave, then the CI_* ones, which nothing overrides."""
+    given = {str(k): str(v) for k, v in (job.build.variables or {}).items()}
+    return {str(k): str(v) for k, v in job.env.items()} | given | ci_variables(job.build, job, registry)
 
 
 def image_ran(job: Job, registry: str | None = None) -> str:

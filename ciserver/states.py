@@ -23,6 +23,16 @@ class Status(enum.StrEnum):
         return self not in (Status.queued, Status.running)
 
 
+class BuildSource(enum.StrEnum):
+    """What started a build: jobs see it as CI_PIPELINE_SOURCE (the names Woodpecker and GitHub use;
+    GitLab says merge_request_event and web where these say pull_request and manual)."""
+
+    push = "push"
+    pull_request = "pull_request"
+    manual = "manual"
+    schedule = "schedule"
+
+
 class DeploymentStatus(enum.StrEnum):
     """States of a deployment; the last three are final."""
 

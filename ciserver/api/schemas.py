@@ -142,6 +142,12 @@ class BuildOut(BaseModel):
     status: str
     error: str | None = Field(description="Why the build is error, failed or skipped.")
     retry_of: int | None
+    source: str = Field(
+        description="What started it (its jobs' CI_PIPELINE_SOURCE): push, pull_request, manual, schedule."
+    )
+    variables: dict[str, str] = Field(
+        default_factory=dict, description="The variables a manual run or a schedule gave its jobs."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -160,6 +166,8 @@ class BuildOut(BaseModel):
             "status": build.status,
             "error": build.error,
             "retry_of": build.retry_of,
+            "source": build.source,
+            "variables": build.variables or {},
             "created_at": build.created_at,
             "started_at": build.started_at,
             "finished_at": build.finished_at,

@@ -168,7 +168,13 @@ def cancel_build(session: Session, build_id: int, reason: str = "canceled") -> l
 def retry_build(session: Session, build: Build) -> Build:
     """A new build of the same commit, queued like a fresh push."""
     copied: dict[str, Any] = {f.name: getattr(build, f.name) for f in fields(PushRecord)}
-    retry = Build(project_id=build.project_id, retry_of=build.id, **copied)
+    retry = Build(
+        project_id=build.project_id,
+        retry_of=build.id,
+        source=build.source,
+        variables=build.variables,
+        **copied,
+    )
     session.add(retry)
     session.flush()
     record_build(session, retry)

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from ciserver.states import Control, DeployAction, DeploymentStatus, Status, When
+from ciserver.states import BuildSource, Control, DeployAction, DeploymentStatus, Status, When
 
 
 def utcnow() -> datetime:
@@ -119,6 +119,10 @@ class Build(Base):
     status: Mapped[Status] = mapped_column(default=Status.queued, index=True)
     error: Mapped[str | None] = mapped_column(Text)
     retry_of: Mapped[int | None] = mapped_column(ForeignKey("builds.id"))
+    # What started it (a retry keeps its build's), and the variables a manual run or a schedule gave
+    # (None for a push): every job gets them, under the CI_* ones.
+    source: Mapped[BuildSource] = mapped_column(default=BuildSource.push, server_default=text("'push'"))
+    variables: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

@@ -1,9 +1,12 @@
-"""Pull and merge requests: what a build of a request records (placeholder until its columns land).
+"""What started a build (push, pull request, manual run, schedule) and the variables it was given.
 
 Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-07
 """
+
+import sqlalchemy as sa
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "0005"
@@ -13,8 +16,28 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
-    pass
+    """Every build so far came from a push: the server default says so for the rows there are."""
+    with op.batch_alter_table("builds") as batch:
+        batch.add_column(
+            sa.Column(
+                "source",
+                sa.Enum(
+                    "push",
+                    "pull_request",
+                    "manual",
+                    "schedule",
+                    name="buildsource",
+                    native_enum=False,
+                    length=16,
+                ),
+                server_default=sa.text("'push'"),
+                nullable=False,
+            )
+        )
+        batch.add_column(sa.Column("variables", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("builds") as batch:
+        batch.drop_column("variables")
+        batch.drop_column("source")
